@@ -1,0 +1,1 @@
+"""Placement engine: filter -> score -> solve -> explain, usable without gRPC."""

@@ -1,0 +1,163 @@
+"""The topology flattened into arrays the engine scores in one vectorized pass.
+
+A *target* is one accelerator pool at a site serving one model. Pools are the unit of capacity (models on one pool
+share its accelerators); targets are the unit of choice. Everything here depends only on the topology and the
+network state, so it is built once per topology version or cable event, never per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from scheduler import costs
+from scheduler.model.schema import Status, Topology
+from scheduler.network import NetworkModel, Route
+
+
+@dataclass(frozen=True)
+class ModelTargets:
+    """Targets of one model; row i of every array is target i."""
+
+    model: str
+    speedup: float  # input tokens per output-equivalent token
+    stream_tokens_per_s: float
+    parallelism: int
+    site: np.ndarray  # int: index into Catalog.sites
+    pool: np.ndarray  # int: index into Catalog.pools
+    decode_tps: np.ndarray  # output-equivalent tokens/s per accelerator
+    prefill_tps: np.ndarray  # input tokens/s per accelerator
+    kwh_per_mtok: np.ndarray
+    cny_per_mtok: np.ndarray  # (targets, 24): energy at each local hour + amortization, transit excluded
+    g_co2_per_mtok: np.ndarray
+    green_share: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.site)
+
+
+@dataclass(frozen=True)
+class Pool:
+    key: str  # "site/accelerator#j"
+    site: str
+    accelerator: str
+    count: int
+    capacity: float  # accelerators the ledger may fill: count x max_utilization
+
+
+class Catalog:
+    def __init__(self, topology: Topology, network: NetworkModel, version: str = ""):
+        self.topology = topology
+        self.network = network
+        self.version = version
+        self.sites = [s.id for s in topology.sites]
+        self.site_index = {s: i for i, s in enumerate(self.sites)}
+        self.regions = [r.id for r in topology.regions]
+        self.region_index = {r: i for i, r in enumerate(self.regions)}
+        self.data_classes = {d.id: d for d in topology.data_classes}
+        self.models = {m.id: m for m in topology.models}
+        self.site_up = np.array([s.status is Status.up for s in topology.sites])
+        self.pools: list[Pool] = []
+        self.by_model: dict[str, ModelTargets] = {m: self._targets(m) for m in self.models}
+
+    def _targets(self, model_id: str) -> ModelTargets:
+        topo, model = self.topology, self.models[model_id]
+        accels = {a.id: a for a in topo.accelerators}
+        tariffs = {t.id: t for t in topo.tariffs}
+        rows: list[tuple] = []
+        for si, site in enumerate(topo.sites):
+            tariff = tariffs[site.tariff]
+            prices = costs.hourly_prices(tariff)
+            carbon = site.carbon_g_per_kwh if site.carbon_g_per_kwh is not None else tariff.carbon_g_per_kwh
+            green = site.green_share if site.green_share is not None else tariff.green_share
+            for j, pool in enumerate(site.pools):
+                served = pool.models if pool.models is not None else [
+                    m for m, mm in self.models.items() if pool.accelerator in mm.throughput or m in pool.throughput
+                ]
+                if model_id not in served:
+                    continue
+                tp = pool.throughput.get(model_id) or model.throughput[pool.accelerator]
+                acc = accels[pool.accelerator]
+                joules = costs.device_joules_per_token(acc.watts, tp.decode_tokens_per_s, model.joules_per_token)
+                kwh = costs.kwh_per_mtok(joules, site.pue)
+                cny = np.array([
+                    costs.cny_per_mtok(kwh, p, acc.cny_per_hour, tp.decode_tokens_per_s) for p in prices
+                ])
+                rows.append((si, self._pool(site.id, j, pool.accelerator, pool.count), tp.decode_tokens_per_s,
+                             tp.prefill_tokens_per_s, kwh, cny, costs.g_co2_per_mtok(kwh, carbon), green))
+        cols = list(zip(*rows)) if rows else [()] * 8
+        return ModelTargets(
+            model=model_id,
+            speedup=costs.prefill_speedup(model),
+            stream_tokens_per_s=model.stream_tokens_per_s,
+            parallelism=model.prefill_parallelism,
+            site=np.array(cols[0], dtype=np.int64),
+            pool=np.array(cols[1], dtype=np.int64),
+            decode_tps=np.array(cols[2], dtype=float),
+            prefill_tps=np.array(cols[3], dtype=float),
+            kwh_per_mtok=np.array(cols[4], dtype=float),
+            cny_per_mtok=np.array(cols[5], dtype=float).reshape(len(rows), costs.HOURS),
+            g_co2_per_mtok=np.array(cols[6], dtype=float),
+            green_share=np.array(cols[7], dtype=float),
+        )
+
+    def _pool(self, site: str, j: int, accelerator: str, count: int) -> int:
+        key = f"{site}/{accelerator}#{j}"
+        for i, p in enumerate(self.pools):
+            if p.key == key:
+                return i
+        self.pools.append(Pool(key, site, accelerator, count, count * self.topology.settings.max_utilization))
+        return len(self.pools) - 1
+
+    @cached_property
+    def pool_capacity(self) -> np.ndarray:
+        return np.array([p.capacity for p in self.pools], dtype=float)
+
+    @cached_property
+    def rtt_ms(self) -> np.ndarray:
+        """(regions, sites) round trip over up links; inf where unreachable."""
+        out = np.full((len(self.regions), len(self.sites)), np.inf)
+        for (r, s), route in self.network.routes.items():
+            out[self.region_index[r], self.site_index[s]] = route.rtt_ms
+        return out
+
+    @cached_property
+    def transit_cny_per_mtok(self) -> np.ndarray:
+        """(regions, sites) transit price of a million tokens' wire bytes along the route."""
+        out = np.zeros((len(self.regions), len(self.sites)))
+        bpt = self.topology.settings.bytes_per_token
+        for (r, s), route in self.network.routes.items():
+            out[self.region_index[r], self.site_index[s]] = costs.transit_cny_per_mtok(route.transit_cny_per_gb, bpt)
+        return out
+
+    @cached_property
+    def allowed(self) -> dict[str, np.ndarray]:
+        """data class -> bool per site."""
+        out = {}
+        for dc in self.topology.data_classes:
+            tags = set(dc.allowed_tags)
+            out[dc.id] = np.array([not tags or bool(tags & set(s.tags)) for s in self.topology.sites])
+        return out
+
+    def route(self, region: str, site: str) -> Route | None:
+        return self.network.route(region, site)
+
+    @cached_property
+    def cables(self) -> list[str]:
+        return [c.id for c in self.topology.cables]
+
+    @cached_property
+    def cable_capacity_gbps(self) -> np.ndarray:
+        return np.array([c.capacity_gbps or np.inf for c in self.topology.cables], dtype=float)
+
+    @cached_property
+    def route_cables(self) -> np.ndarray:
+        """(regions, sites, cables) bool: the route from region to site crosses the cable."""
+        index = {c: i for i, c in enumerate(self.cables)}
+        out = np.zeros((len(self.regions), len(self.sites), len(self.cables)), dtype=bool)
+        for (r, s), route in self.network.routes.items():
+            for c in route.cables:
+                out[self.region_index[r], self.site_index[s], index[c]] = True
+        return out
