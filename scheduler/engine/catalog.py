@@ -116,6 +116,10 @@ class Catalog:
         return np.array([p.capacity for p in self.pools], dtype=float)
 
     @cached_property
+    def pool_count(self) -> np.ndarray:
+        return np.array([p.count for p in self.pools], dtype=float)
+
+    @cached_property
     def rtt_ms(self) -> np.ndarray:
         """(regions, sites) round trip over up links; inf where unreachable."""
         out = np.full((len(self.regions), len(self.sites)), np.inf)

@@ -7,15 +7,17 @@ that picked it up at its start sees one consistent topology to its end. The ledg
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from scheduler.engine import batch as joint, fleet
 from scheduler.engine.catalog import Catalog
+from scheduler.engine.fleet import FleetPlan
 from scheduler.engine.ledger import Ledger, Reservation
 from scheduler.engine.place import Decision, decide
-from scheduler.engine.request import Batch, InvalidRequest, Slo, check_batch
+from scheduler.engine.request import Batch, DemandCell, InvalidRequest, Reason, Slo, check_batch
 from scheduler.model.schema import Topology
 from scheduler.network import NetworkModel
 
@@ -91,6 +93,45 @@ class Engine:
         used, cable_used = self.usage(cat)
         return decide(batch, slo, cat, h, used, cable_used)[0]
 
+    def place_many(self, batches: Sequence[Batch], hour: int | None = None, time_limit_s: float = 2.0,
+                   reserve: bool = True) -> BatchResult:
+        """Place batches jointly at least cost; each gets a site or an explicit reason for staying unplaced."""
+        cat = self.catalog
+        batches = list(batches)
+        slos = [self.check(b, cat, prefix=f"batches[{i}].") for i, b in enumerate(batches)]
+        h = self.hour(hour)
+        if not (time_limit_s > 0):
+            raise InvalidRequest("time_limit_s", f"must be positive, got {time_limit_s!r}")
+        for attempt in range(RESERVE_RETRIES):
+            used, cable_used = self.usage(cat)
+            problem = joint.build(cat, batches, slos, h, used, cable_used)
+            solution = joint.solve(problem, time_limit_s)
+            decisions = batch_decisions(problem, solution, slos)
+            if not reserve:
+                break
+            items = [it for d in decisions if d.placed for it in self._items(cat, d)]
+            got = self.ledger.try_reserve(items, self.capacities(cat))
+            if got is not None:
+                decisions = _attach(decisions, got, self._items, cat)
+                break
+        else:
+            raise Overloaded("capacity kept changing under concurrent placements; retry")
+        return BatchResult(decisions, solution, cat.version, h)
+
+    def plan(self, cells: Sequence[DemandCell], hour: int | None = None, policy: str = "optimal",
+             use_ledger: bool = False) -> FleetPlan:
+        """Routing fractions for steady demand at the hour's prices (optionally net of live reservations)."""
+        cat = self.catalog
+        cells = list(cells)
+        slos = [self.check(c.as_batch(), cat, prefix=f"demand[{i}].") for i, c in enumerate(cells)]
+        for i, c in enumerate(cells):
+            if not (c.tokens_per_s >= 0 and np.isfinite(c.tokens_per_s)):
+                raise InvalidRequest(f"demand[{i}].tokens_per_s", f"must be a finite number >= 0, got {c.tokens_per_s!r}")
+        if policy not in fleet.POLICIES:
+            raise InvalidRequest("policy", f"unknown policy {policy!r}; choose from {', '.join(fleet.POLICIES)}")
+        used = self.usage(cat)[0] if use_ledger else None
+        return fleet.plan(cat, cells, slos, self.hour(hour), policy, used)
+
     def _items(self, cat: Catalog, d: Decision) -> list[tuple[str, float, float]]:
         items = [(d.pool, d.load, d.hold_s)]
         if d.route is not None and d.route.cables:
@@ -101,6 +142,64 @@ class Engine:
     def release(self, reservation_ids: Sequence[int]) -> None:
         for rid in reservation_ids:
             self.ledger.release(rid)
+
+
+class Overloaded(RuntimeError):
+    """The engine could not get a consistent view of capacity; callers should back off and retry."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    decisions: list[Decision]
+    solution: joint.Assignment
+    topology_version: str
+    hour: int
+
+    @property
+    def placed(self) -> int:
+        return sum(d.placed for d in self.decisions)
+
+    @property
+    def gap(self) -> float:
+        s = self.solution
+        return max(0.0, (s.objective - s.best_bound) / s.objective) if s.objective > 0 else 0.0
+
+
+def batch_decisions(p: joint.Problem, a: joint.Assignment, slos: list[Slo]) -> list[Decision]:
+    """One Decision per batch, in request order, without per-site explanations (ask `place` for those)."""
+    cat = p.cat
+    out: list[Decision | None] = [None] * len(p.batches)
+    for m in p.models:
+        e, off = p.est[m], p.offset[m]
+        for r, i in enumerate(p.rows[m].tolist()):
+            b, t = p.batches[i], int(a.target[i])
+            base = dict(batch=b, topology_version=cat.version, hour=p.hour, slo=slos[i])
+            if t < 0:
+                reason = Reason(int(a.reason[i]))
+                out[i] = Decision(placed=False, reason=reason, message=reason.label, **base)
+                continue
+            k = t - off
+            site = cat.sites[p.site[t]]
+            out[i] = Decision(
+                placed=True, reason=Reason.OK, message=a.method, site=site, pool=cat.pools[p.pool[t]].key,
+                route=cat.route(b.region, site), rtt_ms=float(e.rtt_ms[r, k]), ttft_ms=float(e.ttft_ms[r, k]),
+                e2e_ms=float(e.e2e_ms[r, k]), cost_cny=float(e.cost_cny[r, k]), kwh=float(e.kwh[r, k]),
+                g_co2=float(e.g_co2[r, k]), load=float(e.load[r, k]), hold_s=float(e.hold_s[r]), **base,
+            )
+    return out  # type: ignore[return-value]
+
+
+def _attach(decisions: list[Decision], reservations: list[Reservation], items_of, cat: Catalog) -> list[Decision]:
+    """Hand each placed decision the ids of the reservations made for it (they come back in item order)."""
+    it = iter(reservations)
+    out = []
+    for d in decisions:
+        if d.placed:
+            n = len(items_of(cat, d))
+            out.append(replace(d, reservation_ids=tuple(next(it).id for _ in range(n))))
+        else:
+            out.append(d)
+    return out
 
 
 def _gbps(batch: Batch, cat: Catalog, hold_s: float) -> float:

@@ -58,7 +58,7 @@ def estimate(
     """Latency at current utilization, cost at the hour's price, and the first failing non-capacity check."""
     sites = mt.site
     rtt = cat.rtt_ms[b.region][:, sites]  # (B, T)
-    util = pool_used[mt.pool] / np.maximum(cat.pool_capacity[mt.pool], 1e-12)  # (T,)
+    util = pool_used[mt.pool] / cat.pool_count[mt.pool]  # (T,) physical utilization drives queueing
     prefill = 1000.0 * b.input_tokens[:, None] / (mt.prefill_tps * mt.parallelism)[None, :]
     queue = costs.queue_ms(prefill, np.broadcast_to(util, prefill.shape))
     ttft = rtt + queue + prefill

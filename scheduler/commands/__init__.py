@@ -1,0 +1,1 @@
+"""Subcommands of the `scheduler` CLI, one module each."""

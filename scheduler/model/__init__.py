@@ -1,0 +1,1 @@
+"""The topology schema and its loader."""
