@@ -20,5 +20,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Benchmarks print ratios against baselines measured in the same run; each ends with one JSON line.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/placement.py
+	$(BIN)/python benchmarks/grpc_load.py
+	$(BIN)/python benchmarks/simulate.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache
