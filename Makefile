@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/scheduler validate topology/china-sea.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 # Benchmarks print ratios against baselines measured in the same run; each ends with one JSON line.
 bench: $(STAMP)

@@ -224,7 +224,7 @@ class Topology(Strict):
         def unique(items: list, field: str, namespace: dict[str, tuple]) -> None:
             for i, item in enumerate(items):
                 if item.id in namespace:
-                    err(_loc(field, i, "id"), f"duplicate id {item.id!r} (first defined at {'.'.join(map(str, namespace[item.id]))})")
+                    err(_loc(field, i, "id"), f"duplicate id {item.id!r} (first defined at {namespace[item.id][0]}[{namespace[item.id][1]}])")
                 else:
                     namespace[item.id] = (field, i)
 
