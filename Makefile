@@ -26,5 +26,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/grpc_load.py
 	$(BIN)/python benchmarks/simulate.py
 
+# Regenerate scheduler/v1/ from proto/scheduler/v1/*.proto (the generated code is never edited by hand).
+proto: $(STAMP)
+	$(BIN)/python proto/generate.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache
