@@ -10,6 +10,10 @@ import sys
 # a subcommand's func takes the parsed args and returns the exit code.
 COMMAND_MODULES = [
     "scheduler.commands.validate",
+    "scheduler.commands.serve",
+    "scheduler.commands.place",
+    "scheduler.commands.plan",
+    "scheduler.commands.demo",
 ]
 
 

@@ -1,0 +1,113 @@
+"""PlacementService: proto in, engine call, proto out, status code on failure. No placement logic here."""
+
+from __future__ import annotations
+
+import grpc
+
+from scheduler.engine.core import Engine
+from scheduler.engine.fleet import POLICIES
+from scheduler.service import convert
+from scheduler.service.errors import ServiceError, check_deadline, invalid, remaining, translated, unplaced
+from scheduler.service.state import TopologyState
+from scheduler.v1 import placement_pb2, placement_pb2_grpc
+
+MAX_BATCHES = 10_000  # per PlaceBatch call: bounds one call's memory and solver time
+MAX_DEMAND_CELLS = 10_000
+MAX_RELEASE = 100_000
+DEFAULT_TIME_LIMIT_S = 2.0  # the engine's default solver budget
+# Of the client's remaining deadline, what the solver may use; the rest pays for building and sending the answer.
+DEADLINE_SHARE = 0.8
+ENCODE_S_PER_DECISION = 2e-5
+MIN_SOLVE_S = 0.005
+
+
+def _version(servicer: PlacementServicer) -> str:
+    return servicer.state.version
+
+
+class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
+    def __init__(self, state: TopologyState):
+        self.state = state
+
+    @property
+    def engine(self) -> Engine:
+        return self.state.engine
+
+    def _give_back(self, context: grpc.ServicerContext, reservation_ids: list[int], what: str) -> None:
+        """A client that has gone (deadline passed or cancelled) will not use what we reserved for it."""
+        left = remaining(context)
+        if (left is not None and left <= 0) or not context.is_active():
+            self.engine.release(reservation_ids)
+            raise ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"deadline: exceeded while {what}; nothing was reserved", "deadline")
+
+    @translated(_version)
+    def Place(self, request: placement_pb2.PlaceRequest, context: grpc.ServicerContext) -> placement_pb2.PlaceResponse:
+        if not request.HasField("batch"):
+            raise invalid("batch", "required")
+        check_deadline(context, "before placing")
+        reserve = not request.dry_run
+        d = self.engine.place(convert.batch_from_pb(request.batch), hour=convert.hour_of(request), reserve=reserve)
+        if not d.placed:
+            raise unplaced(d.reason, d.message, d.topology_version,
+                           convert.decision_to_pb(d).SerializeToString())
+        if reserve and not d.reservation_ids:
+            # The engine gave up reserving after repeated races with concurrent callers for the last capacity.
+            raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               "batch: capacity kept changing under concurrent placements; retry", "batch",
+                               d.topology_version)
+        self._give_back(context, list(d.reservation_ids), "placing")
+        return placement_pb2.PlaceResponse(topology_version=d.topology_version, hour=d.hour,
+                                           decision=convert.decision_to_pb(d))
+
+    @translated(_version)
+    def PlaceBatch(self, request: placement_pb2.PlaceBatchRequest,
+                   context: grpc.ServicerContext) -> placement_pb2.PlaceBatchResponse:
+        n = len(request.batches)
+        if n == 0:
+            raise invalid("batches", "give at least one batch")
+        if n > MAX_BATCHES:
+            raise invalid("batches", f"at most {MAX_BATCHES} batches per call, got {n}")
+        limit = request.time_limit_ms / 1000 if request.time_limit_ms else DEFAULT_TIME_LIMIT_S
+        left = remaining(context)
+        if left is not None:
+            budget = left * DEADLINE_SHARE - n * ENCODE_S_PER_DECISION
+            if budget < MIN_SOLVE_S:
+                raise ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                   f"deadline: {left * 1000:.0f} ms left is too little to place {n} batches",
+                                   "deadline")
+            limit = min(limit, budget)
+        batches = [convert.batch_from_pb(b) for b in request.batches]
+        result = self.engine.place_many(batches, hour=convert.hour_of(request), time_limit_s=limit,
+                                        reserve=not request.dry_run)
+        self._give_back(context, [r for d in result.decisions for r in d.reservation_ids], "placing the batches")
+        s = result.solution
+        return placement_pb2.PlaceBatchResponse(
+            topology_version=result.topology_version, hour=result.hour,
+            decisions=convert.decisions_to_pb(result.decisions), placed=result.placed, solver_status=s.status,
+            method=s.method, cost_cny=s.cost, gap=result.gap, solve_seconds=s.seconds,
+        )
+
+    @translated(_version)
+    def GetPlan(self, request: placement_pb2.GetPlanRequest,
+                context: grpc.ServicerContext) -> placement_pb2.GetPlanResponse:
+        n = len(request.demand)
+        if n == 0:
+            raise invalid("demand", "give at least one demand cell")
+        if n > MAX_DEMAND_CELLS:
+            raise invalid("demand", f"at most {MAX_DEMAND_CELLS} demand cells per call, got {n}")
+        policy = request.policy or POLICIES[0]
+        check_deadline(context, "before planning")
+        plan = self.engine.plan([convert.cell_from_pb(c) for c in request.demand], hour=convert.hour_of(request),
+                                policy=policy, use_ledger=request.use_ledger)
+        check_deadline(context, "while planning")
+        return convert.plan_to_pb(plan)
+
+    @translated(_version)
+    def Release(self, request: placement_pb2.ReleaseRequest,
+                context: grpc.ServicerContext) -> placement_pb2.ReleaseResponse:
+        if len(request.reservation_ids) > MAX_RELEASE:
+            raise invalid("reservation_ids", f"at most {MAX_RELEASE} per call, got {len(request.reservation_ids)}")
+        ledger = self.engine.ledger
+        released = sum(ledger.release(rid) for rid in request.reservation_ids)
+        return placement_pb2.ReleaseResponse(topology_version=self.state.version, released=released)

@@ -1,0 +1,125 @@
+"""The topology being served and the history of reload attempts that WatchTopology streams.
+
+The engine owns the live snapshot (`engine.catalog`, replaced whole by `engine.swap`) and the capacity ledger; this
+object adds what the service reports about it: where it came from, when, and how the last reload went.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from scheduler.engine.catalog import Catalog
+from scheduler.engine.core import Engine
+from scheduler.engine.ledger import Ledger
+from scheduler.engine.request import Batch
+from scheduler.model.loader import Loaded, Problem
+
+HISTORY = 64  # reload events kept for watchers that fall behind
+
+
+class Kind(enum.Enum):
+    CURRENT = 1
+    APPLIED = 2
+    REFUSED = 3
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    ok: bool
+    path: str
+    version: str  # the version loaded; "" when refused
+    problems: tuple[Problem, ...]
+    at: float  # unix seconds
+    serving_version: str  # what is served after the attempt
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    kind: Kind
+    outcome: ReloadOutcome
+
+
+def build_catalog(loaded: Loaded) -> Catalog:
+    """A ready-to-serve snapshot: built and warmed off to the side, so the swap is one reference assignment and
+    the first call after it pays no lazy-initialisation cost."""
+    engine = Engine.from_topology(loaded.value, loaded.version, ledger=Ledger(), hour=lambda: 12)
+    topo = loaded.value
+    for region in topo.regions:
+        for model in topo.models:
+            engine.place(Batch(region.id, model.id, 1, 1), reserve=False)
+    return engine.catalog
+
+
+class TopologyState:
+    """The live engine plus reload bookkeeping; thread-safe."""
+
+    def __init__(self, engine: Engine, path: str, loaded_at: float | None = None):
+        self.engine = engine
+        self.path = path
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._events: deque[Event] = deque(maxlen=HISTORY)
+        self._closed = False
+        self.loaded_at = time.time() if loaded_at is None else loaded_at
+        self.last = ReloadOutcome(True, path, engine.catalog.version, (), self.loaded_at, engine.catalog.version)
+
+    @property
+    def version(self) -> str:
+        return self.engine.catalog.version
+
+    def apply(self, loaded: Loaded) -> ReloadOutcome:
+        """Swap a validated topology in atomically; the ledger (and so every live reservation) carries over."""
+        catalog = build_catalog(loaded)
+        self.engine.swap(catalog)
+        now = time.time()
+        self.loaded_at = now
+        return self._record(Kind.APPLIED, ReloadOutcome(True, loaded.path, loaded.version, (), now, loaded.version))
+
+    def confirm(self, loaded: Loaded) -> ReloadOutcome:
+        """The file is back to what is being served (e.g. a refused edit was reverted): clear the refusal."""
+        return self._record(Kind.APPLIED, ReloadOutcome(True, loaded.path, loaded.version, (), time.time(),
+                                                        self.version))
+
+    def refuse(self, problems: list[Problem]) -> ReloadOutcome:
+        return self._record(Kind.REFUSED, ReloadOutcome(False, self.path, "", tuple(problems), time.time(),
+                                                        self.version))
+
+    def _record(self, kind: Kind, outcome: ReloadOutcome) -> ReloadOutcome:
+        with self._cond:
+            self._seq += 1
+            self.last = outcome
+            self._events.append(Event(self._seq, kind, outcome))
+            self._cond.notify_all()
+        return outcome
+
+    def cursor(self) -> tuple[int, ReloadOutcome]:
+        """Where a new watcher starts: the latest sequence number and the last outcome."""
+        with self._cond:
+            return self._seq, self.last
+
+    def wait(self, after: int, timeout: float) -> list[Event] | None:
+        """Events after `after` (possibly none on timeout); None once the state is closed (server stopping)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._closed or self._seq > after, timeout)
+            if self._closed:
+                return None
+            return [e for e in self._events if e.seq > after]
+
+    def wake(self) -> None:
+        """Let watchers re-check whether their client is still there."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
