@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "scheduler.commands.place",
     "scheduler.commands.plan",
     "scheduler.commands.demo",
+    "scheduler.commands.simulate",
 ]
 
 

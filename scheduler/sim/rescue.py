@@ -74,6 +74,14 @@ def quiet_solver_logs() -> None:
     """
     from ortools.init.python import init
 
+    global _QUIET
+    if _QUIET:
+        return
+    init.CppBridge.init_logging("scheduler-sim")
     flags = init.CppFlags()
     flags.stderrthreshold = 3  # absl FATAL: errors that the simulator handles stay quiet
     init.CppBridge.set_flags(flags)
+    _QUIET = True
+
+
+_QUIET = False

@@ -48,6 +48,14 @@ def _clock(value: object) -> object:
                               {"value": value})
 
 
+def parse_duration(text: str) -> float:
+    """'15m' / '1h' / '30d' -> minutes (for command-line overrides); ValueError otherwise."""
+    try:
+        return float(_duration(text))  # type: ignore[arg-type]
+    except PydanticCustomError as e:
+        raise ValueError(e.message()) from None
+
+
 def _one_or_many(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
@@ -209,11 +217,11 @@ class Scenario(Strict):
         data = self.model_dump()
         data.update({k: v for k, v in (("step", step), ("seed", seed), ("duration", duration)) if v is not None})
         for k in ("step", "duration"):
-            data[k] = f"{data[k]:g}m"
-        data["demand"]["burst"] = f"{data['demand']['burst']:g}m"
+            data[k] = span(data[k])
+        data["demand"]["burst"] = span(data["demand"]["burst"])
         for p in data["demand"]["profiles"]:
             if p["growth"]:
-                p["growth"]["over"] = f"{p['growth']['over']:g}m"
+                p["growth"]["over"] = span(p["growth"]["over"])
         for e in data["events"]:
             e["at"] = clock(e["at"], always_day=True)
         return type(self).model_validate(data)
@@ -227,6 +235,14 @@ def _collector(errors: list[InitErrorDetails]):
     def err(loc: tuple[str | int, ...], msg: str) -> None:
         errors.append(InitErrorDetails(type=PydanticCustomError("scenario", msg), loc=loc, input=None))  # type: ignore[arg-type]
     return err
+
+
+def span(minutes: float) -> str:
+    """Minutes -> the shortest duration text the schema accepts back: '30d', '24h', '90m'."""
+    for unit in ("d", "h"):
+        if _whole(minutes / UNITS[unit]):
+            return f"{minutes / UNITS[unit]:g}{unit}"
+    return f"{minutes:g}m"
 
 
 def clock(minutes: float, always_day: bool = False) -> str:
@@ -353,11 +369,12 @@ def load_scenario(path: str | Path) -> LoadedScenario:
             topo_problems = e.problems
             message = f"{topo_path} has {len(e.problems)} problem(s), listed below"
     try:
-        checked = load_file(path, _bound(topo, message))
+        load_file(path, _bound(topo, message))
     except LoadError as e:
         raise LoadError([*e.problems, *topo_problems]) from None
     assert topo is not None and topo_path is not None
-    return LoadedScenario(checked.value, topo, str(path), str(topo_path), f"{first.version}+{topo_version}")
+    # The first pass's value: the same data, of the module-level class, so it pickles to sweep workers.
+    return LoadedScenario(s, topo, str(path), str(topo_path), f"{first.version}+{topo_version}")
 
 
 def error_for(path: str, problems: list[Problem]) -> str:
