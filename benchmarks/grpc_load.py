@@ -1,0 +1,289 @@
+"""gRPC load: `Place` latency and throughput against an echo server on the same framework, and `PlaceBatch`
+placements per second.
+
+Run: `make bench` or `.venv/bin/python benchmarks/grpc_load.py [--topology FILE] [--seconds S] [--clients N]`.
+
+Both servers run in their own process, built the same way (grpc.server on a thread pool of the same size, loopback
+only): the control plane is `scheduler serve`; the echo server answers the same method path with the request it
+got (deserialized and re-serialized as a PlaceRequest: the framework's floor, no engine). The same client threads
+drive both, closed loop, so the ratio isolates what the engine and the message translation add. Every loop is
+bounded in count and in time. The last line is one JSON object.
+
+Targets: `Place` p99 <= 2x echo p99; >= 50,000 placements/s through PlaceBatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scheduler.paths import DEFAULT_TOPOLOGY, TOPOLOGY_DIR  # noqa: E402
+from scheduler.service.client import Client  # noqa: E402
+from scheduler.service.server import DEFAULT_WORKERS  # noqa: E402
+from scheduler.v1 import placement_pb2, types_pb2  # noqa: E402
+
+ECHO_METHOD = "/scheduler.v1.PlacementService/Place"
+P99_TARGET = 2.0
+BATCHED_TARGET = 50_000.0
+MAX_CALLS_PER_CLIENT = 50_000
+
+
+# --- the echo server (child process) -----------------------------------------------------------------------------
+def serve_echo(workers: int) -> None:
+    """Answer Place with the request itself: same framework, same thread pool, same messages, no engine."""
+    handler = grpc.method_handlers_generic_handler("scheduler.v1.PlacementService", {
+        "Place": grpc.unary_unary_rpc_method_handler(
+            lambda request, context: request,
+            request_deserializer=placement_pb2.PlaceRequest.FromString,
+            response_serializer=placement_pb2.PlaceRequest.SerializeToString),
+    })
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(f"serving echo on 127.0.0.1:{port}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+    server.stop(1).wait()
+
+
+def start(cmd: list[str]) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    m = re.search(r" on (\S+:\d+)$", line.strip())
+    if not m:
+        proc.kill()
+        raise SystemExit(f"server did not start: {' '.join(cmd)}: {line!r}")
+    return proc, m.group(1)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+# --- load --------------------------------------------------------------------------------------------------------
+def requests_for(regions: list[str], model: str, n: int, seed: int) -> list[placement_pb2.PlaceRequest]:
+    rng = random.Random(seed)
+    return [placement_pb2.PlaceRequest(batch=types_pb2.Batch(
+        region=rng.choice(regions), model=model, input_tokens=rng.randint(200, 4000),
+        output_tokens=rng.randint(50, 800)), hour=14) for _ in range(n)]
+
+
+def closed_loop(target: str, method: str, reqs: list[placement_pb2.PlaceRequest], response_type, clients: int,
+                seconds: float, warmup: int = 200) -> dict:
+    """`clients` threads, one channel each, calling back to back for `seconds` (and at most a bounded count)."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[int] = [0] * clients
+    barrier = threading.Barrier(clients + 1)
+    deadline = [0.0]
+
+    def worker(k: int) -> None:
+        channel = grpc.insecure_channel(target)
+        call = channel.unary_unary(method, request_serializer=placement_pb2.PlaceRequest.SerializeToString,
+                                   response_deserializer=response_type.FromString)
+        for i in range(warmup):
+            call(reqs[(k * 7919 + i) % len(reqs)], timeout=10)
+        barrier.wait()
+        out = latencies[k]
+        i = k * 104729
+        for _ in range(MAX_CALLS_PER_CLIENT):
+            if time.perf_counter() >= deadline[0]:
+                break
+            req = reqs[i % len(reqs)]
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                call(req, timeout=10)
+            except grpc.RpcError:
+                errors[k] += 1
+            out.append(time.perf_counter() - t0)
+        channel.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    deadline[0] = time.perf_counter() + 3600  # set for real once every client is warm
+    barrier.wait()
+    began = time.perf_counter()
+    deadline[0] = began + seconds
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    lat = sorted(x for per in latencies for x in per)
+    return {
+        "calls": len(lat), "errors": sum(errors), "seconds": elapsed, "per_s": len(lat) / elapsed,
+        "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        "mean_ms": 1000 * statistics.fmean(lat),
+    }
+
+
+def batched(target: str, regions: list[str], model: str, batch_size: int, calls: int, seconds: float,
+            clients: int) -> dict:
+    """PlaceBatch with real reservations; each client releases its holds between calls (untimed), so every call
+    places onto the same free fleet."""
+    rng = random.Random(7)
+    payloads = [[types_pb2.Batch(id=str(i), region=rng.choice(regions), model=model,
+                                 input_tokens=rng.randint(200, 4000), output_tokens=rng.randint(50, 800))
+                 for i in range(batch_size)] for _ in range(3)]
+    lock = threading.Lock()
+    totals = {"calls": 0, "decisions": 0, "placed": 0, "busy_s": 0.0, "server_solve_s": 0.0}
+    end = time.perf_counter() + seconds
+
+    def worker(k: int) -> None:
+        with Client(target, timeout=60) as c:
+            c.place_batch(payloads[0][:100], dry_run=True)  # warm the channel
+            for j in range(calls):
+                if time.perf_counter() >= end:
+                    break
+                t0 = time.perf_counter()
+                resp = c.place_batch(payloads[(k + j) % len(payloads)])
+                dt = time.perf_counter() - t0
+                c.release([r for d in resp.decisions for r in d.reservation_ids])
+                with lock:
+                    totals["calls"] += 1
+                    totals["decisions"] += len(resp.decisions)
+                    totals["placed"] += resp.placed
+                    totals["busy_s"] += dt
+                    totals["server_solve_s"] += resp.solve_seconds
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - began
+    # Wall time includes the untimed releases; placements per second of PlaceBatch time is what a caller sees.
+    busy = totals["busy_s"] / clients
+    return {**totals, "wall_s": wall, "placements_per_s": totals["placed"] / busy,
+            "decisions_per_s": totals["decisions"] / busy, "ms_per_call": 1000 * totals["busy_s"] / totals["calls"]}
+
+
+def engine_baseline(topology: Path, regions: list[str], model: str, batch_size: int) -> dict:
+    """The same work without gRPC, in this process: how much of the time is the engine's own."""
+    from scheduler.engine.core import Engine
+    from scheduler.engine.request import Batch
+    from scheduler.model.loader import load_topology
+
+    loaded = load_topology(topology)
+    engine = Engine.from_topology(loaded.value, loaded.version)
+    rng = random.Random(3)
+    single = [Batch(rng.choice(regions), model, rng.randint(200, 4000), rng.randint(50, 800)) for _ in range(2000)]
+    for b in single[:100]:
+        engine.place(b, hour=14, reserve=False)
+    t0 = time.perf_counter()
+    for b in single:
+        engine.place(b, hour=14, reserve=False)
+    place_us = (time.perf_counter() - t0) / len(single) * 1e6
+    many = [Batch(rng.choice(regions), model, rng.randint(200, 4000), rng.randint(50, 800)) for _ in range(batch_size)]
+    engine.place_many(many, hour=14, reserve=False)
+    runs = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        r = engine.place_many(many, hour=14, reserve=False)
+        runs.append((time.perf_counter() - t0, r.placed))
+    best = min(runs)
+    return {"engine_place_us": place_us, "engine_place_many_per_s": best[1] / best[0]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--topology", type=Path,
+                        default=DEFAULT_TOPOLOGY if DEFAULT_TOPOLOGY.exists() else TOPOLOGY_DIR / "tiny.yaml")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent Place clients (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per latency phase (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=10_000, help="batches per PlaceBatch call")
+    parser.add_argument("--batch-calls", type=int, default=12, help="PlaceBatch calls per client, at most")
+    parser.add_argument("--batch-clients", type=int, default=2)
+    parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.echo_server:
+        serve_echo(DEFAULT_WORKERS)
+        return 0
+
+    from scheduler.model.loader import load_topology
+
+    topo = load_topology(args.topology).value
+    regions, model = [r.id for r in topo.regions], topo.models[0].id
+    py = sys.executable
+    env_note = f"{os.cpu_count()} CPUs, loopback, {args.clients} client threads, {DEFAULT_WORKERS} server threads"
+    print(f"grpc_load: topology {args.topology.name}; {env_note}", flush=True)
+
+    echo_proc, echo_target = start([py, __file__, "--echo-server"])
+    sched_proc, sched_target = start([py, "-m", "scheduler", "serve", "--topology", str(args.topology), "--port",
+                                      "0", "--log-level", "warning"])
+    try:
+        reqs = requests_for(regions, model, 4096, seed=1)
+        echo = closed_loop(echo_target, ECHO_METHOD, reqs, placement_pb2.PlaceRequest, args.clients, args.seconds)
+        place = closed_loop(sched_target, ECHO_METHOD, reqs, placement_pb2.PlaceResponse, args.clients,
+                            args.seconds)
+        batch = batched(sched_target, regions, model, args.batch_size, args.batch_calls, 4 * args.seconds,
+                        args.batch_clients)
+    finally:
+        stop(echo_proc)
+        stop(sched_proc)
+    engine = engine_baseline(args.topology, regions, model, args.batch_size)
+
+    def row(name: str, r: dict) -> str:
+        return (f"  {name:<6} {r['calls']:>7} calls  {r['per_s']:>8.0f}/s  p50 {r['p50_ms']:6.2f} ms  "
+                f"p99 {r['p99_ms']:6.2f} ms  errors {r['errors']}")
+
+    p99_ratio = place["p99_ms"] / echo["p99_ms"]
+    print(f"Place vs echo, closed loop, {args.seconds:g} s each:")
+    print(row("echo", echo))
+    print(row("Place", place))
+    print(f"  ratios: p50 {place['p50_ms'] / echo['p50_ms']:.2f}x  p99 {p99_ratio:.2f}x  "
+          f"throughput {place['per_s'] / echo['per_s']:.2f}x   (target p99 <= {P99_TARGET:g}x: "
+          f"{'met' if p99_ratio <= P99_TARGET else 'MISSED'})")
+    print(f"  engine alone (in-process, no gRPC): place {engine['engine_place_us']:.0f} us")
+    print(f"PlaceBatch, {args.batch_size} batches per call, {args.batch_clients} clients, real reservations:")
+    print(f"  {batch['calls']} calls, {batch['ms_per_call']:.0f} ms per call, {batch['placements_per_s']:.0f} "
+          f"placements/s ({batch['decisions_per_s']:.0f} decisions/s); server solver time "
+          f"{1000 * batch['server_solve_s'] / max(batch['calls'], 1):.0f} ms per call")
+    print(f"  engine alone (in-process, no gRPC): {engine['engine_place_many_per_s']:.0f} placements/s   "
+          f"(target >= {BATCHED_TARGET:,.0f}/s: {'met' if batch['placements_per_s'] >= BATCHED_TARGET else 'MISSED'})")
+    result = {
+        "benchmark": "grpc_load", "topology": args.topology.name, "clients": args.clients, "cpus": os.cpu_count(),
+        "echo_p50_ms": round(echo["p50_ms"], 3), "echo_p99_ms": round(echo["p99_ms"], 3),
+        "echo_calls_per_s": round(echo["per_s"], 1),
+        "place_p50_ms": round(place["p50_ms"], 3), "place_p99_ms": round(place["p99_ms"], 3),
+        "place_calls_per_s": round(place["per_s"], 1), "place_errors": place["errors"],
+        "place_p50_ratio_vs_echo": round(place["p50_ms"] / echo["p50_ms"], 3),
+        "place_p99_ratio_vs_echo": round(p99_ratio, 3),
+        "place_throughput_ratio_vs_echo": round(place["per_s"] / echo["per_s"], 3),
+        "batch_size": args.batch_size, "batched_calls": batch["calls"],
+        "batched_placements_per_s": round(batch["placements_per_s"], 1),
+        "batched_decisions_per_s": round(batch["decisions_per_s"], 1),
+        "engine_place_us": round(engine["engine_place_us"], 1),
+        "engine_place_many_per_s": round(engine["engine_place_many_per_s"], 1),
+        "place_p99_target_met": p99_ratio <= P99_TARGET,
+        "batched_target_met": batch["placements_per_s"] >= BATCHED_TARGET,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
