@@ -33,8 +33,8 @@ def _duration(value: object) -> object:
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhd])\s*", value)
         if m:
             return float(m.group(1)) * UNITS[m.group(2)]
-    raise PydanticCustomError("duration", "expected a duration such as 15m, 2h or 30d, got {value!r}",
-                              {"value": value})
+    raise PydanticCustomError("duration", "expected a duration such as 15m, 2h or 30d, got {value}",
+                              {"value": repr(value)})
 
 
 def _clock(value: object) -> object:
@@ -44,8 +44,8 @@ def _clock(value: object) -> object:
         if m and int(m.group(2)) < 24 and int(m.group(3)) < 60 and (m.group(1) is None or int(m.group(1)) >= 1):
             day = int(m.group(1) or 1)
             return float((day - 1) * 1440 + int(m.group(2)) * 60 + int(m.group(3)))
-    raise PydanticCustomError("clock", "expected a China time such as '14:00' or 'day 3 09:30', got {value!r}",
-                              {"value": value})
+    raise PydanticCustomError("clock", "expected a China time such as '14:00' or 'day 3 09:30', got {value}",
+                              {"value": repr(value)})
 
 
 def parse_duration(text: str) -> float:
