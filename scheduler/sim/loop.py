@@ -91,7 +91,9 @@ def simulate(scenario: Scenario, topology: Topology, version: str = "", progress
                 seen[key] = i
                 cells = demand.at(i)
                 for policy, trace in traces.items():
+                    t0 = time.perf_counter()
                     plan, attempts = rescue.plan(snap.engine, cells, hour, policy)
+                    trace.plan_seconds += time.perf_counter() - t0
                     trace.record(i, plan, snap, slo)
                     trace.note_solver(plan.status, attempts)
             bar.update(1)

@@ -65,6 +65,7 @@ class Trace:
         self.site_tps = np.zeros((steps, len(sites)))
         self.cable_gbps = np.zeros((steps, len(cables)))
         self.cables_used: list[set[str]] = [set() for _ in range(steps)]  # cables any share crossed
+        self.plan_seconds = 0.0  # wall time inside the engine (benchmarks; never written to outputs)
         self.rescued = 0  # steps whose LP only solved rescaled (see scheduler.sim.rescue)
         self.failed = 0  # steps whose LP never solved: their demand counts as refused
         self._ttft: list[np.ndarray] = []
