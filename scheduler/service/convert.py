@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from scheduler.engine.fleet import FleetPlan, PlanRow
 from scheduler.engine.place import Decision
-from scheduler.engine.request import Batch, DemandCell, Reason
+from scheduler.engine.request import Batch, DemandCell, Reason, Slo
 from scheduler.model.loader import Problem
 from scheduler.network import Route
 from scheduler.v1 import placement_pb2, topology_pb2, types_pb2
@@ -70,44 +70,56 @@ def route_to_pb(r: Route) -> types_pb2.Route:
                            cables=r.cables, transit_cny_per_gb=r.transit_cny_per_gb)
 
 
-class RouteCache:
-    """Decisions of one response share a handful of Route objects; build each message once."""
+class MessageCache:
+    """Decisions of one response share a handful of Route and Slo objects; build each message once (a 10,000
+    decision PlaceBatch answer otherwise spends most of its encoding time rebuilding the same few routes)."""
 
     def __init__(self) -> None:
-        self._built: dict[int, tuple[Route, types_pb2.Route]] = {}
+        self._routes: dict[int, tuple[Route, types_pb2.Route]] = {}
+        self._slos: dict[tuple[float, float], types_pb2.Slo] = {}
 
-    def get(self, r: Route) -> types_pb2.Route:
-        hit = self._built.get(id(r))
+    def route(self, r: Route) -> types_pb2.Route:
+        hit = self._routes.get(id(r))
         if hit is None or hit[0] is not r:
             hit = (r, route_to_pb(r))
-            self._built[id(r)] = hit
+            self._routes[id(r)] = hit
         return hit[1]
 
+    def slo(self, slo: Slo) -> types_pb2.Slo:
+        key = (slo.ttft_ms, slo.e2e_ms)
+        msg = self._slos.get(key)
+        if msg is None:
+            msg = self._slos[key] = types_pb2.Slo(ttft_ms=_finite(slo.ttft_ms), e2e_ms=_finite(slo.e2e_ms))
+        return msg
 
-def decision_to_pb(d: Decision, routes: RouteCache | None = None) -> types_pb2.Decision:
-    slo = types_pb2.Slo(ttft_ms=_finite(d.slo.ttft_ms), e2e_ms=_finite(d.slo.e2e_ms)) if d.slo else None
-    out = types_pb2.Decision(
-        batch_id=d.batch.id, placed=d.placed, reason=REASON_TO_PB[d.reason], message=d.message, slo=slo,
-        alternatives=[types_pb2.Alternative(site=a.site, pool=a.pool, cost_cny=a.cost_cny, rtt_ms=a.rtt_ms,
-                                            ttft_ms=a.ttft_ms, e2e_ms=a.e2e_ms) for a in d.alternatives],
-        rejections=[types_pb2.Rejection(site=r.site, reason=REASON_TO_PB[r.reason], detail=r.detail)
-                    for r in d.rejections],
-        reservation_ids=d.reservation_ids,
-    )
+
+def decision_fields(d: Decision, cache: MessageCache) -> dict:
+    """Keyword arguments of a types_pb2.Decision (so callers can construct it in place with `repeated.add`)."""
+    out = dict(batch_id=d.batch.id, placed=d.placed, reason=REASON_TO_PB[d.reason], message=d.message,
+               slo=cache.slo(d.slo) if d.slo else None, reservation_ids=d.reservation_ids)
     if d.placed:
-        out.site = d.site or ""
-        out.pool = d.pool or ""
-        if d.route is not None:
-            out.route.CopyFrom((routes or RouteCache()).get(d.route))
-        out.rtt_ms, out.ttft_ms, out.e2e_ms = d.rtt_ms, d.ttft_ms, d.e2e_ms
-        out.cost_cny, out.energy_kwh, out.g_co2 = d.cost_cny, d.kwh, d.g_co2
-        out.accelerators, out.hold_s = d.load, d.hold_s
+        out.update(site=d.site, pool=d.pool, route=cache.route(d.route) if d.route is not None else None,
+                   rtt_ms=d.rtt_ms, ttft_ms=d.ttft_ms, e2e_ms=d.e2e_ms, cost_cny=d.cost_cny, energy_kwh=d.kwh,
+                   g_co2=d.g_co2, accelerators=d.load, hold_s=d.hold_s)
+    if d.alternatives:
+        out["alternatives"] = [types_pb2.Alternative(site=a.site, pool=a.pool, cost_cny=a.cost_cny, rtt_ms=a.rtt_ms,
+                                                     ttft_ms=a.ttft_ms, e2e_ms=a.e2e_ms) for a in d.alternatives]
+    if d.rejections:
+        out["rejections"] = [types_pb2.Rejection(site=r.site, reason=REASON_TO_PB[r.reason], detail=r.detail)
+                             for r in d.rejections]
     return out
 
 
-def decisions_to_pb(decisions: Iterable[Decision]) -> list[types_pb2.Decision]:
-    routes = RouteCache()
-    return [decision_to_pb(d, routes) for d in decisions]
+def decision_to_pb(d: Decision) -> types_pb2.Decision:
+    return types_pb2.Decision(**decision_fields(d, MessageCache()))
+
+
+def add_decisions(target, decisions: Iterable[Decision]) -> None:
+    """Append decisions to a repeated Decision field, built in place (no copy per message)."""
+    cache = MessageCache()
+    add = target.add
+    for d in decisions:
+        add(**decision_fields(d, cache))
 
 
 def plan_row_to_pb(row: PlanRow) -> types_pb2.PlanRow:

@@ -82,11 +82,12 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
                                         reserve=not request.dry_run)
         self._give_back(context, [r for d in result.decisions for r in d.reservation_ids], "placing the batches")
         s = result.solution
-        return placement_pb2.PlaceBatchResponse(
-            topology_version=result.topology_version, hour=result.hour,
-            decisions=convert.decisions_to_pb(result.decisions), placed=result.placed, solver_status=s.status,
-            method=s.method, cost_cny=s.cost, gap=result.gap, solve_seconds=s.seconds,
+        response = placement_pb2.PlaceBatchResponse(
+            topology_version=result.topology_version, hour=result.hour, placed=result.placed,
+            solver_status=s.status, method=s.method, cost_cny=s.cost, gap=result.gap, solve_seconds=s.seconds,
         )
+        convert.add_decisions(response.decisions, result.decisions)
+        return response
 
     @translated(_version)
     def GetPlan(self, request: placement_pb2.GetPlanRequest,
