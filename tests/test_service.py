@@ -345,3 +345,31 @@ def test_concurrent_placements_never_overcommit(plane, client):
     # Full means full: what is left on every pool is less than one more batch would need.
     for p in cat.pools:
         assert capacity[p.key] - snapshot.get(p.key, 0.0) < max(d.accelerators for d in placed)
+
+
+def test_cable_bandwidth_gone_is_resource_exhausted(tmp_path):
+    thin = tmp_path / "thin.yaml"
+    thin.write_text(TINY.read_text().replace("capacity_gbps: 100", "capacity_gbps: 0.000001"))
+    with ControlPlane(thin, port=0, hour=lambda: HOUR) as plane, Client(plane.target, timeout=10) as client:
+        e = rpc_error(client.place, sg())
+        assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and error_field(e) == "batch"
+        d = error_decision(e)
+        assert d.reason == types_pb2.REASON_CABLE and {r.reason for r in d.rejections} == {types_pb2.REASON_CABLE}
+        assert plane.engine.ledger.snapshot() == {}
+
+
+def test_watches_are_capped_and_end_cleanly_when_the_server_stops():
+    plane = ControlPlane(TINY, port=0, workers=4).start()  # 4 workers: at most one open watch
+    with Client(plane.target, timeout=10) as client:
+        first = client.watch_topology(timeout=30)
+        assert next(first).kind == topology_pb2.TopologyEvent.KIND_CURRENT
+        second = client.watch_topology(timeout=30)
+        with pytest.raises(grpc.RpcError) as info:
+            next(second)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert info.value.details() == "watch: at most 1 open watches"
+        stopper = threading.Thread(target=plane.stop, kwargs={"grace": 20})
+        stopper.start()
+        assert list(first) == []  # the stream ends with OK, not cut off with an error
+        stopper.join()
+        assert first.code() == grpc.StatusCode.OK
