@@ -126,7 +126,7 @@ def test_time_formats_round_trip():
     assert parse_duration("30d") == 43200 and parse_duration("90m") == 90 and parse_duration("1.5h") == 90
     with pytest.raises(ValueError):
         parse_duration("10")
-    assert (span(43200), span(1440 * 1.5), span(90)) == ("30d", "36h", "90m")
+    assert (span(43200), span(1440), span(1440 * 1.5), span(90)) == ("30d", "24h", "36h", "90m")
     assert (clock(14 * 60), clock(2 * 1440 + 9 * 60 + 30)) == ("14:00", "day 3 09:30")
 
 

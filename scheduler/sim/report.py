@@ -22,7 +22,8 @@ CAPTIONS = {
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; white-space: nowrap; }
+table.events td { text-align: left; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f3f3f3; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; } figcaption { color: #555; font-size: 0.9em; }
@@ -30,10 +31,11 @@ figure { margin: 1.5em 0; } figure img { max-width: 100%; } figcaption { color: 
 """
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    attr = f' class="{cls}"' if cls else ""
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def render(run: Run, pngs: dict[str, Path]) -> str:
@@ -54,7 +56,8 @@ def render(run: Run, pngs: dict[str, Path]) -> str:
     parts.append("<ul>" + "".join(f"<li>{html.escape(d)}</li>" for d in DEFINITIONS) + "</ul>")
     parts.append("<h2>Events</h2>")
     if run.events():
-        parts.append(_table(["time (China)", "event"], [[clock(at, always_day=True), t] for at, t in run.events()]))
+        parts.append(_table(["time (China)", "event"], [[clock(at, always_day=True), t] for at, t in run.events()],
+                            cls="events"))
     else:
         parts.append("<p>None: the topology as written, all run long.</p>")
     parts.append("<h2>Over time</h2>")

@@ -240,7 +240,7 @@ def _collector(errors: list[InitErrorDetails]):
 def span(minutes: float) -> str:
     """Minutes -> the shortest duration text the schema accepts back: '30d', '24h', '90m'."""
     for unit in ("d", "h"):
-        if _whole(minutes / UNITS[unit]):
+        if _whole(minutes / UNITS[unit]) and not (unit == "d" and minutes < 2 * 1440):  # 24h reads better than 1d
             return f"{minutes / UNITS[unit]:g}{unit}"
     return f"{minutes:g}m"
 

@@ -91,8 +91,10 @@ def run_ray(todo: list[Job], address: str, progress: bool) -> list[Result]:
         raise SweepError("--ray needs Ray, the optional extra `ray`: pip install -e '.[ray]'") from None
     import scheduler  # noqa: PLC0415
 
+    # Ship this package's code with the tasks; the cluster's Python needs the dependencies (ortools, pydantic, ...).
     runtime_env = {"py_modules": [str(Path(scheduler.__file__).parent)]}
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(address=None if address == "local" else address, runtime_env=runtime_env,
                  include_dashboard=False, log_to_driver=False)
     task = ray.remote(run_job)
@@ -106,6 +108,8 @@ def run_ray(todo: list[Job], address: str, progress: bool) -> list[Result]:
         return ray.get(refs)
     finally:
         bar.close()
+        if started:
+            ray.shutdown()
 
 
 def run(todo: list[Job], workers: int = 1, ray_address: str | None = None, progress: bool = False) -> list[Result]:
