@@ -216,7 +216,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="per latency phase (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=10_000, help="batches per PlaceBatch call")
     parser.add_argument("--batch-calls", type=int, default=12, help="PlaceBatch calls per client, at most")
-    parser.add_argument("--batch-clients", type=int, default=2)
+    parser.add_argument("--batch-clients", type=int, default=1,
+                        help="concurrent PlaceBatch clients (default: %(default)s; the server is one GIL)")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:

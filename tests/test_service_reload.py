@@ -66,6 +66,7 @@ def test_good_edit_is_served_and_the_ledger_survives(served):
     edit(path, "{accelerator: ascend-910b, count: 64}", "{accelerator: ascend-910b, count: 128}")
     after = eventually(lambda: (t := client.get_topology()).topology_version != before.topology_version and t,
                        "the edited topology is served")
+    assert after.topology.loaded_at.ToNanoseconds() > before.topology.loaded_at.ToNanoseconds()
     zhongwei = after.topology.sites[0].pools[0]
     assert zhongwei.capacity == pytest.approx(128 * 0.9)
     assert after.last_reload.ok and after.last_reload.version == after.topology_version and not after.last_reload.errors

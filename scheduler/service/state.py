@@ -49,9 +49,10 @@ def build_catalog(loaded: Loaded) -> Catalog:
     the first call after it pays no lazy-initialisation cost."""
     engine = Engine.from_topology(loaded.value, loaded.version, ledger=Ledger(), hour=lambda: 12)
     topo = loaded.value
+    data_class = topo.data_classes[0].id
     for region in topo.regions:
         for model in topo.models:
-            engine.place(Batch(region.id, model.id, 1, 1), reserve=False)
+            engine.place(Batch(region.id, model.id, 1, 1, data_class=data_class), reserve=False)
     return engine.catalog
 
 
@@ -65,19 +66,24 @@ class TopologyState:
         self._seq = 0
         self._events: deque[Event] = deque(maxlen=HISTORY)
         self._closed = False
-        self.loaded_at = time.time() if loaded_at is None else loaded_at
-        self.last = ReloadOutcome(True, path, engine.catalog.version, (), self.loaded_at, engine.catalog.version)
+        at = time.time() if loaded_at is None else loaded_at
+        self._loaded_at = {engine.catalog.version: at}
+        self.last = ReloadOutcome(True, path, engine.catalog.version, (), at, engine.catalog.version)
 
     @property
     def version(self) -> str:
         return self.engine.catalog.version
 
+    def loaded_at(self, version: str) -> float:
+        """When a version was (last) swapped in; keyed by version so a reader holding one snapshot gets its time."""
+        return self._loaded_at.get(version, 0.0)
+
     def apply(self, loaded: Loaded) -> ReloadOutcome:
         """Swap a validated topology in atomically; the ledger (and so every live reservation) carries over."""
         catalog = build_catalog(loaded)
-        self.engine.swap(catalog)
         now = time.time()
-        self.loaded_at = now
+        self._loaded_at[loaded.version] = now
+        self.engine.swap(catalog)
         return self._record(Kind.APPLIED, ReloadOutcome(True, loaded.path, loaded.version, (), now, loaded.version))
 
     def confirm(self, loaded: Loaded) -> ReloadOutcome:

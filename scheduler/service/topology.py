@@ -49,7 +49,7 @@ class TopologyServicer(topology_pb2_grpc.TopologyServiceServicer):
         down = cat.network.down_cables()
         return topology_pb2.TopologyInfo(
             version=cat.version, path=self.state.path, name=topo.name, description=topo.description,
-            loaded_at=convert.timestamp(self.state.loaded_at),
+            loaded_at=convert.timestamp(self.state.loaded_at(cat.version)),
             sites=[topology_pb2.SiteInfo(id=s.id, name=s.name, province=s.province, status=s.status.value,
                                          pools=pools_by_site.get(s.id, [])) for s in topo.sites],
             regions=[topology_pb2.RegionInfo(id=r.id, name=r.name, country=r.country, ttft_ms=r.slo.ttft_ms,
