@@ -15,9 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from scheduler.engine.core import CABLE_PREFIX, Engine
-from scheduler.engine.request import Batch
+from scheduler.engine.request import Batch, Reason
 from scheduler.model.loader import load_topology
-from scheduler.service import errors
+from scheduler.service import convert, errors
 from scheduler.service.client import Client, error_decision, error_field, error_version
 from scheduler.service.placement import MAX_BATCHES, PlacementServicer
 from scheduler.service.server import PLACEMENT_SERVICE, TOPOLOGY_SERVICE, ControlPlane
@@ -57,6 +57,11 @@ def rpc_error(call, *args, **kw) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as info:
         call(*args, **kw)
     return info.value
+
+
+def test_every_engine_reason_has_its_own_api_value():
+    assert sorted(types_pb2.Reason.Name(v) for v in convert.REASON_TO_PB.values()) == sorted(
+        f"REASON_{r.name}" for r in Reason)
 
 
 # --- the four placement RPCs ---------------------------------------------------------------------------------

@@ -16,8 +16,13 @@ from scheduler.v1 import placement_pb2, topology_pb2, types_pb2
 
 DEFAULT_DATA_CLASS = Batch.__dataclass_fields__["data_class"].default  # "public", as the engine defaults it
 
-REASON_TO_PB: dict[Reason, int] = {r: types_pb2.Reason.Value(f"REASON_{r.name}") for r in Reason}
-PB_TO_REASON: dict[int, Reason] = {v: k for k, v in REASON_TO_PB.items()}
+# By name, so the engine may renumber; a reason the API does not know yet reads REASON_UNSPECIFIED rather than
+# breaking the server (tests/test_service.py fails until the proto gains it).
+REASON_TO_PB: dict[Reason, int] = {
+    r: types_pb2.Reason.Value(f"REASON_{r.name}") if f"REASON_{r.name}" in types_pb2.Reason.keys()
+    else types_pb2.REASON_UNSPECIFIED
+    for r in Reason
+}
 
 
 def _opt(msg, name: str) -> float | int | None:
