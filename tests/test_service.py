@@ -19,7 +19,8 @@ from scheduler.engine.request import Batch, Reason
 from scheduler.model.loader import load_topology
 from scheduler.service import convert, errors
 from scheduler.service.client import Client, error_decision, error_field, error_version
-from scheduler.service.placement import MAX_BATCHES, PlacementServicer
+from scheduler.service.placement import (MAX_BATCHES, MAX_TRAILER_DECISION_BYTES, PlacementServicer,
+                                         trailer_decision)
 from scheduler.service.server import PLACEMENT_SERVICE, TOPOLOGY_SERVICE, ControlPlane
 from scheduler.v1 import placement_pb2, topology_pb2, types_pb2
 
@@ -309,6 +310,15 @@ def test_deadline_passing_during_a_call_releases_what_it_reserved(plane):
     with pytest.raises(grpc.RpcError):
         servicer.Place(placement_pb2.PlaceRequest(batch=sg()), ctx)
     assert ctx.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_an_unplaced_decision_always_fits_in_the_error_trailer():
+    many = types_pb2.Decision(message="x", rejections=[
+        types_pb2.Rejection(site=f"site-{i:04d}", reason=types_pb2.REASON_TTFT, detail="ttft 9999 ms > SLO 10 ms")
+        for i in range(2000)])
+    trimmed = types_pb2.Decision.FromString(trailer_decision(many))
+    assert 0 < len(trimmed.rejections) < 2000 and trimmed.ByteSize() <= MAX_TRAILER_DECISION_BYTES
+    assert trimmed.rejections[0].site == "site-0000"
 
 
 # --- concurrency ---------------------------------------------------------------------------------------------

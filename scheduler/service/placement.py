@@ -9,7 +9,7 @@ from scheduler.engine.fleet import POLICIES
 from scheduler.service import convert
 from scheduler.service.errors import ServiceError, check_deadline, invalid, remaining, translated, unplaced
 from scheduler.service.state import TopologyState
-from scheduler.v1 import placement_pb2, placement_pb2_grpc
+from scheduler.v1 import placement_pb2, placement_pb2_grpc, types_pb2
 
 MAX_BATCHES = 10_000  # per PlaceBatch call: bounds one call's memory and solver time
 MAX_DEMAND_CELLS = 10_000
@@ -20,6 +20,8 @@ DEFAULT_TIME_LIMIT_S = 2.0  # the engine's default solver budget
 DEADLINE_SHARE = 0.8
 OVERHEAD_S_PER_BATCH = 6e-5
 MIN_SOLVE_S = 0.005
+# gRPC clients refuse trailers over 8 KiB by default: the unplaced decision in the error trailer keeps to this.
+MAX_TRAILER_DECISION_BYTES = 6 * 1024
 
 
 def _version(servicer: PlacementServicer) -> str:
@@ -37,10 +39,13 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
     def _give_back(self, context: grpc.ServicerContext, reservation_ids: list[int], what: str) -> None:
         """A client that has gone (deadline passed or cancelled) will not use what we reserved for it."""
         left = remaining(context)
-        if (left is not None and left <= 0) or not context.is_active():
+        expired = left is not None and left <= 0
+        if expired or not context.is_active():
             self.engine.release(reservation_ids)
-            raise ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                               f"deadline: exceeded while {what}; nothing was reserved", "deadline")
+            if expired:
+                raise ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                   f"deadline: exceeded while {what}; nothing was reserved", "deadline")
+            raise ServiceError(grpc.StatusCode.CANCELLED, f"call cancelled while {what}; nothing was reserved")
 
     @translated(_version)
     def Place(self, request: placement_pb2.PlaceRequest, context: grpc.ServicerContext) -> placement_pb2.PlaceResponse:
@@ -50,8 +55,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         reserve = not request.dry_run
         d = self.engine.place(convert.batch_from_pb(request.batch), hour=convert.hour_of(request), reserve=reserve)
         if not d.placed:
-            raise unplaced(d.reason, d.message, d.topology_version,
-                           convert.decision_to_pb(d).SerializeToString())
+            raise unplaced(d.reason, d.message, d.topology_version, trailer_decision(convert.decision_to_pb(d)))
         if reserve and not d.reservation_ids:
             # The engine gave up reserving after repeated races with concurrent callers for the last capacity.
             raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -113,3 +117,10 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         ledger = self.engine.ledger
         released = sum(ledger.release(rid) for rid in request.reservation_ids)
         return placement_pb2.ReleaseResponse(topology_version=self.state.version, released=released)
+
+
+def trailer_decision(d: types_pb2.Decision) -> bytes:
+    """The decision serialized for the error trailer, dropping the last rejections if it would not fit."""
+    while d.ByteSize() > MAX_TRAILER_DECISION_BYTES and (d.rejections or d.alternatives):
+        del (d.rejections or d.alternatives)[-1]
+    return d.SerializeToString()
