@@ -146,3 +146,42 @@ def test_weighted_percentiles():
     assert weighted_percentiles(v, np.array([1.0, 1.0, 98.0])) == [200.0, 200.0, 200.0]
     assert weighted_percentiles(v, np.array([0.0, 50.0, 50.0]), (50.0, 99.0)) == [100.0, 200.0]
     assert all(np.isnan(weighted_percentiles(v, np.zeros(3))))
+
+
+def test_rescaled_plan_equals_the_engines_own(tiny):
+    """The LP rescue re-plans a world with s x the capacity and s x the demand and divides back: on an instance
+    the engine solves directly, that must give the engine's own plan (here: over capacity, a cable in use)."""
+    from dataclasses import replace
+
+    from scheduler.sim import rescue
+
+    snap = World(tiny.value).timeline(scenario(FLAT_SG))[0][1]
+    engine = snap.engine
+    cells = [c for c in generate(scenario([
+        {"region": "singapore", "model": "llm-70b", "tokens_per_day": 9.0e9, "shape": "flat"},
+        {"region": "manila", "model": "llm-70b", "tokens_per_day": 6.0e9, "shape": "flat"},
+        {"region": "manila", "model": "llm-70b", "data_class": "offshore-processing", "tokens_per_day": 1.0e9}],
+        duration="1h", step="1h"), tiny.value).at(0)]
+    direct = engine.plan(cells, 14, "optimal")
+    assert direct.status == "OPTIMAL" and direct.unserved_tokens_per_s > 0
+
+    class Failing:
+        """The engine, except that the unscaled LP 'fails' as GLOP sometimes does."""
+        catalog = engine.catalog
+
+        def plan(self, cs, hour, policy):
+            return replace(engine.plan(cs, hour, policy), status="ERROR", rows=[])
+
+    plan, attempts = rescue.plan(Failing(), cells, 14, "optimal")  # type: ignore[arg-type]
+    assert attempts == 1 and plan.status == "OPTIMAL (rescaled x0.1)"
+    assert plan.cost_cny_per_hour == pytest.approx(direct.cost_cny_per_hour, rel=1e-6)
+    assert plan.unserved_tokens_per_s == pytest.approx(direct.unserved_tokens_per_s, rel=1e-6)
+    assert plan.served_tokens_per_s == pytest.approx(direct.served_tokens_per_s, rel=1e-6)
+    for k, v in direct.pool_utilization.items():
+        assert plan.pool_utilization[k] == pytest.approx(v, rel=1e-6, abs=1e-9)
+    for k, v in direct.cable_load_gbps.items():
+        assert plan.cable_load_gbps[k] == pytest.approx(v, rel=1e-6, abs=1e-12)
+    for a, b in zip(plan.rows, direct.rows):
+        assert a.cell == b.cell
+        assert {s.pool: round(s.tokens_per_s, 3) for s in a.shares} == {s.pool: round(s.tokens_per_s, 3) for s in b.shares}
+        assert [s.ttft_ms for s in a.shares] == [s.ttft_ms for s in b.shares]

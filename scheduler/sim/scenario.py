@@ -224,7 +224,10 @@ class Scenario(Strict):
                 p["growth"]["over"] = span(p["growth"]["over"])
         for e in data["events"]:
             e["at"] = clock(e["at"], always_day=True)
-        return type(self).model_validate(data)
+        try:
+            return type(self).model_validate(data)
+        except ValidationError as e:
+            raise ValueError("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
 
 
 def _whole(x: float) -> bool:
