@@ -395,6 +395,20 @@ def test_watches_are_capped_and_end_cleanly_when_the_server_stops():
             next(second)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert info.value.details() == "watch: at most 1 open watches"
+        first.cancel()  # a client that leaves frees its slot
+
+        def reopen() -> object:
+            for _ in range(100):
+                stream = client.watch_topology(timeout=30)
+                try:
+                    next(stream)
+                    return stream
+                except grpc.RpcError as e:
+                    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    threading.Event().wait(0.1)
+            raise AssertionError("the cancelled watch never gave its slot back")
+
+        first = reopen()
         stopper = threading.Thread(target=plane.stop, kwargs={"grace": 20})
         stopper.start()
         assert list(first) == []  # the stream ends with OK, not cut off with an error
