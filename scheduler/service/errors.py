@@ -90,7 +90,7 @@ def abort(context: grpc.ServicerContext, e: ServiceError) -> None:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def translated(version: Callable[[], str]) -> Callable[[F], F]:
+def translated(version: Callable[[Any], str]) -> Callable[[F], F]:
     """Wrap a unary servicer method: engine exceptions become status codes; anything unexpected is INTERNAL
     (logged with its traceback, never leaked to the client)."""
 
