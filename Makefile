@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The main job: check the default topology, start the control plane on loopback, place a sample batch per region
+# over gRPC, print the decisions and the routing plan, shut down.
 run: $(STAMP)
 	$(BIN)/scheduler validate topology/china-sea.yaml
+	$(BIN)/scheduler demo --topology topology/china-sea.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
