@@ -7,8 +7,9 @@ import sys
 
 import grpc
 
-from scheduler.service.client import DEFAULT_TARGET, Client, error_decision, error_text
+from scheduler.service.client import DEFAULT_TARGET, TOKEN_ENV, Client, error_decision, error_text, read_token
 from scheduler.service.render import decision_report
+from scheduler.service.security import ConfigError
 from scheduler.v1 import types_pb2
 
 
@@ -31,6 +32,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=DEFAULT_TARGET, help="control plane address (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds (default: %(default)s)")
+    g = p.add_argument_group("security")
+    g.add_argument("--token-file", help=f"file whose first line is the bearer token (default: ${TOKEN_ENV})")
+    g.add_argument("--tls", action="store_true", help="connect over TLS, trusting the system's CA roots")
+    g.add_argument("--ca", help="PEM CA to trust for the server's certificate (implies --tls)")
+    g.add_argument("--cert", help="PEM client certificate, for mutual TLS")
+    g.add_argument("--key", help="PEM key of the client certificate")
+
+
+def client_from_args(args: argparse.Namespace) -> Client:
+    """A Client as the flags say (ConfigError for unreadable token or TLS files)."""
+    return Client(args.target, timeout=args.timeout, token=read_token(args.token_file), tls=args.tls, ca=args.ca,
+                  cert=args.cert, key=args.key)
 
 
 def first_model(client: Client) -> str:
@@ -38,7 +51,12 @@ def first_model(client: Client) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    with Client(args.target, timeout=args.timeout) as client:
+    try:
+        client = client_from_args(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with client:
         try:
             model = args.model or first_model(client)
             batch = types_pb2.Batch(region=args.region, model=model, input_tokens=args.input_tokens,

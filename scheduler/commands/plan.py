@@ -10,8 +10,9 @@ import grpc
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from scheduler.commands.place import add_client_args
-from scheduler.service.client import Client, error_text
+from scheduler.commands.place import add_client_args, client_from_args
+from scheduler.service.client import error_text
+from scheduler.service.security import ConfigError
 from scheduler.service.render import plan_report
 from scheduler.v1 import topology_pb2, types_pb2
 
@@ -79,7 +80,12 @@ def read_file(path: Path) -> list[types_pb2.DemandCell]:
 
 
 def run(args: argparse.Namespace) -> int:
-    with Client(args.target, timeout=args.timeout) as client:
+    try:
+        client = client_from_args(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with client:
         try:
             topology = client.get_topology().topology
             cells = [parse_flag(d, args.model or topology.models[0]) for d in args.demand]

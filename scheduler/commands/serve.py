@@ -1,4 +1,8 @@
-"""`scheduler serve`: run the gRPC control plane on a topology file until SIGTERM/SIGINT, then drain."""
+"""`scheduler serve`: run the gRPC control plane on a topology file until SIGTERM/SIGINT, then drain.
+
+Every setting is a flag, and may also come from `--config FILE` (YAML, keys named like the flags: `tls_cert` or
+`tls-cert`); a flag given on the command line wins over the file. Relative paths in the file are relative to it.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +11,166 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from scheduler.model.loader import LoadError
 from scheduler.paths import DEFAULT_TOPOLOGY
-from scheduler.service.server import DEFAULT_GRACE_S, DEFAULT_PORT, DEFAULT_WORKERS, ControlPlane
+from scheduler.service import logs
+from scheduler.service.placement import MAX_BATCHES
+from scheduler.service.security import ConfigError, TlsFiles, TokenStore
+from scheduler.service.server import (DEFAULT_DEADLINE_S, DEFAULT_GRACE_S, DEFAULT_PORT, DEFAULT_WORKERS,
+                                      MAX_MESSAGE_BYTES, ControlPlane)
+
+log = logging.getLogger("scheduler.serve")
+
+# dest -> (built-in default, type); None defaults are "off".
+SETTINGS: dict[str, tuple[Any, type]] = {
+    "topology": (str(DEFAULT_TOPOLOGY), str),
+    "host": ("127.0.0.1", str),
+    "port": (DEFAULT_PORT, int),
+    "workers": (DEFAULT_WORKERS, int),
+    "grace": (DEFAULT_GRACE_S, float),
+    "log_level": ("info", str),
+    "log_format": ("json", str),
+    "tls_cert": (None, str),
+    "tls_key": (None, str),
+    "tls_client_ca": (None, str),
+    "tokens": (None, str),
+    "insecure": (False, bool),
+    "max_message_bytes": (MAX_MESSAGE_BYTES, int),
+    "max_batch": (MAX_BATCHES, int),
+    "max_concurrent": (None, int),
+    "default_deadline": (DEFAULT_DEADLINE_S, float),
+    "metrics_port": (0, int),
+    "metrics_host": ("127.0.0.1", str),
+}
+PATHS = {"topology", "tls_cert", "tls_key", "tls_client_ca", "tokens"}
+CHOICES = {"log_level": ("debug", "info", "warning", "error"), "log_format": ("json", "text")}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve the placement and topology gRPC API (hot-reloads the topology file)")
-    p.add_argument("--topology", default=str(DEFAULT_TOPOLOGY), help="topology YAML (default: %(default)s)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port; 0 picks a free one (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="RPC threads (default: %(default)s)")
-    p.add_argument("--grace", type=float, default=DEFAULT_GRACE_S,
-                   help="seconds in-flight calls may take to finish on shutdown (default: %(default)s)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p = sub.add_parser("serve", help="serve the placement and topology gRPC API (hot-reloads the topology file)",
+                       description=__doc__.splitlines()[0])
+    d = {k: v[0] for k, v in SETTINGS.items()}
+    p.add_argument("--config", type=Path, help="YAML file of settings (keys named like the flags)")
+    p.add_argument("--topology", help=f"topology YAML (default: {d['topology']})")
+    p.add_argument("--host", help=f"address to listen on (default: {d['host']}); any other than loopback needs "
+                                  "TLS and --tokens, or --insecure")
+    p.add_argument("--port", type=int, help=f"port; 0 picks a free one (default: {d['port']})")
+    p.add_argument("--workers", type=int, help=f"calls at work at once (default: {d['workers']})")
+    p.add_argument("--grace", type=float,
+                   help=f"seconds in-flight calls may take to finish on shutdown (default: {d['grace']:g})")
+    p.add_argument("--log-level", choices=CHOICES["log_level"], help="default: info")
+    p.add_argument("--log-format", choices=CHOICES["log_format"],
+                   help="json: one JSON object per line with the request id (default); text: for people")
+    g = p.add_argument_group("security")
+    g.add_argument("--tls-cert", help="PEM certificate chain of the server (turns TLS on, with --tls-key)")
+    g.add_argument("--tls-key", help="PEM private key of the server")
+    g.add_argument("--tls-client-ca", help="PEM CA bundle; clients must present a certificate it signed "
+                                           "(mutual TLS)")
+    g.add_argument("--tokens", help="token file (YAML: tokens: [{name, role: router|operator, sha256}]); "
+                                    "calls then need `authorization: Bearer <token>`")
+    g.add_argument("--insecure", action="store_true", default=None,
+                   help="allow a non-loopback --host without TLS and tokens (never in production)")
+    g = p.add_argument_group("limits")
+    g.add_argument("--max-message-bytes", type=int,
+                   help=f"largest request or response (default: {d['max_message_bytes']})")
+    g.add_argument("--max-batch", type=int, help=f"most batches per PlaceBatch call (default: {d['max_batch']})")
+    g.add_argument("--max-concurrent", type=int,
+                   help="unary calls at work at once; more fail fast with RESOURCE_EXHAUSTED (default: --workers)")
+    g.add_argument("--default-deadline", type=float,
+                   help=f"seconds allowed to a call whose client set no deadline; 0: none "
+                        f"(default: {d['default_deadline']:g})")
+    g = p.add_argument_group("observability")
+    g.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port; 0: off (default: 0)")
+    g.add_argument("--metrics-host", help=f"address of the metrics endpoint (default: {d['metrics_host']})")
     p.set_defaults(func=run)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        doc = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    except YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping of setting: value")
+    out: dict[str, Any] = {}
+    for raw, value in doc.items():
+        key = str(raw).replace("-", "_")
+        if key not in SETTINGS:
+            raise ConfigError(f"{path}: {raw}: unknown setting; known: {', '.join(sorted(SETTINGS))}")
+        kind = SETTINGS[key][1]
+        if value is not None:
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ConfigError(f"{path}: {raw}: expected {kind.__name__}, got {value!r}")
+            if key in CHOICES and value not in CHOICES[key]:
+                raise ConfigError(f"{path}: {raw}: must be one of {', '.join(CHOICES[key])}")
+            if key in PATHS:
+                value = str((path.parent / value)) if not Path(value).is_absolute() else value
+        out[key] = value
+    return out
+
+
+def resolve(args: argparse.Namespace) -> dict[str, Any]:
+    """Command line, else the config file, else the built-in default."""
+    config = read_config(args.config) if getattr(args, "config", None) else {}
+    out = {}
+    for key, (default, _) in SETTINGS.items():
+        given = getattr(args, key, None)
+        out[key] = given if given is not None else config.get(key, default)
+    return out
+
+
+def build(s: dict[str, Any]) -> ControlPlane:
+    """The control plane the settings describe (ConfigError, LoadError or OSError when they cannot be served)."""
+    if (s["tls_cert"] is None) != (s["tls_key"] is None):
+        raise ConfigError("TLS: give both --tls-cert and --tls-key")
+    if s["tls_client_ca"] and not s["tls_cert"]:
+        raise ConfigError("TLS: --tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    tls = (TlsFiles(Path(s["tls_cert"]), Path(s["tls_key"]), Path(s["tls_client_ca"]) if s["tls_client_ca"] else None)
+           if s["tls_cert"] else None)
+    tokens = TokenStore.load(s["tokens"]) if s["tokens"] else None
+    for name in ("max_message_bytes", "max_batch", "workers"):
+        if s[name] < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be at least 1")
+    if s["max_concurrent"] is not None and s["max_concurrent"] < 1:
+        raise ConfigError("--max-concurrent: must be at least 1")
+    if not s["default_deadline"] >= 0:
+        raise ConfigError("--default-deadline: must be >= 0")
+    if not 0 <= s["metrics_port"] < 65536:
+        raise ConfigError("--metrics-port: must be 0 (off) or a port number")
+    return ControlPlane(
+        s["topology"], host=s["host"], port=s["port"], workers=s["workers"], tls=tls, tokens=tokens,
+        insecure=bool(s["insecure"]), max_message_bytes=s["max_message_bytes"], max_batch=s["max_batch"],
+        max_concurrent=s["max_concurrent"], default_deadline_s=s["default_deadline"] or None,
+        metrics_port=s["metrics_port"] or None, metrics_host=s["metrics_host"])
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
     try:
-        plane = ControlPlane(args.topology, host=args.host, port=args.port, workers=args.workers)
+        s = resolve(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logs.setup(s["log_level"], s["log_format"])
+    try:
+        plane = build(s)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except LoadError as e:
         print(e, file=sys.stderr)
-        print(f"{len(e.problems)} problem(s) in {args.topology}; not serving", file=sys.stderr)
+        print(f"{len(e.problems)} problem(s) in {s['topology']}; not serving", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -50,11 +184,22 @@ def run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    plane.start()
+    try:
+        plane.start()
+    except OSError as e:  # the metrics port is taken
+        plane.stop(0)
+        print(f"error: metrics: {e}", file=sys.stderr)
+        return 1
+    if plane.tls is None and s["tokens"] is None:
+        log.warning("no TLS and no tokens: any caller that reaches %s may place and operate (fine on loopback "
+                    "for development; see docs/production.md)", plane.target)
     print(f"serving {plane.state.path} (version {plane.state.version}) on {plane.target}", flush=True)
+    if plane.metrics_port:
+        host = s["metrics_host"]
+        print(f"metrics on http://{f'[{host}]' if ':' in host else host}:{plane.metrics_port}/metrics", flush=True)
     while not stop.wait(0.5):
         pass
-    print(f"{received[0]}: draining in-flight calls (up to {args.grace:g} s)", flush=True)
-    plane.stop(args.grace)
+    print(f"{received[0]}: draining in-flight calls (up to {s['grace']:g} s)", flush=True)
+    plane.stop(s["grace"])
     print("stopped", flush=True)
     return 0

@@ -1,35 +1,97 @@
-"""A small client for the control plane: typed calls over one channel, and helpers to read errors."""
+"""A small client for the control plane: typed calls over one channel, and helpers to read errors.
+
+Security is the channel's: `token` is sent as `authorization: Bearer <token>` on every call; `ca` turns TLS on
+(trusting that CA; `tls=True` alone trusts the system roots), and `cert`/`key` add a client certificate for mutual
+TLS. Every call carries an `x-request-id` (the server logs it and returns it in the trailers).
+"""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import grpc
 
 from scheduler.engine.request import Batch, DemandCell
 from scheduler.service import convert
 from scheduler.service.errors import DECISION_KEY, FIELD_KEY, VERSION_KEY
-from scheduler.v1 import placement_pb2, placement_pb2_grpc, topology_pb2, topology_pb2_grpc, types_pb2
+from scheduler.service.security import ConfigError, channel_credentials
+from scheduler.v1 import (operator_pb2, operator_pb2_grpc, placement_pb2, placement_pb2_grpc, topology_pb2,
+                          topology_pb2_grpc, types_pb2)
 
 DEFAULT_TARGET = "localhost:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+TOKEN_ENV = "SCHEDULER_TOKEN"
+REQUEST_ID_KEY = "x-request-id"
+
+
+class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds the bearer token and a request id (unless the caller gave one) to every call."""
+
+    def __init__(self, token: str | None):
+        self._auth = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        md = list(details.metadata or ())
+        if not any(k == REQUEST_ID_KEY for k, _ in md):
+            md.append((REQUEST_ID_KEY, uuid.uuid4().hex[:16]))
+        md.extend(self._auth)
+        return details._replace(metadata=md) if hasattr(details, "_replace") else _CallDetails(details, md)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(self, d: grpc.ClientCallDetails, metadata: list):
+        self.method, self.timeout, self.credentials = d.method, d.timeout, d.credentials
+        self.wait_for_ready, self.compression = d.wait_for_ready, d.compression
+        self.metadata = metadata
+
+
+def read_token(token_file: str | Path | None = None) -> str | None:
+    """The token from a file (first line), else from $SCHEDULER_TOKEN; None when neither is set."""
+    if token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip().splitlines()
+        except OSError as e:
+            raise ConfigError(f"cannot read the token file {token_file}: {e.strerror}") from None
+        if not token or not token[0].strip():
+            raise ConfigError(f"{token_file}: empty token file")
+        return token[0].strip()
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def make_channel(target: str, tls: bool = False, ca: str | Path | None = None, cert: str | Path | None = None,
+                 key: str | Path | None = None, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
+    opts = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES), *options]
+    if tls or ca or cert:
+        return grpc.secure_channel(target, channel_credentials(ca, cert, key), options=opts)
+    return grpc.insecure_channel(target, options=opts)
 
 
 class Client:
     """Engine types or proto messages in, proto responses out; gRPC errors propagate as grpc.RpcError."""
 
-    def __init__(self, target: str = DEFAULT_TARGET, timeout: float | None = 30.0):
+    def __init__(self, target: str = DEFAULT_TARGET, timeout: float | None = 30.0, *, token: str | None = None,
+                 tls: bool = False, ca: str | Path | None = None, cert: str | Path | None = None,
+                 key: str | Path | None = None, options: Sequence[tuple[str, object]] = ()):
         self.target = target
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ])
+        self.raw_channel = make_channel(target, tls, ca, cert, key, options)
+        self.channel = grpc.intercept_channel(self.raw_channel, _Metadata(token))
         self.placement = placement_pb2_grpc.PlacementServiceStub(self.channel)
         self.topology = topology_pb2_grpc.TopologyServiceStub(self.channel)
+        self.operator = operator_pb2_grpc.OperatorServiceStub(self.channel)
 
     def wait_ready(self, timeout: float = 5.0) -> None:
-        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        grpc.channel_ready_future(self.raw_channel).result(timeout=timeout)
 
     def _t(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is None else timeout
@@ -66,8 +128,18 @@ class Client:
         """A server stream; cancel it with `.cancel()` on the returned iterator."""
         return self.topology.WatchTopology(topology_pb2.WatchTopologyRequest(), timeout=timeout)
 
+    def set_link_status(self, ids: Sequence[str], up: bool,
+                        timeout: float | None = None) -> operator_pb2.SetLinkStatusResponse:
+        """Operator role: cut (up=False) or repair cables/links."""
+        return self.operator.SetLinkStatus(operator_pb2.SetLinkStatusRequest(ids=ids, up=up),
+                                           timeout=self._t(timeout))
+
+    def reload_topology(self, timeout: float | None = None) -> operator_pb2.ReloadTopologyResponse:
+        """Operator role: read the topology file now."""
+        return self.operator.ReloadTopology(operator_pb2.ReloadTopologyRequest(), timeout=self._t(timeout))
+
     def close(self) -> None:
-        self.channel.close()
+        self.raw_channel.close()
 
     def __enter__(self) -> Client:
         return self
@@ -95,6 +167,11 @@ def error_decision(e: grpc.RpcError) -> types_pb2.Decision | None:
     """For an unplaced Place: the decision with every rejected site and why."""
     raw = _trailer(e, DECISION_KEY)
     return types_pb2.Decision.FromString(raw) if isinstance(raw, bytes) else None
+
+
+def request_id(e_or_call) -> str | None:
+    """The request id the server used, from an error or a call made `with_call` (its trailing metadata)."""
+    return _trailer(e_or_call, REQUEST_ID_KEY)  # type: ignore[return-value]
 
 
 def error_text(e: grpc.RpcError) -> str:

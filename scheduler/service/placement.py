@@ -8,6 +8,7 @@ from scheduler.engine.core import Engine
 from scheduler.engine.fleet import POLICIES
 from scheduler.service import convert
 from scheduler.service.errors import ServiceError, check_deadline, invalid, remaining, translated, unplaced
+from scheduler.service.metrics import Metrics
 from scheduler.service.state import TopologyState
 from scheduler.v1 import placement_pb2, placement_pb2_grpc, types_pb2
 
@@ -29,8 +30,10 @@ def _version(servicer: PlacementServicer) -> str:
 
 
 class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
-    def __init__(self, state: TopologyState):
+    def __init__(self, state: TopologyState, max_batches: int = MAX_BATCHES, metrics: Metrics | None = None):
         self.state = state
+        self.max_batches = max_batches
+        self.metrics = metrics
 
     @property
     def engine(self) -> Engine:
@@ -54,6 +57,8 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         check_deadline(context, "before placing")
         reserve = not request.dry_run
         d = self.engine.place(convert.batch_from_pb(request.batch), hour=convert.hour_of(request), reserve=reserve)
+        if self.metrics is not None:
+            self.metrics.decided("Place", (d.reason,))
         if not d.placed:
             raise unplaced(d.reason, d.message, d.topology_version, trailer_decision(convert.decision_to_pb(d)))
         if reserve and not d.reservation_ids:
@@ -71,8 +76,8 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         n = len(request.batches)
         if n == 0:
             raise invalid("batches", "give at least one batch")
-        if n > MAX_BATCHES:
-            raise invalid("batches", f"at most {MAX_BATCHES} batches per call, got {n}")
+        if n > self.max_batches:
+            raise invalid("batches", f"at most {self.max_batches} batches per call, got {n}")
         limit = request.time_limit_ms / 1000 if request.time_limit_ms else DEFAULT_TIME_LIMIT_S
         left = remaining(context)
         if left is not None:
@@ -85,6 +90,8 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         batches = [convert.batch_from_pb(b) for b in request.batches]
         result = self.engine.place_many(batches, hour=convert.hour_of(request), time_limit_s=limit,
                                         reserve=not request.dry_run)
+        if self.metrics is not None:
+            self.metrics.decided("PlaceBatch", (d.reason for d in result.decisions))
         self._give_back(context, [r for d in result.decisions for r in d.reservation_ids], "placing the batches")
         s = result.solution
         response = placement_pb2.PlaceBatchResponse(

@@ -28,6 +28,7 @@ class FileWatcher:
         self._seen: str | None = None  # digest (or read error) last acted on; None: compare versions first time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # the poller and ReloadTopology calls take turns
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="topology-watcher", daemon=True)
@@ -54,21 +55,37 @@ class FileWatcher:
 
     def poll(self) -> ReloadOutcome | None:
         """Look at the file once; returns the outcome when something was applied or refused."""
-        digest = self._read()
-        if digest == self._seen:
-            return None
-        if self._stop.wait(self.settle):
-            return None
-        again = self._read()
-        if again != digest:
-            return None  # still being written: next poll
-        self._seen = digest
+        with self._lock:
+            digest = self._read()
+            if digest == self._seen:
+                return None
+            if self._stop.wait(self.settle):
+                return None
+            again = self._read()
+            if again != digest:
+                return None  # still being written: next poll
+            self._seen = digest
+            return self._load(quiet=True)
+
+    def reload_now(self) -> ReloadOutcome:
+        """Read the file at once (an operator asked): apply it, refuse it, or confirm what is already served."""
+        with self._lock:
+            self._seen = self._read()
+            outcome = self._load(quiet=False)
+            return outcome if outcome is not None else self.state.last
+
+    def _load(self, quiet: bool) -> ReloadOutcome | None:
         try:
             loaded = load_topology(self.path)
         except LoadError as e:
             return self._refuse(e.problems)
+        except Exception as e:  # a loader surprise must not stop the watcher, nor let the file in
+            log.exception("topology %s: the loader failed", self.path)
+            return self._refuse([Problem(str(self.path), 1, "", f"cannot load: {type(e).__name__}: {e}")])
         if loaded.version == self.state.version:
-            return self.state.confirm(loaded) if not self.state.last.ok else None
+            if quiet and self.state.last.ok:
+                return None
+            return self.state.confirm(loaded)
         try:
             outcome = self.state.apply(loaded)
         except Exception as e:  # valid YAML the engine still cannot build: refuse it like a schema error

@@ -10,6 +10,7 @@ import enum
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from scheduler.engine.catalog import Catalog
@@ -44,16 +45,36 @@ class Event:
     outcome: ReloadOutcome
 
 
-def build_catalog(loaded: Loaded) -> Catalog:
+def build_catalog(loaded: Loaded, overrides: Mapping[str, bool] | None = None) -> Catalog:
     """A ready-to-serve snapshot: built and warmed off to the side, so the swap is one reference assignment and
-    the first call after it pays no lazy-initialisation cost."""
+    the first call after it pays no lazy-initialisation cost. `overrides` (link or cable id -> up) are operator
+    cuts and repairs to carry over; ids the topology does not have are skipped."""
     engine = Engine.from_topology(loaded.value, loaded.version, ledger=Ledger(), hour=lambda: 12)
-    topo = loaded.value
+    _apply_overrides(engine, overrides or {})
+    _warm(engine)
+    return engine.catalog
+
+
+def _apply_overrides(engine: Engine, overrides: Mapping[str, bool]) -> None:
+    known = known_links(engine.catalog)
+    for up in (False, True):
+        ids = [i for i, u in overrides.items() if u is up and i in known]
+        if ids:
+            engine.set_links(ids, up)
+
+
+def _warm(engine: Engine) -> None:
+    topo = engine.catalog.topology
     data_class = topo.data_classes[0].id
     for region in topo.regions:
         for model in topo.models:
             engine.place(Batch(region.id, model.id, 1, 1, data_class=data_class), reserve=False)
-    return engine.catalog
+
+
+def known_links(catalog: Catalog) -> set[str]:
+    """Every id SetLinkStatus accepts: cables, cable segments and terrestrial links."""
+    net = catalog.network
+    return set(net.edges) | set(net.cables)
 
 
 class TopologyState:
@@ -69,6 +90,9 @@ class TopologyState:
         at = time.time() if loaded_at is None else loaded_at
         self._loaded_at = {engine.catalog.version: at}
         self.last = ReloadOutcome(True, path, engine.catalog.version, (), at, engine.catalog.version)
+        self._change = threading.Lock()  # one state change at a time: a reload, or an operator's link change
+        self.overrides: dict[str, bool] = {}  # operator cuts (False) and repairs (True), outliving reloads
+        self.listeners: list[Callable[[ReloadOutcome], None]] = []  # told of every applied or refused reload
 
     @property
     def version(self) -> str:
@@ -79,17 +103,37 @@ class TopologyState:
         return self._loaded_at.get(version, 0.0)
 
     def apply(self, loaded: Loaded) -> ReloadOutcome:
-        """Swap a validated topology in atomically; the ledger (and so every live reservation) carries over."""
-        catalog = build_catalog(loaded)
-        now = time.time()
-        self._loaded_at[loaded.version] = now
-        self.engine.swap(catalog)
+        """Swap a validated topology in atomically; the ledger (and so every live reservation) carries over, and
+        so do the operator's link changes."""
+        with self._change:
+            catalog = build_catalog(loaded, self.overrides)
+            now = time.time()
+            self._loaded_at[loaded.version] = now
+            self.engine.swap(catalog)
         return self._record(Kind.APPLIED, ReloadOutcome(True, loaded.path, loaded.version, (), now, loaded.version))
+
+    def set_links(self, ids: list[str], up: bool) -> Catalog:
+        """Cut or repair links for every placement from now on (KeyError for an unknown id, nothing changed).
+
+        The new snapshot is built and warmed off to the side like a reload, then swapped in whole."""
+        with self._change:
+            side = Engine(self.engine.catalog, ledger=Ledger(), hour=lambda: 12)
+            side.set_links(ids, up)
+            _warm(side)
+            for i in ids:
+                self.overrides.pop(i, None)  # re-inserted last: the order they were made in
+                self.overrides[i] = up
+            self.engine.swap(side.catalog)
+            return side.catalog
 
     def confirm(self, loaded: Loaded) -> ReloadOutcome:
         """The file is back to what is being served (e.g. a refused edit was reverted): clear the refusal."""
         return self._record(Kind.APPLIED, ReloadOutcome(True, loaded.path, loaded.version, (), time.time(),
                                                         self.version))
+
+    def link_overrides(self) -> list[tuple[str, bool]]:
+        with self._change:
+            return list(self.overrides.items())
 
     def refuse(self, problems: list[Problem]) -> ReloadOutcome:
         return self._record(Kind.REFUSED, ReloadOutcome(False, self.path, "", tuple(problems), time.time(),
@@ -101,6 +145,8 @@ class TopologyState:
             self.last = outcome
             self._events.append(Event(self._seq, kind, outcome))
             self._cond.notify_all()
+        for listener in self.listeners:
+            listener(outcome)
         return outcome
 
     def cursor(self) -> tuple[int, ReloadOutcome]:

@@ -1,0 +1,133 @@
+"""Prometheus metrics of one control plane, on their own registry (several planes can live in one process) and
+their own HTTP port (`scheduler serve --metrics-port`).
+
+Counted as calls happen: RPC latency per method, failed calls per method and status code, placements per outcome,
+calls turned away because the server was full, topology reload attempts. Read from the live state at each scrape:
+per-site utilization, per-pool held accelerators, per-cable load (Gbps held in the ledger), cable and site status,
+and the topology version being served.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from scheduler.engine.request import Reason
+from scheduler.service.state import ReloadOutcome, TopologyState
+
+# Place is sub-millisecond in the engine and a few ms over gRPC; PlaceBatch and GetPlan take up to seconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+PLACED = "placed"
+
+
+def outcome_label(reason: Reason | None) -> str:
+    """`placed`, or the reason nothing was placed in lower case (ttft, capacity, cable, ...)."""
+    return PLACED if reason is None or reason is Reason.OK else reason.name.lower()
+
+
+class Metrics:
+    def __init__(self, state: TopologyState):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.rpc_seconds = Histogram("scheduler_rpc_duration_seconds", "Time to answer a call, by RPC method",
+                                     ["method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.rpc_errors = Counter("scheduler_rpc_errors", "Calls that ended with a status other than OK",
+                                  ["method", "code"], registry=r)
+        self.placements = Counter("scheduler_placements", "Batches decided, by RPC and outcome (placed, or the "
+                                  "reason nothing was: ttft, e2e, capacity, cable, ...)", ["rpc", "outcome"],
+                                  registry=r)
+        self.overloaded = Counter("scheduler_overload_rejections", "Calls turned away at once because the server "
+                                  "was already running its maximum of concurrent calls", registry=r)
+        self.inflight = Gauge("scheduler_inflight_calls", "Calls being worked on now", registry=r)
+        self.reloads = Counter("scheduler_topology_reloads", "Topology reload attempts by result (applied, "
+                               "refused)", ["result"], registry=r)
+        self.reload_failures = Counter("scheduler_topology_reload_failures", "Topology edits refused (the "
+                                       "previous version kept serving)", registry=r)
+        self.reloads.labels("applied")
+        self.reloads.labels("refused")
+        r.register(StateCollector(state))
+        state.listeners.append(self.on_reload)
+        self._server = None
+        self.port = 0
+
+    def on_reload(self, outcome: ReloadOutcome) -> None:
+        self.reloads.labels("applied" if outcome.ok else "refused").inc()
+        if not outcome.ok:
+            self.reload_failures.inc()
+
+    def decided(self, rpc: str, reasons: Iterable[Reason | None]) -> None:
+        for label, n in Tally(outcome_label(x) for x in reasons).items():
+            self.placements.labels(rpc, label).inc(n)
+
+    def serve(self, host: str, port: int) -> int:
+        """Expose /metrics over HTTP; returns the port (useful with 0)."""
+        self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self.port = self._server.server_port
+        return self.port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class StateCollector(Collector):
+    """Gauges read from the served snapshot and the ledger at scrape time (one consistent snapshot per scrape)."""
+
+    def __init__(self, state: TopologyState):
+        self.state = state
+
+    def collect(self):
+        engine = self.state.engine
+        cat = engine.catalog
+        topo = cat.topology
+        pool_used, cable_used = engine.usage(cat)
+        info = InfoMetricFamily("scheduler_topology", "The topology being served")
+        info.add_metric([], {"version": cat.version, "path": self.state.path, "name": topo.name})
+        yield info
+        loaded = GaugeMetricFamily("scheduler_topology_loaded_timestamp_seconds",
+                                   "When the served topology version was swapped in (unix seconds)")
+        loaded.add_metric([], self.state.loaded_at(cat.version))
+        yield loaded
+
+        held = GaugeMetricFamily("scheduler_pool_used_accelerators", "Accelerators held by live placements",
+                                 labels=["site", "pool"])
+        cap = GaugeMetricFamily("scheduler_pool_capacity_accelerators", "Accelerators the ledger may fill",
+                                labels=["site", "pool"])
+        by_site: dict[str, list[float]] = {}
+        for i, p in enumerate(cat.pools):
+            used = float(pool_used[i])
+            held.add_metric([p.site, p.key], used)
+            cap.add_metric([p.site, p.key], float(p.capacity))
+            acc = by_site.setdefault(p.site, [0.0, 0.0])
+            acc[0] += used
+            acc[1] += float(p.capacity)
+        yield held
+        yield cap
+        util = GaugeMetricFamily("scheduler_site_utilization", "Share of a site's accelerators held (0..1)",
+                                 labels=["site"])
+        up = GaugeMetricFamily("scheduler_site_up", "1 when the site takes placements", labels=["site"])
+        for s in topo.sites:
+            used, total = by_site.get(s.id, (0.0, 0.0))
+            util.add_metric([s.id], used / total if total > 0 else 0.0)
+            up.add_metric([s.id], 1.0 if s.status.value == "up" else 0.0)
+        yield util
+        yield up
+
+        load = GaugeMetricFamily("scheduler_cable_load_gbps", "Bandwidth held on a submarine cable by live "
+                                 "placements", labels=["cable"])
+        ccap = GaugeMetricFamily("scheduler_cable_capacity_gbps", "A cable's usable bandwidth", labels=["cable"])
+        cup = GaugeMetricFamily("scheduler_cable_up", "1 when the cable carries traffic (not cut)", labels=["cable"])
+        down = cat.network.down_cables()
+        for i, c in enumerate(cat.cables):
+            load.add_metric([c], float(cable_used[i]))
+            ccap.add_metric([c], float(cat.cable_capacity_gbps[i]))
+            cup.add_metric([c], 0.0 if c in down else 1.0)
+        yield load
+        yield ccap
+        yield cup
