@@ -21,7 +21,7 @@ from scheduler.model.loader import LoadError
 from scheduler.paths import DEFAULT_TOPOLOGY
 from scheduler.service import logs
 from scheduler.service.placement import MAX_BATCHES
-from scheduler.service.security import ConfigError, TlsFiles, TokenStore
+from scheduler.service.security import ConfigError, TlsFiles, TokenStore, check_exposure
 from scheduler.service.server import (DEFAULT_DEADLINE_S, DEFAULT_GRACE_S, DEFAULT_PORT, DEFAULT_WORKERS,
                                       MAX_MESSAGE_BYTES, ControlPlane)
 
@@ -131,8 +131,8 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def build(s: dict[str, Any]) -> ControlPlane:
-    """The control plane the settings describe (ConfigError, LoadError or OSError when they cannot be served)."""
+def check(s: dict[str, Any]) -> tuple[TlsFiles | None, TokenStore | None]:
+    """ConfigError for settings that cannot be served; else the TLS files and token store they name."""
     if (s["tls_cert"] is None) != (s["tls_key"] is None):
         raise ConfigError("TLS: give both --tls-cert and --tls-key")
     if s["tls_client_ca"] and not s["tls_cert"]:
@@ -149,6 +149,13 @@ def build(s: dict[str, Any]) -> ControlPlane:
         raise ConfigError("--default-deadline: must be >= 0")
     if not 0 <= s["metrics_port"] < 65536:
         raise ConfigError("--metrics-port: must be 0 (off) or a port number")
+    check_exposure(s["host"], tls is not None, tokens is not None, bool(s["insecure"]))
+    return tls, tokens
+
+
+def build(s: dict[str, Any]) -> ControlPlane:
+    """The control plane the settings describe (ConfigError, LoadError or OSError when they cannot be served)."""
+    tls, tokens = check(s)
     return ControlPlane(
         s["topology"], host=s["host"], port=s["port"], workers=s["workers"], tls=tls, tokens=tokens,
         insecure=bool(s["insecure"]), max_message_bytes=s["max_message_bytes"], max_batch=s["max_batch"],
@@ -159,6 +166,7 @@ def build(s: dict[str, Any]) -> ControlPlane:
 def run(args: argparse.Namespace) -> int:
     try:
         s = resolve(args)
+        check(s)  # before logging is set up: a refused start leaves the process as it found it
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -27,7 +27,8 @@ TOKEN_ENV = "SCHEDULER_TOKEN"
 REQUEST_ID_KEY = "x-request-id"
 
 
-class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
     """Adds the bearer token and a request id (unless the caller gave one) to every call."""
 
     def __init__(self, token: str | None):
@@ -45,6 +46,12 @@ class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercep
 
     def intercept_unary_stream(self, continuation, details, request):
         return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
 
 
 class _CallDetails(grpc.ClientCallDetails):

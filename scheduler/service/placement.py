@@ -30,10 +30,12 @@ def _version(servicer: PlacementServicer) -> str:
 
 
 class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
-    def __init__(self, state: TopologyState, max_batches: int = MAX_BATCHES, metrics: Metrics | None = None):
+    def __init__(self, state: TopologyState, max_batches: int = MAX_BATCHES, metrics: Metrics | None = None,
+                 max_response_bytes: int | None = None):
         self.state = state
         self.max_batches = max_batches
         self.metrics = metrics
+        self.max_response_bytes = max_response_bytes
 
     @property
     def engine(self) -> Engine:
@@ -99,6 +101,13 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             solver_status=s.status, method=s.method, cost_cny=s.cost, gap=result.gap, solve_seconds=s.seconds,
         )
         convert.add_decisions(response.decisions, result.decisions)
+        if self.max_response_bytes is not None and (size := response.ByteSize()) > self.max_response_bytes:
+            # grpc would fail the send after we reserved; give the capacity back and say why instead.
+            self.engine.release([r for d in result.decisions for r in d.reservation_ids])
+            raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"batches: the answer would be {size} bytes, over the server's "
+                               f"{self.max_response_bytes}-byte message limit; nothing was reserved (send fewer "
+                               f"batches per call)", "batches", result.topology_version)
         return response
 
     @translated(_version)

@@ -86,7 +86,8 @@ class ControlPlane:
             maximum_concurrent_rpcs=threads,
         )
         placement_pb2_grpc.add_PlacementServiceServicer_to_server(
-            PlacementServicer(self.state, max_batches=max_batch, metrics=self.metrics), self.server)
+            PlacementServicer(self.state, max_batches=max_batch, metrics=self.metrics,
+                              max_response_bytes=max_message_bytes), self.server)
         topology_pb2_grpc.add_TopologyServiceServicer_to_server(
             TopologyServicer(self.state, max_watchers=max_watchers), self.server)
         operator_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorServicer(self.state, self.watcher),
