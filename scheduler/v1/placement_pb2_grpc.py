@@ -30,7 +30,10 @@ class PlacementServiceStub:
     can meet the SLO or serve the batch (names the closest miss); RESOURCE_EXHAUSTED when capacity or cable bandwidth
     is gone; DEADLINE_EXCEEDED when the client's deadline passes. Error trailers carry "scheduler-field" (the field
     at fault), "scheduler-topology-version", and for Place "scheduler-decision-bin" (a serialized Decision with
-    every rejected site).
+    every rejected site). RESOURCE_EXHAUSTED with field "server" means the server was at its limit of concurrent
+    calls (retry with backoff, or another replica). With a token file, UNAUTHENTICATED for a missing or unknown
+    "authorization: Bearer <token>", PERMISSION_DENIED for a role without the permission. Every answer carries an
+    "x-request-id" trailer (the caller's, or one the server made up).
     """
 
     def __init__(self, channel):
@@ -66,7 +69,10 @@ class PlacementServiceServicer:
     can meet the SLO or serve the batch (names the closest miss); RESOURCE_EXHAUSTED when capacity or cable bandwidth
     is gone; DEADLINE_EXCEEDED when the client's deadline passes. Error trailers carry "scheduler-field" (the field
     at fault), "scheduler-topology-version", and for Place "scheduler-decision-bin" (a serialized Decision with
-    every rejected site).
+    every rejected site). RESOURCE_EXHAUSTED with field "server" means the server was at its limit of concurrent
+    calls (retry with backoff, or another replica). With a token file, UNAUTHENTICATED for a missing or unknown
+    "authorization: Bearer <token>", PERMISSION_DENIED for a role without the permission. Every answer carries an
+    "x-request-id" trailer (the caller's, or one the server made up).
     """
 
     def Place(self, request, context):
@@ -77,7 +83,8 @@ class PlacementServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PlaceBatch(self, request, context):
-        """Many batches at once (at most 10,000), jointly at least cost; unplaced ones come back with their reason.
+        """Many batches at once (at most 10,000 unless `serve --max-batch` says otherwise), jointly at least cost;
+        unplaced ones come back with their reason. An answer over the message size limit is RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,7 +140,10 @@ class PlacementService:
     can meet the SLO or serve the batch (names the closest miss); RESOURCE_EXHAUSTED when capacity or cable bandwidth
     is gone; DEADLINE_EXCEEDED when the client's deadline passes. Error trailers carry "scheduler-field" (the field
     at fault), "scheduler-topology-version", and for Place "scheduler-decision-bin" (a serialized Decision with
-    every rejected site).
+    every rejected site). RESOURCE_EXHAUSTED with field "server" means the server was at its limit of concurrent
+    calls (retry with backoff, or another replica). With a token file, UNAUTHENTICATED for a missing or unknown
+    "authorization: Bearer <token>", PERMISSION_DENIED for a role without the permission. Every answer carries an
+    "x-request-id" trailer (the caller's, or one the server made up).
     """
 
     @staticmethod
