@@ -127,7 +127,9 @@ def details_version(e: grpc.RpcError) -> str:
 def with_site_down(text: str, site: str) -> str:
     """The topology text with `status: down` added to one site (after its `- id:` line, at its keys' indent)."""
     lines = text.splitlines()
-    i = next(n for n, line in enumerate(lines) if re.fullmatch(rf"\s*- id: {re.escape(site)}\s*(#.*)?", line))
+    sites = lines.index("sites:")  # tariffs come first and share some ids (chongqing)
+    i = next(n for n, line in enumerate(lines) if n > sites
+             and re.fullmatch(rf"\s*- id: {re.escape(site)}\s*(#.*)?", line))
     indent = " " * (len(lines[i]) - len(lines[i].lstrip()) + 2)
     lines.insert(i + 1, f"{indent}status: down")
     return "\n".join(lines) + "\n"
@@ -276,4 +278,4 @@ def test_64_clients_through_a_cable_cut_a_site_outage_and_bad_and_good_reloads(t
     # Every placement names a version that was served, and its site is up in that version.
     for x, d in placed:
         assert x.version in t.versions and d.site not in t.versions[x.version], (x.version, d.site)
-    assert checks[0] > 100 and len(after_cut) > 100 and len(after_down) > 100
+    assert checks[0] > 20 and len(after_cut) > 20 and len(after_down) > 20  # the checks above had work

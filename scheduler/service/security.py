@@ -141,34 +141,25 @@ class TlsFiles:
         return cert, key, ca
 
     def server_credentials(self) -> grpc.ServerCredentials:
-        """Credentials that re-read the files when they change, so certificates rotate without a restart (each
-        new connection's handshake picks up the current pair)."""
-        cert, key, ca = self._read()
-        initial = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
-        seen = [self._stamp()]
+        """Credentials that re-read the files at each new connection's handshake and switch to a changed pair, so
+        certificates rotate without a restart (files of a few KB: reading them is cheaper than trusting mtimes)."""
+        current = self._read()
+        initial = grpc.ssl_server_certificate_configuration([(current[1], current[0])], root_certificates=current[2])
+        seen = [current]
 
         def fetch() -> grpc.ServerCertificateConfiguration | None:
-            stamp = self._stamp()
-            if stamp == seen[0]:
-                return None
             try:
-                c, k, a = self._read()
+                now = self._read()
             except ConfigError:
                 return None  # half-written during a rotation: keep the current pair, look again next handshake
-            seen[0] = stamp
-            return grpc.ssl_server_certificate_configuration([(k, c)], root_certificates=a)
+            if now == seen[0]:
+                return None
+            seen[0] = now
+            cert, key, ca = now
+            return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
 
-        return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=ca is not None)
-
-    def _stamp(self) -> tuple:
-        out = []
-        for p in (self.cert, self.key, self.client_ca):
-            try:
-                st = p.stat() if p else None
-                out.append((st.st_mtime_ns, st.st_size) if st else None)
-            except OSError:
-                out.append(None)
-        return tuple(out)
+        return grpc.dynamic_ssl_server_credentials(initial, fetch,
+                                                   require_client_authentication=current[2] is not None)
 
 
 def channel_credentials(ca: str | Path | None = None, cert: str | Path | None = None,
