@@ -36,6 +36,7 @@ TINY = ROOT / "topology" / "tiny.yaml"
 ROUTER_TOKEN = "router-secret-5b0c7e1d9a"
 OPERATOR_TOKEN = "operator-secret-93f1c2aa47"
 STRANGER_TOKEN = "stranger-secret-0d6e2b8f11"
+OTHER_ROUTER_TOKEN = "router-secret-jkt-77aa01"
 
 
 # --- certificates ------------------------------------------------------------------------------------------------
@@ -102,7 +103,8 @@ def other_pki(tmp_path_factory) -> Pki:
 def token_file(path: Path) -> Path:
     path.write_text("tokens:\n"
                     f"  - {{name: router-sg-1, role: router, sha256: {hash_token(ROUTER_TOKEN)}}}\n"
-                    f"  - {{name: ops-oncall, role: operator, sha256: {hash_token(OPERATOR_TOKEN).upper()}}}\n")
+                    f"  - {{name: ops-oncall, role: operator, sha256: {hash_token(OPERATOR_TOKEN).upper()}}}\n"
+                    f"  - {{name: router-jkt-1, role: router, sha256: {hash_token(OTHER_ROUTER_TOKEN)}}}\n")
     return path
 
 
@@ -234,6 +236,19 @@ def test_operators_may_call_everything(guarded):
         assert "cable-a" in cut.down_cables and [(o.id, o.up) for o in cut.overrides][-1] == ("cable-a", False)
         repaired = c.set_link_status(["cable-a"], up=True)
         assert "cable-a" not in repaired.down_cables
+
+
+def test_a_router_releases_only_its_own_holds(guarded):
+    with Client(guarded.target, timeout=10, token=ROUTER_TOKEN) as sg1, \
+            Client(guarded.target, timeout=10, token=OTHER_ROUTER_TOKEN) as jkt1, \
+            Client(guarded.target, timeout=10, token=OPERATOR_TOKEN) as ops:
+        mine = list(sg1.place(sg()).decision.reservation_ids)
+        theirs = list(jkt1.place(sg()).decision.reservation_ids)
+        assert jkt1.release(mine).released == 0  # another router's holds are not its to free
+        assert jkt1.release(theirs).released == len(theirs)
+        assert sg1.release(mine[:1]).released == 1
+        assert ops.release(mine).released == len(mine) - 1  # an operator may free any
+        assert guarded.engine.ledger.snapshot() == {}
 
 
 def test_health_is_open_and_reflection_needs_a_token(guarded):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+
 import grpc
 
 from scheduler.engine.core import Engine
@@ -9,12 +13,14 @@ from scheduler.engine.fleet import POLICIES
 from scheduler.service import convert
 from scheduler.service.errors import ServiceError, check_deadline, invalid, remaining, translated, unplaced
 from scheduler.service.metrics import Metrics
+from scheduler.service.security import OPERATE
 from scheduler.service.state import TopologyState
 from scheduler.v1 import placement_pb2, placement_pb2_grpc, types_pb2
 
 MAX_BATCHES = 10_000  # per PlaceBatch call: bounds one call's memory and solver time
 MAX_DEMAND_CELLS = 10_000
 MAX_RELEASE = 100_000
+MAX_OWNED = 1_000_000  # reservation ids remembered with their owner (under 100 MB)
 DEFAULT_TIME_LIMIT_S = 2.0  # the engine's default solver budget
 # Of the client's remaining deadline, what the solver may use; the rest pays for the work around the solve
 # (building the problem, reserving, encoding and sending the answer: about 60 us per batch on a 2-core machine).
@@ -29,6 +35,45 @@ def _version(servicer: PlacementServicer) -> str:
     return servicer.state.version
 
 
+class Holds:
+    """Who made each reservation, so a router can release only its own holds (operators may release any).
+
+    Bounded: the oldest entries go first; by then their holds have long expired in the ledger (a hold lasts as long
+    as its batch runs), and an id that is no longer known simply is not released early by a router."""
+
+    def __init__(self, limit: int = MAX_OWNED):
+        self._owner: OrderedDict[int, str] = OrderedDict()
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def add(self, owner: str, ids: Iterable[int]) -> None:
+        with self._lock:
+            for rid in ids:
+                self._owner[rid] = owner
+            while len(self._owner) > self._limit:
+                self._owner.popitem(last=False)
+
+    def take(self, owner: str | None, ids: Iterable[int]) -> list[int]:
+        """The ids `owner` may release (None: any), forgotten as they are handed out."""
+        with self._lock:
+            out = []
+            for rid in ids:
+                if owner is None or self._owner.get(rid) == owner:
+                    self._owner.pop(rid, None)
+                    out.append(rid)
+            return out
+
+
+def _owner(context: grpc.ServicerContext) -> str:
+    principal = getattr(context, "principal", None)
+    return principal.name if principal is not None else ""
+
+
+def _may_release_any(context: grpc.ServicerContext) -> bool:
+    principal = getattr(context, "principal", None)
+    return principal is not None and OPERATE in principal.permissions
+
+
 class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
     def __init__(self, state: TopologyState, max_batches: int = MAX_BATCHES, metrics: Metrics | None = None,
                  max_response_bytes: int | None = None):
@@ -36,6 +81,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         self.max_batches = max_batches
         self.metrics = metrics
         self.max_response_bytes = max_response_bytes
+        self.holds = Holds()
 
     @property
     def engine(self) -> Engine:
@@ -69,6 +115,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
                                "batch: capacity kept changing under concurrent placements; retry", "batch",
                                d.topology_version)
         self._give_back(context, list(d.reservation_ids), "placing")
+        self.holds.add(_owner(context), d.reservation_ids)
         return placement_pb2.PlaceResponse(topology_version=d.topology_version, hour=d.hour,
                                            decision=convert.decision_to_pb(d))
 
@@ -108,6 +155,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
                                f"batches: the answer would be {size} bytes, over the server's "
                                f"{self.max_response_bytes}-byte message limit; nothing was reserved (send fewer "
                                f"batches per call)", "batches", result.topology_version)
+        self.holds.add(_owner(context), (r for d in result.decisions for r in d.reservation_ids))
         return response
 
     @translated(_version)
@@ -131,7 +179,8 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         if len(request.reservation_ids) > MAX_RELEASE:
             raise invalid("reservation_ids", f"at most {MAX_RELEASE} per call, got {len(request.reservation_ids)}")
         ledger = self.engine.ledger
-        released = sum(ledger.release(rid) for rid in request.reservation_ids)
+        mine = self.holds.take(None if _may_release_any(context) else _owner(context), request.reservation_ids)
+        released = sum(ledger.release(rid) for rid in mine)
         return placement_pb2.ReleaseResponse(topology_version=self.state.version, released=released)
 
 

@@ -98,7 +98,8 @@ class PlacementServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Release(self, request, context):
-        """Free ledger holds early (the requests finished or were cancelled).
+        """Free ledger holds early (the requests finished or were cancelled). With tokens, a router frees only holds made
+        with its own token (other ids are ignored and not counted); an operator may free any.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
