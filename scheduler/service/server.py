@@ -58,6 +58,7 @@ class ControlPlane:
                  metrics_port: int | None = None, metrics_host: str = "127.0.0.1"):
         """`workers`: calls at work at once (and `max_concurrent`'s default); past `max_concurrent`, calls fail
         fast with RESOURCE_EXHAUSTED. `metrics_port`: None for no metrics endpoint, 0 for any free port."""
+        host = host.strip("[]")  # "[::1]" and "::1" alike
         check_exposure(host, tls is not None, tokens is not None, insecure)
         for name, value in (("workers", workers), ("max_message_bytes", max_message_bytes),
                             ("max_batch", max_batch), ("max_concurrent", max_concurrent or 1)):
@@ -99,7 +100,7 @@ class ControlPlane:
             self.server)
         self.host = host
         self.tls = tls
-        address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if tls is not None:
             self.port = self.server.add_secure_port(address, tls.server_credentials())
         else:
