@@ -77,7 +77,6 @@ def quiet_solver_logs() -> None:
     global _QUIET
     if _QUIET:
         return
-    init.CppBridge.init_logging("scheduler-sim")
     flags = init.CppFlags()
     flags.stderrthreshold = 3  # absl FATAL: errors that the simulator handles stay quiet
     init.CppBridge.set_flags(flags)
