@@ -369,8 +369,11 @@ def random_batches(topology: Topology, n: int, seed: int = 0):
     """`n` seeded request batches from the topology's regions: realistic prompt and answer sizes and SLOs.
 
     Prompt tokens are log-normal around 1,200 (16..16,000), answers around 250 (1..4,000), requests per batch
-    around 8 (1..256); regions are weighted by rank (the list order), models 60/40 large/small, ~90% of batches
-    public data; a quarter carry their own SLO instead of the region default.
+    around 8 (1..256); regions are weighted by rank (the list order), models 60/40 large/small, 3% of batches in
+    each restricted data class and the rest public. A quarter carry their own SLO instead of the region default (a time to first token from 500 ms
+    to 3 s, some with an end-to-end bound); long-context batches (over 4,000 prompt tokens) are document work whose
+    TTFT budget grows with the prompt (0.25 ms per token on top of the region's or their own figure), as services
+    commonly scale it.
     """
     from scheduler.engine.request import Batch  # the engine imports nothing from here; keep the arrow one way
 
@@ -380,7 +383,9 @@ def random_batches(topology: Topology, n: int, seed: int = 0):
     models = [m.id for m in topology.models]
     mw = np.array([0.6] + [0.4 / max(1, len(models) - 1)] * (len(models) - 1))[: len(models)]
     classes = [d.id for d in topology.data_classes]
-    cw = np.array([0.9 if c == "public" else 0.1 / max(1, len(classes) - 1) for c in classes])
+    cw = np.array([1.0 if c == "public" else RESTRICTED_SHARE for c in classes])
+    if "public" in classes:
+        cw[classes.index("public")] = max(0.0, 1.0 - RESTRICTED_SHARE * (len(classes) - 1))
     region = rng.choice(len(regions), size=n, p=rw / rw.sum())
     model = rng.choice(len(models), size=n, p=mw / mw.sum())
     dclass = rng.choice(len(classes), size=n, p=cw / cw.sum())
@@ -390,9 +395,20 @@ def random_batches(topology: Topology, n: int, seed: int = 0):
     own = rng.random(n) < 0.25
     ttft = rng.choice([500.0, 800.0, 1500.0, 3000.0], size=n)
     e2e = np.where(rng.random(n) < 0.3, rng.choice([30000.0, 60000.0, 120000.0], size=n), np.nan)
-    return [
-        Batch(regions[region[i]], models[model[i]], int(inp[i]), int(out[i]), int(req[i]),
-              float(ttft[i]) if own[i] else None, float(e2e[i]) if own[i] and not np.isnan(e2e[i]) else None,
-              classes[dclass[i]], id=f"b{i}")
-        for i in range(n)
-    ]
+    default = {r.id: r.slo.ttft_ms for r in topology.regions}
+    out_batches = []
+    for i in range(n):
+        rid = regions[region[i]]
+        t_own = float(ttft[i]) if own[i] else None
+        if inp[i] > LONG_CONTEXT:
+            base = t_own if t_own is not None else (default[rid] or 1000.0)
+            t_own = base + LONG_CONTEXT_MS_PER_TOKEN * float(inp[i])
+        out_batches.append(Batch(rid, models[model[i]], int(inp[i]), int(out[i]), int(req[i]), t_own,
+                                 float(e2e[i]) if own[i] and not np.isnan(e2e[i]) else None, classes[dclass[i]],
+                                 id=f"b{i}"))
+    return out_batches
+
+
+RESTRICTED_SHARE = 0.03  # of batches, per data class other than public
+LONG_CONTEXT = 4000  # prompt tokens beyond which a batch counts as document work
+LONG_CONTEXT_MS_PER_TOKEN = 0.25

@@ -47,6 +47,17 @@ class Pool:
     capacity: float  # accelerators the ledger may fill: count x max_utilization
 
 
+@dataclass(frozen=True)
+class TargetsView:
+    """Per-model gathers of the catalog's tables, so scoring indexes once instead of twice."""
+
+    rtt_ms: np.ndarray  # (regions, targets)
+    transit: np.ndarray  # (regions, targets) CNY per million wire tokens
+    allowed: np.ndarray  # (data classes, targets) in Catalog.data_classes order
+    site_up: np.ndarray  # (targets,)
+    cables: np.ndarray  # (regions, targets, cables) the route crosses the cable
+
+
 class Catalog:
     def __init__(self, topology: Topology, network: NetworkModel, version: str = ""):
         self.topology = topology
@@ -58,8 +69,11 @@ class Catalog:
         self.region_index = {r: i for i, r in enumerate(self.regions)}
         self.data_classes = {d.id: d for d in topology.data_classes}
         self.models = {m.id: m for m in topology.models}
+        self.data_class_index = {d: i for i, d in enumerate(self.data_classes)}
         self.site_up = np.array([s.status is Status.up for s in topology.sites])
         self.pools: list[Pool] = []
+        self._pool_index: dict[str, int] = {}
+        self._views: dict[str, TargetsView] = {}
         self.by_model: dict[str, ModelTargets] = {m: self._targets(m) for m in self.models}
 
     def _targets(self, model_id: str) -> ModelTargets:
@@ -105,11 +119,29 @@ class Catalog:
 
     def _pool(self, site: str, j: int, accelerator: str, count: int) -> int:
         key = f"{site}/{accelerator}#{j}"
-        for i, p in enumerate(self.pools):
-            if p.key == key:
-                return i
-        self.pools.append(Pool(key, site, accelerator, count, count * self.topology.settings.max_utilization))
-        return len(self.pools) - 1
+        if key not in self._pool_index:
+            self._pool_index[key] = len(self.pools)
+            self.pools.append(Pool(key, site, accelerator, count, count * self.topology.settings.max_utilization))
+        return self._pool_index[key]
+
+    def targets_view(self, model: str) -> TargetsView:
+        """The region x site tables restricted to one model's targets, built once per snapshot and model."""
+        view = self._views.get(model)
+        if view is None:
+            sites = self.by_model[model].site
+            view = TargetsView(
+                rtt_ms=np.ascontiguousarray(self.rtt_ms[:, sites]),
+                transit=np.ascontiguousarray(self.transit_cny_per_mtok[:, sites]),
+                allowed=np.stack([self.allowed[d][sites] for d in self.data_classes]),
+                site_up=self.site_up[sites],
+                cables=np.ascontiguousarray(self.route_cables[:, sites, :]),
+            )
+            self._views[model] = view  # a benign race: two threads may build the same view
+        return view
+
+    @cached_property
+    def region_by_id(self) -> dict:
+        return {r.id: r for r in self.topology.regions}
 
     @cached_property
     def pool_capacity(self) -> np.ndarray:

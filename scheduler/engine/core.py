@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from scheduler.engine import batch as joint, fleet
+from scheduler.engine import baselines, batch as joint, fleet
 from scheduler.engine.catalog import Catalog
 from scheduler.engine.fleet import FleetPlan
 from scheduler.engine.ledger import Ledger, Reservation
@@ -64,6 +64,11 @@ class Engine:
         used = self.ledger.used([p.key for p in cat.pools] + [CABLE_PREFIX + c for c in cat.cables])
         return used[: len(cat.pools)], used[len(cat.pools):]
 
+    def ceilings(self, cat: Catalog | None = None) -> np.ndarray:
+        """Per pool, the most load it may carry without breaking an SLO promised to a live placement (inf: none)."""
+        cat = cat or self.catalog
+        return self.ledger.ceilings([p.key for p in cat.pools])
+
     def capacities(self, cat: Catalog) -> dict[str, float]:
         caps = {p.key: p.capacity for p in cat.pools}
         caps.update({CABLE_PREFIX + c: float(g) for c, g in zip(cat.cables, cat.cable_capacity_gbps)})
@@ -71,8 +76,7 @@ class Engine:
 
     def check(self, batch: Batch, cat: Catalog | None = None, prefix: str = "") -> Slo:
         cat = cat or self.catalog
-        return check_batch(batch, {r.id: r for r in cat.topology.regions}, set(cat.models), set(cat.data_classes),
-                           prefix)
+        return check_batch(batch, cat.region_by_id, cat.models, cat.data_classes, prefix)
 
     # --- operations -------------------------------------------------------------------------------------------
     def place(self, batch: Batch, hour: int | None = None, reserve: bool = True) -> Decision:
@@ -82,7 +86,7 @@ class Engine:
         h = self.hour(hour)
         for _ in range(RESERVE_RETRIES):
             used, cable_used = self.usage(cat)
-            decision, order = decide(batch, slo, cat, h, used, cable_used)
+            decision, order = decide(batch, slo, cat, h, used, cable_used, self.ceilings(cat))
             if not decision.placed or not reserve:
                 return decision
             items = self._items(cat, decision)
@@ -91,21 +95,29 @@ class Engine:
                 return _with_reservations(decision, got)
             # Another caller took the capacity between our read and our reservation: look again.
         used, cable_used = self.usage(cat)
-        return decide(batch, slo, cat, h, used, cable_used)[0]
+        return decide(batch, slo, cat, h, used, cable_used, self.ceilings(cat))[0]
 
     def place_many(self, batches: Sequence[Batch], hour: int | None = None, time_limit_s: float = 2.0,
                    reserve: bool = True) -> BatchResult:
-        """Place batches jointly at least cost; each gets a site or an explicit reason for staying unplaced."""
+        """Place batches jointly at least cost; each gets a site or an explicit reason for staying unplaced.
+
+        No placement breaks another's SLO: each pool ends at or below the ceiling of every batch placed on it (and
+        of live reservations), and the latencies reported are those at the pools' loads once all of them run.
+        """
+        if not (time_limit_s > 0):
+            raise InvalidRequest("time_limit_s", f"must be positive, got {time_limit_s!r}")
+        return self._joint(batches, hour, reserve, lambda problem: joint.solve(problem, time_limit_s))
+
+    def _joint(self, batches: Sequence[Batch], hour: int | None, reserve: bool,
+               solver: Callable[[joint.Problem], joint.Assignment]) -> BatchResult:
         cat = self.catalog
         batches = list(batches)
         slos = [self.check(b, cat, prefix=f"batches[{i}].") for i, b in enumerate(batches)]
         h = self.hour(hour)
-        if not (time_limit_s > 0):
-            raise InvalidRequest("time_limit_s", f"must be positive, got {time_limit_s!r}")
         for attempt in range(RESERVE_RETRIES):
             used, cable_used = self.usage(cat)
-            problem = joint.build(cat, batches, slos, h, used, cable_used)
-            solution = joint.solve(problem, time_limit_s)
+            problem = joint.build(cat, batches, slos, h, used, cable_used, self.ceilings(cat))
+            solution = solver(problem)
             decisions = batch_decisions(problem, solution, slos)
             if not reserve:
                 break
@@ -117,6 +129,14 @@ class Engine:
         else:
             raise Overloaded("capacity kept changing under concurrent placements; retry")
         return BatchResult(decisions, solution, cat.version, h)
+
+    def place_baseline(self, batches: Sequence[Batch], policy: str, hour: int | None = None,
+                       reserve: bool = True) -> BatchResult:
+        """Place batches one at a time in request order by a baseline policy (`nearest` or `cheapest-greedy`, see
+        baselines.py), under the same filter, capacity, ceilings and cables as `place_many`."""
+        if policy not in baselines.POLICIES:
+            raise InvalidRequest("policy", f"unknown policy {policy!r}; choose from {', '.join(baselines.POLICIES)}")
+        return self._joint(batches, hour, reserve, lambda problem: baselines.solve(problem, policy))
 
     def plan(self, cells: Sequence[DemandCell], hour: int | None = None, policy: str = "optimal",
              use_ledger: bool = False) -> FleetPlan:
@@ -133,7 +153,7 @@ class Engine:
         return fleet.plan(cat, cells, slos, self.hour(hour), policy, used)
 
     def _items(self, cat: Catalog, d: Decision) -> list[tuple[str, float, float]]:
-        items = [(d.pool, d.load, d.hold_s)]
+        items: list[tuple] = [(d.pool, d.load, d.hold_s, d.ceiling)]
         if d.route is not None and d.route.cables:
             gbps = _gbps(d.batch, cat, d.hold_s)
             items += [(CABLE_PREFIX + c, gbps, d.hold_s) for c in d.route.cables]
@@ -161,30 +181,55 @@ class BatchResult:
 
     @property
     def gap(self) -> float:
+        """Relative distance of the objective from the bound, leaving out the penalty of batches no target could
+        take at all (every assignment pays it, so counting it would make any answer look near-optimal)."""
         s = self.solution
-        return max(0.0, (s.objective - s.best_bound) / s.objective) if s.objective > 0 else 0.0
+        avoidable = s.objective - s.unavoidable
+        if not avoidable > 0 or not np.isfinite(s.best_bound):
+            return 0.0
+        return max(0.0, (s.objective - s.best_bound) / avoidable)
 
 
 def batch_decisions(p: joint.Problem, a: joint.Assignment, slos: list[Slo]) -> list[Decision]:
-    """One Decision per batch, in request order, without per-site explanations (ask `place` for those)."""
+    """One Decision per batch, in request order, without per-site explanations (ask `place` for those).
+
+    Latencies are re-estimated at the pools' loads with every placed batch running, which is what each will see.
+    """
     cat = p.cat
     out: list[Decision | None] = [None] * len(p.batches)
+    final = p.used.copy()
     for m in p.models:
-        e, off = p.est[m], p.offset[m]
-        for r, i in enumerate(p.rows[m].tolist()):
-            b, t = p.batches[i], int(a.target[i])
-            base = dict(batch=b, topology_version=cat.version, hour=p.hour, slo=slos[i])
-            if t < 0:
-                reason = Reason(int(a.reason[i]))
-                out[i] = Decision(placed=False, reason=reason, message=reason.label, **base)
-                continue
-            k = t - off
-            site = cat.sites[p.site[t]]
+        tt = a.target[p.rows[m]]
+        r = np.flatnonzero(tt >= 0)
+        np.add.at(final, p.pool[tt[r]], p.est[m].load[r, tt[r] - p.offset[m]])
+    version, hour = cat.version, p.hour
+    for m in p.models:
+        e, off, rows = p.est[m], p.offset[m], p.rows[m]
+        tt = a.target[rows]
+        placed = np.flatnonzero(tt >= 0)
+        for r in np.flatnonzero(tt < 0).tolist():
+            i = int(rows[r])
+            reason = Reason(int(a.reason[i]))
+            out[i] = Decision(batch=p.batches[i], placed=False, reason=reason, message=reason.label,
+                              topology_version=version, hour=hour, slo=slos[i])
+        if not len(placed):
+            continue
+        k = tt[placed] - off
+        now = joint.latency_at(p, m, placed, k, final)
+        cols = zip(placed.tolist(), k.tolist(), e.rtt_ms[placed, k].tolist(), now.ttft_ms.tolist(),
+                   now.e2e_ms.tolist(), e.cost_cny[placed, k].tolist(), e.kwh[placed, k].tolist(),
+                   e.g_co2[placed, k].tolist(), e.load[placed, k].tolist(), e.hold_s[placed].tolist(),
+                   p.theta[m][placed, k].tolist())
+        mt = cat.by_model[m]
+        for r, kk, rtt, ttft, e2e, cost, kwh, co2, load, hold, ceiling in cols:
+            i = int(rows[r])
+            b = p.batches[i]
+            site = cat.sites[mt.site[kk]]
             out[i] = Decision(
-                placed=True, reason=Reason.OK, message=a.method, site=site, pool=cat.pools[p.pool[t]].key,
-                route=cat.route(b.region, site), rtt_ms=float(e.rtt_ms[r, k]), ttft_ms=float(e.ttft_ms[r, k]),
-                e2e_ms=float(e.e2e_ms[r, k]), cost_cny=float(e.cost_cny[r, k]), kwh=float(e.kwh[r, k]),
-                g_co2=float(e.g_co2[r, k]), load=float(e.load[r, k]), hold_s=float(e.hold_s[r]), **base,
+                batch=b, placed=True, reason=Reason.OK, message=a.method, topology_version=version, hour=hour,
+                site=site, pool=cat.pools[mt.pool[kk]].key, route=cat.route(b.region, site), rtt_ms=rtt,
+                ttft_ms=ttft, e2e_ms=e2e, cost_cny=cost, kwh=kwh, g_co2=co2, load=load, hold_s=hold, slo=slos[i],
+                ceiling=ceiling,
             )
     return out  # type: ignore[return-value]
 

@@ -2,6 +2,10 @@
 
 Pure functions of arrays: the single placement, the joint solver, the fleet plan and the baselines all call these,
 so every policy judges latency, cost and eligibility the same way.
+
+Latency depends on the load of the target's pool (queueing), so besides the estimate at the current load this
+module gives each (batch, target) pair its *ceiling*: the highest load of the pool, in accelerators, at which the
+pair still meets its SLO. A placement keeps its promise as long as its pool stays at or below its ceiling.
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ import numpy as np
 from scheduler import costs
 from scheduler.engine.catalog import Catalog, ModelTargets
 from scheduler.engine.request import Reason
+
+# Ceilings are shaded by this much utilization so that a pool filled exactly to a ceiling still re-checks within
+# the SLO despite floating-point rounding (and the ledger's 1e-9 accelerator tolerance).
+CEILING_MARGIN = 1e-7
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class Estimates:
     load: np.ndarray  # accelerators held on the target's pool while the batch runs
     hold_s: np.ndarray  # (B,) how long the load is held
     gbps: np.ndarray  # (B,) wire bandwidth while running
+    prefill_ms: np.ndarray | None = None  # (B, T) prefill alone, the service time queueing scales
+    decode_ms: np.ndarray | None = None  # (B,) streaming the answer
 
 
 def hold_seconds(output_tokens: np.ndarray, stream_tps: float) -> np.ndarray:
@@ -53,36 +63,76 @@ def hold_seconds(output_tokens: np.ndarray, stream_tps: float) -> np.ndarray:
 
 
 def estimate(
-    cat: Catalog, mt: ModelTargets, b: BatchArrays, hour: int, pool_used: np.ndarray
+    cat: Catalog, mt: ModelTargets, b: BatchArrays, hour: int, pool_used: np.ndarray,
+    targets: np.ndarray | None = None,
 ) -> Estimates:
-    """Latency at current utilization, cost at the hour's price, and the first failing non-capacity check."""
-    sites = mt.site
-    rtt = cat.rtt_ms[b.region][:, sites]  # (B, T)
-    util = pool_used[mt.pool] / cat.pool_count[mt.pool]  # (T,) physical utilization drives queueing
-    prefill = 1000.0 * b.input_tokens[:, None] / (mt.prefill_tps * mt.parallelism)[None, :]
-    queue = costs.queue_ms(prefill, np.broadcast_to(util, prefill.shape))
+    """Latency at the given pool loads, cost at the hour's price, and the first failing non-capacity check.
+
+    Every batch against every target of the model, (B, T); with `targets` (one per batch), each batch against
+    its own target only, (B, 1).
+    """
+    view = cat.targets_view(mt.model)
+    pick = slice(None) if targets is None else targets
+
+    def per_target(x: np.ndarray) -> np.ndarray:  # (T,) -> (1, T), or (B,) -> (B, 1) for the batches' own targets
+        return x[None, :] if targets is None else x[targets][:, None]
+
+    def per_pair(x: np.ndarray) -> np.ndarray:  # (R, T) tables by region -> (B, T) or (B, 1)
+        return x[b.region] if targets is None else x[b.region, targets][:, None]
+
+    rtt = per_pair(view.rtt_ms)
+    pool = mt.pool[pick]
+    util = pool_used[pool] / cat.pool_count[pool]  # physical utilization drives queueing
+    prefill = (1000.0 * b.input_tokens)[:, None] / per_target(mt.prefill_tps * mt.parallelism)
+    # Queueing is proportional to the service time (costs.queue_ms), so one factor per target serves every batch.
+    per_ms = costs.queue_ms(np.ones(len(util)), util)
+    per_ms = per_ms[None, :] if targets is None else per_ms[:, None]
+    queue = prefill * per_ms
+    if not np.all(np.isfinite(per_ms)):  # a saturated pool queues forever, even a prefill-free batch
+        queue[np.broadcast_to(~np.isfinite(per_ms), queue.shape)] = np.inf
     ttft = rtt + queue + prefill
-    e2e = ttft + (1000.0 * b.output_tokens / mt.stream_tokens_per_s)[:, None]
+    decode = 1000.0 * b.output_tokens / mt.stream_tokens_per_s
+    e2e = ttft + decode[:, None]
 
     reason = np.zeros(rtt.shape, dtype=np.int8)
-    allowed = np.stack([cat.allowed[dc][sites] for dc in b.data_class]) if len(b) else np.zeros((0, len(mt)), bool)
+    dc = np.fromiter((cat.data_class_index[d] for d in b.data_class), dtype=np.int64, count=len(b))
+    allowed = view.allowed[dc] if targets is None else view.allowed[dc, targets][:, None]
     # Later checks are written first so the earliest failing check is the one left standing.
     reason[e2e > b.e2e_slo[:, None]] = Reason.E2E
     reason[ttft > b.ttft_slo[:, None]] = Reason.TTFT
     reason[~allowed] = Reason.DATA_CLASS
     reason[~np.isfinite(rtt)] = Reason.UNREACHABLE
-    reason[:, ~cat.site_up[sites]] = Reason.SITE_DOWN
+    reason[np.broadcast_to(~per_target(view.site_up), reason.shape)] = Reason.SITE_DOWN
 
     weight = (b.output_tokens + b.input_tokens / mt.speedup) * b.requests  # (B,)
     wire = (b.output_tokens + b.input_tokens) * b.requests
-    transit = cat.transit_cny_per_mtok[b.region][:, sites]
-    cost = (weight[:, None] * mt.cny_per_mtok[:, hour][None, :] + wire[:, None] * transit) / costs.MTOK
+    cost = (weight[:, None] * per_target(mt.cny_per_mtok[:, hour]) + wire[:, None] * per_pair(view.transit)) / costs.MTOK
     hold = hold_seconds(b.output_tokens, mt.stream_tokens_per_s)
-    load = (weight / hold)[:, None] / mt.decode_tps[None, :]
+    load = (weight / hold)[:, None] / per_target(mt.decode_tps)
     gbps = wire * cat.topology.settings.bytes_per_token * 8 / hold / 1e9
     return Estimates(
         rtt_ms=rtt, ttft_ms=ttft, e2e_ms=e2e, reason=reason, cost_cny=cost,
-        kwh=weight[:, None] * mt.kwh_per_mtok[None, :] / costs.MTOK,
-        g_co2=weight[:, None] * mt.g_co2_per_mtok[None, :] / costs.MTOK,
-        load=load, hold_s=hold, gbps=gbps,
+        kwh=weight[:, None] * per_target(mt.kwh_per_mtok / costs.MTOK),
+        g_co2=weight[:, None] * per_target(mt.g_co2_per_mtok / costs.MTOK),
+        load=load, hold_s=hold, gbps=gbps, prefill_ms=prefill, decode_ms=decode,
     )
+
+
+def ceilings(cat: Catalog, mt: ModelTargets, est: Estimates, ttft_slo: np.ndarray,
+             e2e_slo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B, T) the highest load of each target's pool (accelerators) at which the pair meets its SLO, and which
+    bound sets it (Reason.TTFT or Reason.E2E).
+
+    The queueing term of `estimate` is costs.queue_ms, M/M/1: wait = prefill * u / (1 - u), so TTFT at
+    utilization u is rtt + prefill / (1 - u) and end-to-end adds the decode time. Solving for u gives the highest
+    utilization each bound allows; -inf where even an idle pool is too slow. A test pins this inverse to `estimate`.
+    """
+    budget_ttft = ttft_slo[:, None] - est.rtt_ms
+    budget_e2e = (e2e_slo - est.decode_ms)[:, None] - est.rtt_ms
+    budget = np.minimum(budget_ttft, budget_e2e)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = 1.0 - est.prefill_ms / budget
+    u = np.where((budget >= est.prefill_ms) & (budget > 0), np.minimum(u, 1.0), -np.inf)
+    theta = (u - CEILING_MARGIN) * cat.pool_count[mt.pool][None, :]
+    binding = np.where(budget_ttft <= budget_e2e, Reason.TTFT, Reason.E2E).astype(np.int8)
+    return theta, binding

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from scheduler.engine.catalog import Catalog, ModelTargets
-from scheduler.engine.estimate import BatchArrays, Estimates, estimate
+from scheduler.engine.estimate import BatchArrays, Estimates, ceilings, estimate
 from scheduler.engine.request import Batch, Reason, Slo
 from scheduler.network import Route
 
@@ -53,6 +53,7 @@ class Decision:
     alternatives: list[Alternative] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     reservation_ids: tuple[int, ...] = ()
+    ceiling: float = math.inf  # the pool load (accelerators) up to which this placement's SLO holds
 
 
 def single(batch: Batch, slo: Slo, cat: Catalog) -> BatchArrays:
@@ -68,39 +69,71 @@ def single(batch: Batch, slo: Slo, cat: Catalog) -> BatchArrays:
 
 
 def capacity_reasons(
-    cat: Catalog, mt: ModelTargets, est: Estimates, region: np.ndarray, used: np.ndarray, cable_used: np.ndarray
+    cat: Catalog, mt: ModelTargets, est: Estimates, region: np.ndarray, used: np.ndarray, cable_used: np.ndarray,
+    cap: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The reason array with CAPACITY / CABLE filled in where every other check passed, given live usage."""
+    """The reason array with CAPACITY / CABLE filled in where every other check passed, given live usage.
+
+    `cap` is the load each pool may reach (default its capacity; lower where live placements' ceilings say so).
+    Capacity is checked before cable bandwidth, as the reasons are ordered.
+    """
     reason = est.reason.copy()
-    no_room = used[mt.pool][None, :] + est.load > cat.pool_capacity[mt.pool][None, :] + 1e-9
-    if len(cat.cables):
-        crosses = cat.route_cables[region][:, mt.site, :]  # (B, T, C)
-        full = cable_used[None, :] + est.gbps[:, None] > cat.cable_capacity_gbps[None, :] + 1e-12  # (B, C)
-        no_cable = (crosses & full[:, None, :]).any(axis=2)
-        reason[(reason == Reason.OK) & no_cable] = Reason.CABLE
+    cap = cat.pool_capacity if cap is None else cap
+    no_room = used[mt.pool][None, :] + est.load > cap[mt.pool][None, :] + 1e-9
     reason[(reason == Reason.OK) & no_room] = Reason.CAPACITY
+    if len(cat.cables):
+        full = cable_used[None, :] + est.gbps[:, None] > cat.cable_capacity_gbps[None, :] + 1e-12  # (B, C)
+        view = cat.targets_view(mt.model)
+        for c in np.flatnonzero(full.any(axis=0)).tolist():
+            crossing = view.cables[region, :, c] & full[:, c][:, None]  # (B, T)
+            reason[(reason == Reason.OK) & crossing] = Reason.CABLE
     return reason
 
 
-def _detail(reason: Reason, est: Estimates, slo: Slo, used: np.ndarray, cat: Catalog, mt: ModelTargets, t: int) -> str:
+def own_load_reasons(est: Estimates, reason: np.ndarray, theta: np.ndarray, binding: np.ndarray, mt: ModelTargets,
+                     used: np.ndarray) -> np.ndarray:
+    """`reason` with TTFT / E2E also where the pool has room but the batch's own load would push it past the
+    pair's ceiling (the latency check again, with the batch itself counted in the queue)."""
+    reason = reason.copy()
+    over = (reason == Reason.OK) & (used[mt.pool][None, :] + est.load > theta + 1e-9)
+    reason[over] = binding[over]
+    return reason
+
+
+def _detail(reason: Reason, est: Estimates, slo: Slo, used: np.ndarray, cat: Catalog, mt: ModelTargets, t: int,
+            cap: np.ndarray, own_load: bool) -> str:
+    own = " with this batch on the pool" if own_load else ""
     if reason is Reason.TTFT:
-        return f"ttft {est.ttft_ms[0, t]:.0f} ms > SLO {slo.ttft_ms:.0f} ms"
+        return f"ttft {est.ttft_ms[0, t]:.0f} ms > SLO {slo.ttft_ms:.0f} ms{own}"
     if reason is Reason.E2E:
-        return f"end-to-end {est.e2e_ms[0, t]:.0f} ms > SLO {slo.e2e_ms:.0f} ms"
+        return f"end-to-end {est.e2e_ms[0, t]:.0f} ms > SLO {slo.e2e_ms:.0f} ms{own}"
     if reason is Reason.CAPACITY:
         p = mt.pool[t]
-        return f"pool {cat.pools[p].key} holds {used[p]:.1f} of {cat.pool_capacity[p]:.1f} accelerators, needs {est.load[0, t]:.2f}"
+        limit = (f"{cat.pool_capacity[p]:.1f} accelerators" if cap[p] >= cat.pool_capacity[p]
+                 else f"{cap[p]:.1f} accelerators (SLOs already promised on it allow no more)")
+        return f"pool {cat.pools[p].key} holds {used[p]:.1f} of {limit}, needs {est.load[0, t]:.2f}"
     return reason.label
 
 
 def decide(
-    batch: Batch, slo: Slo, cat: Catalog, hour: int, used: np.ndarray, cable_used: np.ndarray
+    batch: Batch, slo: Slo, cat: Catalog, hour: int, used: np.ndarray, cable_used: np.ndarray,
+    ceiling: np.ndarray | None = None,
 ) -> tuple[Decision, list[int]]:
-    """Filter, score and rank; returns the decision (unreserved) and the candidate targets, cheapest first."""
+    """Filter, score and rank; returns the decision (unreserved) and the candidate targets, cheapest first.
+
+    Latency is judged with the batch itself on the pool (its own load counts towards queueing), and a pool may not
+    grow past `ceiling` (per pool: the least load at which some live placement would miss its SLO; default none).
+    """
     mt = cat.by_model[batch.model]
     b = single(batch, slo, cat)
-    est = estimate(cat, mt, b, hour, used)
-    reason = capacity_reasons(cat, mt, est, b.region, used, cable_used)[0]
+    now = estimate(cat, mt, b, hour, used)
+    theta, binding = ceilings(cat, mt, now, b.ttft_slo, b.e2e_slo)
+    cap = cat.pool_capacity if ceiling is None else np.minimum(cat.pool_capacity, ceiling)
+    reason = own_load_reasons(now, capacity_reasons(cat, mt, now, b.region, used, cable_used, cap), theta, binding,
+                              mt, used)[0]
+    with_it = used.copy()
+    with_it[mt.pool] += now.load[0]  # one target per pool and model, so this is each pool with this batch on it
+    est = estimate(cat, mt, b, hour, with_it)  # what the batch will see: the numbers reported
     ok = np.flatnonzero(reason == Reason.OK)
     order = ok[np.lexsort((est.rtt_ms[0, ok], est.cost_cny[0, ok]))]
     base = dict(batch=batch, topology_version=cat.version, hour=hour, slo=slo)
@@ -119,7 +152,8 @@ def decide(
             rejections.append(Rejection(site, Reason.NOT_SERVED, Reason.NOT_SERVED.label))
         elif reason[t] != Reason.OK:
             r = Reason(int(reason[t]))
-            rejections.append(Rejection(site, r, _detail(r, est, slo, used, cat, mt, t)))
+            rejections.append(Rejection(site, r, _detail(r, est, slo, used, cat, mt, t, cap,
+                                                         bool(now.reason[0, t] == Reason.OK))))
 
     alternatives = [
         Alternative(cat.sites[mt.site[t]], cat.pools[mt.pool[t]].key, float(est.cost_cny[0, t]),
@@ -127,7 +161,7 @@ def decide(
         for t in order
     ]
     if len(order) == 0:
-        return _unplaced(base, reason, est, slo, cat, mt, rejections), []
+        return _unplaced(base, reason, est, slo, cat, mt, rejections, used, cap), []
     t = int(order[0])
     site = cat.sites[mt.site[t]]
     decision = Decision(
@@ -135,22 +169,31 @@ def decide(
         site=site, pool=cat.pools[mt.pool[t]].key, route=cat.route(batch.region, site),
         rtt_ms=float(est.rtt_ms[0, t]), ttft_ms=float(est.ttft_ms[0, t]), e2e_ms=float(est.e2e_ms[0, t]),
         cost_cny=float(est.cost_cny[0, t]), kwh=float(est.kwh[0, t]), g_co2=float(est.g_co2[0, t]),
-        load=float(est.load[0, t]), hold_s=float(est.hold_s[0]),
+        load=float(est.load[0, t]), hold_s=float(est.hold_s[0]), ceiling=float(theta[0, t]),
         alternatives=alternatives[1:6], rejections=rejections, **base,
     )
     return decision, [int(x) for x in order]
 
 
 def _unplaced(base: dict, reason: np.ndarray, est: Estimates, slo: Slo, cat: Catalog, mt: ModelTargets,
-              rejections: list[Rejection]) -> Decision:
+              rejections: list[Rejection], used: np.ndarray, cap: np.ndarray) -> Decision:
     """No feasible target: say whether capacity, the SLO or eligibility is to blame, naming the closest miss."""
     if np.any(reason >= Reason.CAPACITY):
         r = Reason.CAPACITY if np.any(reason == Reason.CAPACITY) else Reason.CABLE
-        message = f"every site that meets the SLO is full ({r.label})"
+        full = np.flatnonzero(reason == r)
+        if r is Reason.CAPACITY:  # the closest miss: the pool with the most room left
+            t = int(full[np.argmax(cap[mt.pool[full]] - used[mt.pool[full]])])
+            p = mt.pool[t]
+            closest = (f"; closest miss: {cat.sites[mt.site[t]]} ({cat.pools[p].key}) has "
+                       f"{max(cap[p] - used[p], 0.0):.2f} accelerators free, needs {est.load[0, t]:.2f}")
+        else:
+            closest = f"; e.g. {cat.sites[mt.site[int(full[0])]]}"
+        message = f"every site that meets the SLO is full ({r.label}){closest}"
     elif np.any((reason == Reason.TTFT) | (reason == Reason.E2E)):
         latency = (reason == Reason.TTFT) | (reason == Reason.E2E)
-        over = np.where(reason == Reason.TTFT, est.ttft_ms[0] / slo.ttft_ms, est.e2e_ms[0] / slo.e2e_ms)
-        t = int(np.flatnonzero(latency)[np.argmin(over[latency])])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            over = np.where(reason == Reason.TTFT, est.ttft_ms[0] / slo.ttft_ms, est.e2e_ms[0] / slo.e2e_ms)
+        t = int(np.flatnonzero(latency)[np.argmin(np.nan_to_num(over[latency], nan=np.inf))])
         r = Reason(int(reason[t]))
         site = cat.sites[mt.site[t]]
         what = (f"ttft {est.ttft_ms[0, t]:.0f} ms > {slo.ttft_ms:.0f} ms" if r is Reason.TTFT

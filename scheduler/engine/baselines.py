@@ -1,0 +1,53 @@
+"""Batch-level baselines: `nearest` (lowest RTT) and `cheapest-greedy` (lowest cost), one batch at a time.
+
+Each takes the batches in request order and gives each the best target by its preference among those that are
+feasible *now*, with no look-ahead: the same filter and scores as the engine (`batch.build`), the same rule as
+`Engine.place` (the batch's own load counts towards queueing; pools stay under their capacity and under the
+ceilings of the batches already placed on them; cables keep their bandwidth). They return the engine's
+`Assignment`, so benchmarks and the simulator compare like with like. (Fleet-level baselines are in fleet.py.)
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from scheduler.engine import batch as joint
+from scheduler.engine.request import Reason
+
+POLICIES = ("nearest", "cheapest-greedy")
+
+
+def solve(p: joint.Problem, policy: str) -> joint.Assignment:
+    """Place `p`'s batches one at a time in order, each on its preferred feasible target given the earlier ones."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+    start = time.perf_counter()
+    parts = joint.parts_of(p)
+    state = joint.fresh_state(p)
+    where: dict[int, tuple[int, int]] = {}
+    orders = []
+    for j, part in enumerate(parts):
+        key = part.cost if policy == "cheapest-greedy" else p.est[part.m].rtt_ms + 1e-9 * part.cost  # ties: cheaper
+        orders.append(np.argsort(np.where(part.ok, key, np.inf), axis=1, kind="stable"))
+        for r, i in enumerate(part.rows.tolist()):
+            where[i] = (j, r)
+    for i in range(len(p.batches)):
+        if i not in where:
+            continue
+        j, r = where[i]
+        part = parts[j]
+        n = int(part.ok[r].sum())
+        if n:
+            joint.place_first(p, part, state, i, r, orders[j][r, :n].tolist())
+    target = state.target
+    reason = joint.unplaced_reasons(p)
+    placed = target >= 0
+    reason[placed] = Reason.OK
+    reason[~placed & (reason == Reason.OK)] = Reason.CAPACITY  # feasible alone, but earlier batches took the room
+    penalty = joint.penalty_of(p)
+    cost = joint.assigned_cost(p, target)
+    objective = cost + penalty * float(p.weight[~placed].sum())
+    return joint.Assignment(target, reason, "HEURISTIC", objective, cost, float("nan"), time.perf_counter() - start,
+                            policy, penalty, joint.unavoidable_penalty(p, penalty))

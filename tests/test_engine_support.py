@@ -1,0 +1,183 @@
+"""Helpers the engine tests share: small topologies, exhaustive search, and independent re-checks of placements.
+
+The re-checks recompute everything from the topology through `estimate` at the pools' *final* loads (everything
+placed in the test running at once), so they test what a user would see, not what the solver believed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.engine import batch as joint
+from scheduler.engine.catalog import Catalog
+from scheduler.engine.core import Engine
+from scheduler.engine.estimate import BatchArrays, estimate
+from scheduler.engine.ledger import Ledger
+from scheduler.engine.place import Decision
+from scheduler.engine.request import Batch, Reason
+from scheduler.model.loader import load_topology
+from scheduler.model.schema import Topology
+from scheduler.paths import TOPOLOGY_DIR
+
+TINY = load_topology(TOPOLOGY_DIR / "tiny.yaml").value
+
+
+def shrink(topology: Topology, counts: dict[str, int] | None = None, cable_gbps: dict[str, float] | None = None,
+           down: tuple[str, ...] = ()) -> Topology:
+    """A copy with pool sizes, cable capacities or site status changed (validated again)."""
+    data = topology.model_dump(mode="json")
+    for site in data["sites"]:
+        if counts and site["id"] in counts:
+            for pool in site["pools"]:
+                pool["count"] = counts[site["id"]]
+        if site["id"] in down:
+            site["status"] = "down"
+    for cable in data["cables"]:
+        if cable_gbps and cable["id"] in cable_gbps:
+            cable["capacity_gbps"] = cable_gbps[cable["id"]]
+    return Topology.model_validate(data)
+
+
+def engine(topology: Topology, clock=None) -> Engine:
+    return Engine.from_topology(topology, "test", ledger=Ledger(clock) if clock else None)
+
+
+def random_batches(topology: Topology, n: int, seed: int, requests: tuple[int, int] = (1, 40),
+                   ttft: tuple[float, float] | None = None, classes: tuple[str, ...] = ("public",)) -> list[Batch]:
+    rng = np.random.default_rng(seed)
+    regions = [r.id for r in topology.regions]
+    models = [m.id for m in topology.models]
+    out = []
+    for i in range(n):
+        out.append(Batch(
+            regions[rng.integers(len(regions))], models[rng.integers(len(models))],
+            int(rng.integers(50, 6000)), int(rng.integers(20, 1500)), int(rng.integers(*requests)),
+            float(rng.uniform(*ttft)) if ttft else None, None, classes[rng.integers(len(classes))], id=f"b{i}"))
+    return out
+
+
+def problem(eng: Engine, batches: list[Batch], hour: int) -> joint.Problem:
+    cat = eng.catalog
+    slos = [eng.check(b, cat) for b in batches]
+    used, cable_used = eng.usage(cat)
+    return joint.build(cat, batches, slos, hour, used, cable_used, eng.ceilings(cat))
+
+
+@dataclass(frozen=True)
+class Optimum:
+    objective: float
+    cost: float
+    unplaced: int
+    target: tuple[int, ...]
+
+
+def exhaustive(p: joint.Problem, penalty: float) -> Optimum:
+    """Every assignment of every batch to one of its feasible targets or to nothing; the cheapest that keeps each
+    pool under its cap and under the ceiling of every batch on it, and each cable under its room."""
+    B, T, P = len(p.batches), p.n_targets, len(p.pool_cap)
+    cost = np.full((B, T), np.inf)
+    load = np.zeros((B, T))
+    theta = np.full((B, T), -np.inf)
+    ok = np.zeros((B, T), bool)
+    for m in p.models:
+        rows, cols = p.rows[m], slice(p.offset[m], p.offset[m] + p.est[m].cost_cny.shape[1])
+        cost[rows, cols] = p.est[m].cost_cny
+        load[rows, cols] = p.est[m].load
+        theta[rows, cols] = p.theta[m]
+        ok[rows, cols] = p.reason[m] == Reason.OK
+    options = [np.append(np.flatnonzero(ok[b]), -1) for b in range(B)]
+    combos = np.array(list(itertools.product(*options)), dtype=np.int64).reshape(-1, B)
+    N = len(combos)
+    total = np.zeros(N)
+    pool_load = np.tile(p.used.astype(float), (N, 1))
+    gbps = p.gbps()
+    cable_load = np.zeros((N, len(p.cable_free)))
+    for b in range(B):
+        t = combos[:, b]
+        on = t >= 0
+        total += np.where(on, cost[b, np.maximum(t, 0)], penalty * p.weight[b])
+        np.add.at(pool_load, (np.flatnonzero(on), p.pool[t[on]]), load[b, t[on]])
+        if len(p.cable_free):
+            cross = p.cat.route_cables[p.region[b], p.site[np.maximum(t, 0)]] & on[:, None]
+            cable_load += cross * gbps[b]
+    fine = np.all(pool_load <= p.pool_cap[None, :] + 1e-9, axis=1)
+    for b in range(B):
+        t = combos[:, b]
+        on = t >= 0
+        here = pool_load[np.arange(N), p.pool[np.maximum(t, 0)]]
+        fine &= ~on | (here <= theta[b, np.maximum(t, 0)] + 1e-9)
+    if len(p.cable_free):
+        fine &= np.all(cable_load <= p.cable_free[None, :] + 1e-12, axis=1)
+    best = int(np.flatnonzero(fine)[np.argmin(total[fine])])
+    chosen = combos[best]
+    placed_cost = float(sum(cost[b, t] for b, t in enumerate(chosen) if t >= 0))
+    return Optimum(float(total[best]), placed_cost, int((chosen < 0).sum()), tuple(int(x) for x in chosen))
+
+
+def recheck(cat: Catalog, decisions: list[Decision], hour: int, base: np.ndarray | None = None,
+            cut: set[str] = frozenset()) -> list[str]:
+    """Everything wrong with a set of placed decisions once all of them run: SLOs re-estimated at the final pool
+    loads, data classes, site status, pool capacity, cables (capacity and cuts). Empty when all is well."""
+    problems = []
+    pool_index = {pl.key: i for i, pl in enumerate(cat.pools)}
+    load = np.zeros(len(cat.pools)) if base is None else base.copy()
+    placed = [d for d in decisions if d.placed]
+    for d in placed:
+        load[pool_index[d.pool]] += d.load
+    for i, pl in enumerate(cat.pools):
+        if load[i] > pl.capacity + 1e-9:
+            problems.append(f"pool {pl.key} holds {load[i]:.3f} > capacity {pl.capacity}")
+    gbps = {}
+    for d in placed:
+        b = d.batch
+        site = cat.topology.site(d.site)
+        if site.status.value != "up":
+            problems.append(f"{b.id}: placed on {d.site}, which is {site.status.value}")
+        tags = set(cat.data_classes[b.data_class].allowed_tags)
+        if tags and not tags & set(site.tags):
+            problems.append(f"{b.id}: data class {b.data_class} not allowed on {d.site}")
+        route = cat.route(b.region, d.site)
+        if route is None:
+            problems.append(f"{b.id}: no route from {b.region} to {d.site}")
+            continue
+        if set(route.cables) & set(cut):
+            problems.append(f"{b.id}: route crosses cut cable(s) {set(route.cables) & set(cut)}")
+        for c in route.cables:
+            wire = (b.input_tokens + b.output_tokens) * b.requests
+            gbps[c] = gbps.get(c, 0.0) + wire * cat.topology.settings.bytes_per_token * 8 / d.hold_s / 1e9
+        mt = cat.by_model[b.model]
+        k = next(k for k in range(len(mt)) if cat.pools[mt.pool[k]].key == d.pool)
+        arrays = BatchArrays(np.array([cat.region_index[b.region]]), np.array([float(b.input_tokens)]),
+                             np.array([float(b.output_tokens)]), np.array([float(b.requests)]),
+                             np.array([d.slo.ttft_ms]), np.array([d.slo.e2e_ms]), [b.data_class])
+        e = estimate(cat, mt, arrays, hour, load)
+        if e.ttft_ms[0, k] > d.slo.ttft_ms or e.e2e_ms[0, k] > d.slo.e2e_ms:
+            problems.append(f"{b.id}: at final load on {d.pool}, ttft {e.ttft_ms[0, k]:.1f} / e2e "
+                            f"{e.e2e_ms[0, k]:.1f} ms over SLO {d.slo.ttft_ms} / {d.slo.e2e_ms}")
+    for c, g in gbps.items():
+        cap = cat.cable_capacity_gbps[cat.cables.index(c)]
+        if g > cap + 1e-9:
+            problems.append(f"cable {c} carries {g:.6f} > {cap} Gbps")
+    return problems
+
+
+def test_exhaustive_finds_the_obvious_optimum():
+    # One batch, three sites, no capacity pressure: the optimum is the single cheapest feasible target.
+    eng = engine(TINY)
+    p = problem(eng, [Batch("singapore", "llm-70b", 1000, 200, 2)], hour=3)
+    best = exhaustive(p, joint.penalty_of(p))
+    cheapest = int(np.argmin(np.where(p.reason["llm-70b"][0] == Reason.OK, p.est["llm-70b"].cost_cny[0], np.inf)))
+    assert best.target == (cheapest,) and best.unplaced == 0
+
+
+def test_recheck_catches_an_overloaded_pool():
+    eng = engine(shrink(TINY, counts={"zhongwei": 2, "shaoguan": 2, "shantou": 2}))
+    d = eng.place(Batch("singapore", "llm-70b", 1000, 200, 1), hour=3, reserve=False)
+    assert d.placed and recheck(eng.catalog, [d], 3) == []
+    crowded = [d] * 40  # the same placement forty times over fills the pool past its capacity
+    assert any("capacity" in msg for msg in recheck(eng.catalog, crowded, 3))
+    assert math.isfinite(d.ceiling)
