@@ -140,7 +140,7 @@ def recheck(cat: Catalog, decisions: list[Decision], hour: int, base: np.ndarray
         tags = set(cat.data_classes[b.data_class].allowed_tags)
         if tags and not tags & set(site.tags):
             problems.append(f"{b.id}: data class {b.data_class} not allowed on {d.site}")
-        route = cat.route(b.region, d.site)
+        route = d.route or cat.route(b.region, d.site)
         if route is None:
             problems.append(f"{b.id}: no route from {b.region} to {d.site}")
             continue

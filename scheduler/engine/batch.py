@@ -193,14 +193,22 @@ def solve(p: Problem, time_limit_s: float = 2.0, exact_pairs: int = EXACT_PAIRS)
     penalty = penalty_of(p)
     n_pairs = sum(int((p.reason[m] == Reason.OK).sum()) for m in p.models)
     if n_pairs <= exact_pairs:
+        # The priced heuristic first (it is cheap at this size): CP-SAT starts from its answer, which also stands
+        # if CP-SAT finds nothing better in its time.
+        hint, _, heuristic_bound = _priced(p, penalty, time_limit_s * REPAIR_SHARE)
         b, t, c, load, theta = p.pair_arrays()
         target = np.full(len(p.batches), -1, dtype=np.int64)
         status, bound, _ = _cp_sat(p, b, t, c, load, theta, np.arange(len(p.batches)), p.used, p.pool_cap,
-                                   p.cable_free, penalty, time_limit_s, target)
+                                   p.cable_free, penalty, time_limit_s, target, hint=hint)
+        if status not in ("OPTIMAL", "FEASIBLE") or _objective(p, target, penalty) > _objective(p, hint, penalty):
+            target = hint
+            status = "FEASIBLE"
+        bound = max(bound, heuristic_bound)
         method = "cp-sat"
     else:
         target, status, bound = _priced(p, penalty, time_limit_s)
         method = "lp-priced-greedy"
+    bound = max(bound, _capacity_free_bound(p, penalty))
     reason = unplaced_reasons(p)
     placed = target >= 0
     reason[placed] = Reason.OK
@@ -210,6 +218,19 @@ def solve(p: Problem, time_limit_s: float = 2.0, exact_pairs: int = EXACT_PAIRS)
     bound = min(bound, objective)
     return Assignment(target, reason, status, objective, cost, bound, time.perf_counter() - start, method, penalty,
                       unavoidable_penalty(p, penalty))
+
+
+def _objective(p: Problem, target: np.ndarray, penalty: float) -> float:
+    return assigned_cost(p, target) + penalty * float(p.weight[target < 0].sum())
+
+
+def _capacity_free_bound(p: Problem, penalty: float) -> float:
+    """Each batch at its cheapest feasible target, or the penalty: valid for any assignment, capacity aside."""
+    total = 0.0
+    for m in p.models:
+        best = np.where(p.reason[m] == Reason.OK, p.est[m].cost_cny, np.inf).min(axis=1, initial=np.inf)
+        total += float(np.minimum(best, penalty * p.weight[p.rows[m]]).sum())
+    return total
 
 
 def unavoidable_penalty(p: Problem, penalty: float) -> float:

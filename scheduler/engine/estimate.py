@@ -127,10 +127,10 @@ def ceilings(cat: Catalog, mt: ModelTargets, est: Estimates, ttft_slo: np.ndarra
     utilization u is rtt + prefill / (1 - u) and end-to-end adds the decode time. Solving for u gives the highest
     utilization each bound allows; -inf where even an idle pool is too slow. A test pins this inverse to `estimate`.
     """
-    budget_ttft = ttft_slo[:, None] - est.rtt_ms
-    budget_e2e = (e2e_slo - est.decode_ms)[:, None] - est.rtt_ms
-    budget = np.minimum(budget_ttft, budget_e2e)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # unreachable targets (inf RTT) come out at -inf
+        budget_ttft = ttft_slo[:, None] - est.rtt_ms
+        budget_e2e = (e2e_slo - est.decode_ms)[:, None] - est.rtt_ms
+        budget = np.minimum(budget_ttft, budget_e2e)
         u = 1.0 - est.prefill_ms / budget
     u = np.where((budget >= est.prefill_ms) & (budget > 0), np.minimum(u, 1.0), -np.inf)
     theta = (u - CEILING_MARGIN) * cat.pool_count[mt.pool][None, :]

@@ -1,0 +1,65 @@
+"""Property tests on random synthetic topologies with random cuts and outages: whatever the policy, every
+placement meets its SLO once everything placed runs, its data class, every capacity and every cable, and nothing
+lands on a down site or crosses a cut cable."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from scheduler import synth
+from scheduler.engine import baselines
+from scheduler.engine.core import Engine
+from scheduler.model.schema import Status
+from test_engine_support import random_batches, recheck
+
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def worlds(draw):
+    sites = draw(st.integers(2, 8))
+    topo = synth.generate(sites, draw(st.integers(1, 4)), seed=draw(st.integers(0, 10_000)),
+                          cables=draw(st.integers(0, len(synth.CABLES))))
+    size = 8 * draw(st.integers(1, 8))  # small pools, so capacity and ceilings bind
+    down = draw(st.sets(st.sampled_from([s.id for s in topo.sites]), max_size=sites - 1))
+    topo = topo.model_copy(update={"sites": [
+        s.model_copy(update={"status": Status.down if s.id in down else s.status,
+                             "pools": [p.model_copy(update={"count": size}) for p in s.pools]})
+        for s in topo.sites]})
+    eng = Engine.from_topology(topo, "prop")
+    cut = draw(st.sets(st.sampled_from([c.id for c in topo.cables]))) if topo.cables else set()
+    if cut:
+        eng.set_links(sorted(cut), up=False)
+    classes = tuple(d.id for d in topo.data_classes)
+    batches = random_batches(topo, draw(st.integers(1, 40)), draw(st.integers(0, 10_000)), requests=(1, 30),
+                             ttft=(150, 3000), classes=("public",) * 3 + classes)
+    return eng, cut, batches, draw(st.integers(0, 23))
+
+
+@SETTINGS
+@given(worlds())
+def test_single_placements_one_after_another(world):
+    eng, cut, batches, hour = world
+    decisions = [eng.place(b, hour=hour) for b in batches]
+    assert recheck(eng.catalog, decisions, hour, cut=cut) == []
+    for d in decisions:
+        assert d.placed == bool(d.reservation_ids) and (d.placed or d.message)
+
+
+@SETTINGS
+@given(worlds())
+def test_joint_placement(world):
+    eng, cut, batches, hour = world
+    result = eng.place_many(batches, hour=hour)
+    assert recheck(eng.catalog, result.decisions, hour, cut=cut) == []
+    s = result.solution
+    assert s.best_bound <= s.objective + 1e-9 and 0.0 <= result.gap <= 1.0
+    assert all(d.placed or d.reason.value > 0 for d in result.decisions)
+
+
+@SETTINGS
+@given(worlds(), st.sampled_from(baselines.POLICIES))
+def test_baselines(world, policy):
+    eng, cut, batches, hour = world
+    result = eng.place_baseline(batches, policy, hour=hour)
+    assert recheck(eng.catalog, result.decisions, hour, cut=cut) == []
