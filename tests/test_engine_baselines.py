@@ -70,3 +70,18 @@ def test_engine_runs_baselines_with_reservations():
     assert recheck(eng.catalog, r.decisions, 20) == []
     with pytest.raises(InvalidRequest):
         eng.place_baseline(batches, "random", hour=20)
+
+
+def test_without_the_ceilings_later_placements_break_earlier_promises():
+    # The check the other tests rely on can fail: a greedy that ignores earlier batches' ceilings breaks them.
+    eng = engine(shrink(TINY, counts={"zhongwei": 16, "shaoguan": 16, "shantou": 16}))
+    batches = [Batch("singapore", "llm-70b", 3000, 300, 2, ttft_ms=450)] + [
+        Batch("singapore", "llm-70b", 200, 1000, 6, ttft_ms=30_000, id=f"f{i}") for i in range(60)]
+    p = problem(eng, batches, 3)
+    slos = [eng.check(b) for b in batches]
+    naive = baselines.solve(p, "cheapest-greedy", keep_promises=False)
+    broken = recheck(eng.catalog, batch_decisions(p, naive, slos), 3)
+    assert broken and all("over SLO" in msg for msg in broken)
+    kept = baselines.solve(p, "cheapest-greedy")
+    assert recheck(eng.catalog, batch_decisions(p, kept, slos), 3) == []
+    assert naive.method == "cheapest-greedy (no promises)"

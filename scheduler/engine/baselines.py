@@ -19,13 +19,18 @@ from scheduler.engine.request import Reason
 POLICIES = ("nearest", "cheapest-greedy")
 
 
-def solve(p: joint.Problem, policy: str) -> joint.Assignment:
-    """Place `p`'s batches one at a time in order, each on its preferred feasible target given the earlier ones."""
+def solve(p: joint.Problem, policy: str, keep_promises: bool = True) -> joint.Assignment:
+    """Place `p`'s batches one at a time in order, each on its preferred feasible target given the earlier ones.
+
+    With `keep_promises=False` a placement is judged only by the load it sees when it is made (the pool's
+    capacity, and its own latency with itself on the pool), not by the SLOs of the batches placed before it: the
+    naive router, whose earlier promises later placements may break. For measuring that, not for serving."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
     start = time.perf_counter()
     parts = joint.parts_of(p)
     state = joint.fresh_state(p)
+    state.keep_promises = keep_promises
     where: dict[int, tuple[int, int]] = {}
     orders = []
     for j, part in enumerate(parts):
@@ -50,4 +55,5 @@ def solve(p: joint.Problem, policy: str) -> joint.Assignment:
     cost = joint.assigned_cost(p, target)
     objective = cost + penalty * float(p.weight[~placed].sum())
     return joint.Assignment(target, reason, "HEURISTIC", objective, cost, float("nan"), time.perf_counter() - start,
-                            policy, penalty, joint.unavoidable_penalty(p, penalty))
+                            policy if keep_promises else f"{policy} (no promises)", penalty,
+                            joint.unavoidable_penalty(p, penalty))

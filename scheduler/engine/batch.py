@@ -5,14 +5,21 @@ Queueing delay grows with a pool's load, so a batch's SLO holds only while its p
 *ceiling* (estimate.ceilings). Every assignment made here keeps each pool's final load at or below the least ceiling
 of the batches placed on it (and of live reservations, via `ceiling`), so every promise holds once all run.
 
-Small instances go to CP-SAT whole (one Boolean per feasible pair, one load variable per pool, and "this pair is
-used => the pool's load stays under its ceiling") and come back proven optimal. Large ones are solved the way their
-structure allows: batches with the same region, model, data class, feasible targets and latency tolerance are
-nearly interchangeable, so a transportation LP over those groups (hundreds of rows, not millions of pairs; with
-*level rows* that cap, per pool, the load of batches whose ceilings lie below a level) prices pool capacity, cable
-bandwidth and low-utilization headroom. Each batch then takes the cheapest target at those prices that still fits,
-with loads and ceilings tracked exactly. The same prices give the reported bound by Lagrangian duality, evaluated
-batch by batch, so it is a valid lower bound on any assignment that keeps every SLO, whatever the grouping.
+Objective: CNY of the placed batches + a penalty per unplaced output-equivalent token, far above any unit cost.
+
+Large instances (more than EXACT_PAIRS feasible pairs):
+1. price: a transportation LP over coarse groups of nearly interchangeable batches (model, answer length, latency
+   tolerance, data class: hundreds of rows, not millions of pairs) prices pool capacity and cable bandwidth;
+2. bound: at those prices, Lagrangian duality evaluated batch by batch gives a lower bound on the objective of any
+   assignment that respects capacity and cables (so also of any that respects ceilings too), whatever the grouping;
+3. assign: batches with few options first, then from the most latency-tolerant to the least, each takes its
+   cheapest target at those prices where the pool has room under its capacity and every ceiling on it (its own
+   included) and the cables have bandwidth;
+4. repair: batches that found no room although they fit alone are re-packed with CP-SAT together with the batches
+   on the pools where they come closest to fitting, under a deterministic work budget.
+Small instances run the same and then hand the answer to CP-SAT as a hint (one Boolean per feasible pair, one load
+variable per pool, and "this pair is used => the pool's load stays under its ceiling"), which usually proves it
+optimal; CP-SAT's bound, the Lagrangian one and a capacity-free one, the best of them, is reported.
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from scheduler.engine import transport
-from scheduler.engine.transport import _EMPTY
 from scheduler.engine.catalog import Catalog
 from scheduler.engine.estimate import BatchArrays, Estimates, ceilings, estimate
 from scheduler.engine.place import capacity_reasons, own_load_reasons
@@ -34,10 +40,10 @@ EXACT_PAIRS = 4000  # feasible (batch, target) pairs up to which CP-SAT solves t
 COST_SCALE = 1e8  # CP-SAT integer units per CNY
 LOAD_SCALE = 1e4  # CP-SAT integer units per accelerator / Gbps
 SEED = 7
-# CP-SAT stops on deterministic time (work units, about a second each on this kind of machine) well before the wall
-# clock limit, so the same input gives the same answer; the wall clock limit stays as a backstop.
-DETERMINISTIC_SHARE = 0.5
-MODE_LEVELS = (0.3, 0.55, 0.75)  # pool utilizations of the pricing LP's modes below each pool's cap
+# CP-SAT stops on deterministic time (work units; measured at 1.3-2 wall seconds each on the 2-core benchmark
+# machine) before the wall clock limit, so the same input gives the same answer; the wall clock limit stays as a
+# backstop (a much slower or overloaded machine would hit it first, and then answers may differ run to run).
+DETERMINISTIC_SHARE = 0.35
 TOLERANCE_BINS = (0.3, 0.5, 0.7, 0.8, 0.9)  # the pricing LP groups batches by the utilization their SLO tolerates
 HOLD_BIN = 1.0  # ... and by answer length: log2 of the seconds a batch holds its accelerators, in steps of this
 FEW_OPTIONS = 12  # batches with at most this many feasible targets are placed first
@@ -143,7 +149,7 @@ def build(cat: Catalog, batches: list[Batch], slos: list[Slo], hour: int, used: 
             region=region[idx], input_tokens=cols[idx, 0], output_tokens=cols[idx, 1], requests=cols[idx, 2],
             ttft_slo=ttft_slo[idx], e2e_slo=e2e_slo[idx], data_class=[batches[i].data_class for i in idx],
         )
-        e = estimate(cat, mt, arrays, hour, used)
+        e = estimate(cat, mt, arrays, hour, used, energy=False)  # kWh and gCO2 only for the pairs chosen
         th, binding = ceilings(cat, mt, e, arrays.ttft_slo, arrays.e2e_slo)
         offset[m], rows[m], est[m], per_model[m] = n, idx, e, arrays
         reason[m] = own_load_reasons(e, capacity_reasons(cat, mt, e, arrays.region, used, cable_used, cap), th,
@@ -199,7 +205,8 @@ def solve(p: Problem, time_limit_s: float = 2.0, exact_pairs: int = EXACT_PAIRS)
         b, t, c, load, theta = p.pair_arrays()
         target = np.full(len(p.batches), -1, dtype=np.int64)
         status, bound, _ = _cp_sat(p, b, t, c, load, theta, np.arange(len(p.batches)), p.used, p.pool_cap,
-                                   p.cable_free, penalty, time_limit_s, target, hint=hint)
+                                   p.cable_free, penalty, time_limit_s, target, hint=hint,
+                                   wall_s=time_limit_s - (time.perf_counter() - start))
         if status not in ("OPTIMAL", "FEASIBLE") or _objective(p, target, penalty) > _objective(p, hint, penalty):
             target = hint
             status = "FEASIBLE"
@@ -253,10 +260,13 @@ def assigned_cost(p: Problem, target: np.ndarray) -> float:
 # --- exact: CP-SAT ----------------------------------------------------------------------------------------------
 def _cp_sat(p: Problem, b: np.ndarray, t: np.ndarray, c: np.ndarray, load: np.ndarray, theta: np.ndarray,
             batches: np.ndarray, base: np.ndarray, cap: np.ndarray, cable_room: np.ndarray, penalty: float,
-            time_limit_s: float, target: np.ndarray, hint: np.ndarray | None = None) -> tuple[str, float, float]:
+            time_limit_s: float, target: np.ndarray, hint: np.ndarray | None = None,
+            wall_s: float | None = None) -> tuple[str, float, float]:
     """Exact assignment of `batches` over their pairs, on pools already holding `base` and allowed `cap`; writes
     the chosen targets into `target` and returns (status, lower bound on the objective of these batches, the
-    deterministic time spent). `hint`: a current target per batch (-1: unplaced) to start from."""
+    deterministic time spent). `hint`: a current target per batch (-1: unplaced) to start from. Work is limited to
+    DETERMINISTIC_SHARE of `time_limit_s` in deterministic time, and to `wall_s` (default `time_limit_s`) of wall
+    clock."""
     keep = np.isin(b, batches)
     b, t, c, load, theta = b[keep], t[keep], c[keep], load[keep], theta[keep]
     nx, nb = len(b), len(batches)
@@ -323,7 +333,7 @@ def _cp_sat(p: Problem, b: np.ndarray, t: np.ndarray, c: np.ndarray, load: np.nd
     proto.objective.coeffs.extend(np.round(c * COST_SCALE).astype(np.int64).tolist()
                                   + np.round(penalty * p.weight[batches] * COST_SCALE).astype(np.int64).tolist())
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(time_limit_s, 0.01)
+    solver.parameters.max_time_in_seconds = max(time_limit_s if wall_s is None else wall_s, 0.01)
     solver.parameters.max_deterministic_time = max(time_limit_s * DETERMINISTIC_SHARE, 0.005)
     solver.parameters.num_workers = 1  # one worker + a fixed seed: the same input gives the same answer
     solver.parameters.random_seed = SEED
@@ -364,6 +374,7 @@ class _State:
     cap: np.ndarray
     cable_room: np.ndarray
     members: list[list[int]]
+    keep_promises: bool = True  # False: a placement does not lower its pool's cap (later ones may break it)
 
 
 def parts_of(p: Problem) -> list[_Model]:
@@ -385,18 +396,11 @@ def fresh_state(p: Problem) -> _State:
 
 def _priced(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, str, float]:
     parts = parts_of(p)
-    levels = _mode_levels(p)
-    prices = _price(p, parts, penalty, levels)
-    bound = _lagrangian_bound(p, parts, penalty, levels, prices)
-    state = _greedy(p, parts, levels, prices)
+    prices = _price(p, parts, penalty)
+    bound = _lagrangian_bound(p, parts, penalty, prices)
+    state = _greedy(p, parts, prices)
     _repair(p, parts, state, penalty, time_limit_s)
     return state.target, "FEASIBLE", bound
-
-
-def _mode_levels(p: Problem) -> np.ndarray:
-    """(P, K) pool load levels of the pricing LP's modes: MODE_LEVELS of each pool's accelerators, then its cap."""
-    lv = np.asarray(MODE_LEVELS)[None, :] * p.cat.pool_count[:, None]
-    return np.minimum(np.column_stack([lv, p.pool_cap]), p.pool_cap[:, None])
 
 
 def _tolerance(p: Problem, part: _Model, score: np.ndarray) -> np.ndarray:
@@ -406,16 +410,17 @@ def _tolerance(p: Problem, part: _Model, score: np.ndarray) -> np.ndarray:
     return part.theta[b, best] / p.cat.pool_count[part.pool][best]
 
 
-def _price(p: Problem, parts: list[_Model], penalty: float, levels: np.ndarray) -> transport.TransportSolution:
+def _price(p: Problem, parts: list[_Model], penalty: float) -> transport.TransportSolution:
     """The pricing LP over coarse groups (model, answer length, latency tolerance, data class): per unit of
-    output-equivalent token, each group's mean cost, load and ceiling over the members that can use the target.
-    Only its prices are used, so the grouping may be coarse: the bound is evaluated batch by batch."""
+    output-equivalent token, each group's mean cost and load over the members that can use the target, and the
+    share of its traffic whose route crosses each cable. Only its prices are used, so the grouping may be coarse:
+    the bound is evaluated batch by batch. (Answer length sets how long a batch holds its accelerators, so how much
+    capacity a token costs; regions differ mostly in transit, which is small next to energy and amortization.)"""
     cat = p.cat
     T, C, R = p.n_targets, len(cat.cables), len(cat.regions)
     blocks = []
     for part in parts:
-        placeable = part.ok.any(axis=1)
-        rows = np.flatnonzero(placeable)
+        rows = np.flatnonzero(part.ok.any(axis=1))
         if not len(rows):
             continue
         hold = p.est[part.m].hold_s[rows]
@@ -431,19 +436,17 @@ def _price(p: Problem, parts: list[_Model], penalty: float, levels: np.ndarray) 
         ok = part.ok[rows][order]
         sel = rows[order]
         sums = {}
-        for name, arr in (("cost", part.cost[sel]), ("load", part.load[sel]), ("theta", part.theta[sel] * w[order, None]),
+        for name, arr in (("cost", part.cost[sel]), ("load", part.load[sel]),
                           ("w", np.broadcast_to(w[order, None], ok.shape))):
             sums[name] = np.add.reduceat(np.where(ok, arr, 0.0), starts, axis=0)
         off = p.offset[part.m]
         cols = slice(off, off + ok.shape[1])
         cost = np.full((G, T), np.inf)
         load = np.zeros((G, T))
-        theta = np.full((G, T), -np.inf)
         with np.errstate(invalid="ignore", divide="ignore"):
             some = sums["w"] > 0
             cost[:, cols] = np.where(some, sums["cost"] / sums["w"], np.inf)
             load[:, cols] = np.where(some, sums["load"] / sums["w"], 0.0)
-            theta[:, cols] = np.where(some, sums["theta"] / sums["w"], -np.inf)
         supply = np.bincount(group, weights=w, minlength=G)
         gbps = np.bincount(group, weights=part.gbps[rows], minlength=G) / supply
         cable_use = np.zeros((G, T, C))
@@ -452,64 +455,48 @@ def _price(p: Problem, parts: list[_Model], penalty: float, levels: np.ndarray) 
             np.add.at(spread, (group, part.region[rows]), w)
             spread /= supply[:, None]
             cable_use[:, cols] = np.einsum("gr,rtc->gtc", spread, part.cables.astype(float))
-        blocks.append((supply, cost, load, theta, gbps, cable_use))
+        blocks.append((supply, cost, load, gbps, cable_use))
     if not blocks:
-        return transport.TransportSolution("OPTIMAL", np.zeros((0, T)), np.zeros(0), 0.0, 0.0, _EMPTY,
-                                           np.zeros(C), np.zeros(levels.shape), np.zeros(levels.shape),
-                                           np.zeros(levels.shape))
-    supply, cost, load, theta, gbps, cable_use = (np.concatenate(x) for x in zip(*blocks))
-    problem = transport.TransportProblem(supply, cost, load, p.pool, np.maximum(p.pool_free, 0.0), cable_use, gbps,
-                                         p.cable_free, penalty, theta, levels, p.used)
-    return transport.solve(problem)
+        return transport.TransportSolution("OPTIMAL", np.zeros((0, T)), np.zeros(0), 0.0, 0.0,
+                                           np.zeros(len(p.pool_cap)), np.zeros(C))
+    supply, cost, load, gbps, cable_use = (np.concatenate(x) for x in zip(*blocks))
+    return transport.solve(transport.TransportProblem(supply, cost, load, p.pool, np.maximum(p.pool_free, 0.0),
+                                                      cable_use, gbps, p.cable_free, penalty))
 
 
-def _cable_term(part: _Model, s: transport.TransportSolution) -> np.ndarray | float:
-    """(B_m, T_m) Gbps priced along each pair's route, or 0."""
-    if not len(s.cable_price) or not np.any(s.cable_price > 0):
-        return 0.0
-    return part.gbps[:, None] * (part.cables @ s.cable_price)[part.region]
+def _priced_cost(p: Problem, part: _Model, s: transport.TransportSolution) -> np.ndarray:
+    """(B_m, T_m) each pair's cost plus the capacity and bandwidth it uses at the LP's prices; inf if infeasible."""
+    rc = part.cost + part.load * s.pool_price[part.pool][None, :]
+    if len(s.cable_price) and np.any(s.cable_price > 0):
+        rc = rc + part.gbps[:, None] * (part.cables @ s.cable_price)[part.region]
+    return np.where(part.ok, rc, np.inf)
 
 
-def _lagrangian_bound(p: Problem, parts: list[_Model], penalty: float, levels: np.ndarray,
-                      s: transport.TransportSolution) -> float:
+def _lagrangian_bound(p: Problem, parts: list[_Model], penalty: float, s: transport.TransportSolution) -> float:
     """Weak duality at the LP's prices, batch by batch.
 
-    For prices >= 0 on each (pool, mode) and cable, every batch pays its cheapest priced option (or the penalty);
-    each pool is credited the most its priced modes are worth, each cable its room. Any assignment that respects
-    capacity, cables and ceilings costs at least that: give each pool the lowest mode whose level reaches the
-    pool's final load (every pair on it has a ceiling at least that load, so above the mode's floor).
+    For any prices >= 0 on pool capacity and cable bandwidth, every batch pays its cheapest priced option (or the
+    penalty), and the priced capacity is credited back: no assignment that respects capacity and cables (let alone
+    ceilings too) costs less. Valid whatever the grouping that produced the prices.
     """
-    floor = transport.mode_floor(levels)
-    open_mode = levels > p.used[:, None] + 1e-9
-    room = np.where(open_mode, np.maximum(levels - p.used[:, None], 0.0), 0.0)
-    price = s.mode_price if s.mode_price.size else np.zeros(levels.shape)
     total = 0.0
     for part in parts:
-        best = np.full(part.ok.shape, np.inf)
-        for k in range(levels.shape[1]):
-            allowed = part.ok & (part.theta >= floor[part.pool, k][None, :]) & open_mode[part.pool, k][None, :]
-            best = np.minimum(best, np.where(allowed, part.cost + part.load * price[part.pool, k][None, :], np.inf))
-        best = best + _cable_term(part, s)
-        total += float(np.minimum(best.min(axis=1, initial=np.inf), penalty * p.weight[part.rows]).sum())
-    total -= float((price * room).max(axis=1, initial=0.0).sum())
-    if len(s.cable_price):
-        priced = s.cable_price > 0
-        total -= float(s.cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0))
+        best = _priced_cost(p, part, s).min(axis=1, initial=np.inf)
+        total += float(np.minimum(best, penalty * p.weight[part.rows]).sum())
+    total -= float(s.pool_price @ np.maximum(p.pool_free, 0.0))
+    priced = s.cable_price > 0
+    total -= float(s.cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0))
     return total
 
 
-def _greedy(p: Problem, parts: list[_Model], levels: np.ndarray, s: transport.TransportSolution) -> _State:
+def _greedy(p: Problem, parts: list[_Model], s: transport.TransportSolution) -> _State:
     """Batches with few options first, then from the most latency-tolerant to the least (so that a pool's cap only
     falls as it fills), each to its cheapest target at the LP's prices where the pool has room under its cap and
     every ceiling on it, its own included, and the route's cables have bandwidth."""
     state = fresh_state(p)
-    price = s.mode_price if s.mode_price.size else np.zeros(levels.shape)
     queue, orders = [], []
     for j, part in enumerate(parts):
-        # Capacity at the price of the pool's top mode: a pair's own mode price overstates the cost of tight
-        # batches (measured: 0.3% dearer assignments on the 200-site benchmark).
-        rc = part.cost + part.load * price[part.pool, -1][None, :] + _cable_term(part, s)
-        rc = np.where(part.ok, rc, np.inf)
+        rc = _priced_cost(p, part, s)
         order = np.argsort(rc, axis=1, kind="stable")
         orders.append(order)
         nfeas = part.ok.sum(axis=1)
@@ -534,7 +521,8 @@ def _take(p: Problem, part: _Model, state: _State, i: int, r: int, k: int) -> No
     q = int(part.pool[k])
     state.target[i] = p.offset[part.m] + k
     state.load[q] += part.load[r, k]
-    state.cap[q] = min(state.cap[q], part.theta[r, k])
+    if state.keep_promises:
+        state.cap[q] = min(state.cap[q], part.theta[r, k])
     state.members[q].append(i)
     crossing = part.cables[part.region[r], k]
     if crossing.any():

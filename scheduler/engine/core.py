@@ -217,9 +217,8 @@ def batch_decisions(p: joint.Problem, a: joint.Assignment, slos: list[Slo]) -> l
         k = tt[placed] - off
         now = joint.latency_at(p, m, placed, k, final)
         cols = zip(placed.tolist(), k.tolist(), e.rtt_ms[placed, k].tolist(), now.ttft_ms.tolist(),
-                   now.e2e_ms.tolist(), e.cost_cny[placed, k].tolist(), e.kwh[placed, k].tolist(),
-                   e.g_co2[placed, k].tolist(), e.load[placed, k].tolist(), e.hold_s[placed].tolist(),
-                   p.theta[m][placed, k].tolist())
+                   now.e2e_ms.tolist(), e.cost_cny[placed, k].tolist(), now.kwh.tolist(), now.g_co2.tolist(),
+                   e.load[placed, k].tolist(), e.hold_s[placed].tolist(), p.theta[m][placed, k].tolist())
         mt = cat.by_model[m]
         for r, kk, rtt, ttft, e2e, cost, kwh, co2, load, hold, ceiling in cols:
             i = int(rows[r])
@@ -235,16 +234,17 @@ def batch_decisions(p: joint.Problem, a: joint.Assignment, slos: list[Slo]) -> l
 
 
 def _attach(decisions: list[Decision], reservations: list[Reservation], items_of, cat: Catalog) -> list[Decision]:
-    """Hand each placed decision the ids of the reservations made for it (they come back in item order)."""
+    """Hand each placed decision the ids of the reservations made for it (they come back in item order).
+
+    The decisions were built by this call and nobody holds them yet, so the ids are written in place rather than
+    by copying ten thousand frozen dataclasses.
+    """
     it = iter(reservations)
-    out = []
     for d in decisions:
         if d.placed:
-            n = len(items_of(cat, d))
-            out.append(replace(d, reservation_ids=tuple(next(it).id for _ in range(n))))
-        else:
-            out.append(d)
-    return out
+            n = 1 + (len(d.route.cables) if d.route is not None else 0)
+            object.__setattr__(d, "reservation_ids", tuple(next(it).id for _ in range(n)))
+    return decisions
 
 
 def _gbps(batch: Batch, cat: Catalog, hold_s: float) -> float:

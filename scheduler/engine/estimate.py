@@ -48,8 +48,8 @@ class Estimates:
     e2e_ms: np.ndarray
     reason: np.ndarray  # Reason codes before capacity; OK where every other check passes
     cost_cny: np.ndarray
-    kwh: np.ndarray
-    g_co2: np.ndarray
+    kwh: np.ndarray | None  # None when estimated without energy
+    g_co2: np.ndarray | None
     load: np.ndarray  # accelerators held on the target's pool while the batch runs
     hold_s: np.ndarray  # (B,) how long the load is held
     gbps: np.ndarray  # (B,) wire bandwidth while running
@@ -64,12 +64,13 @@ def hold_seconds(output_tokens: np.ndarray, stream_tps: float) -> np.ndarray:
 
 def estimate(
     cat: Catalog, mt: ModelTargets, b: BatchArrays, hour: int, pool_used: np.ndarray,
-    targets: np.ndarray | None = None,
+    targets: np.ndarray | None = None, energy: bool = True,
 ) -> Estimates:
     """Latency at the given pool loads, cost at the hour's price, and the first failing non-capacity check.
 
     Every batch against every target of the model, (B, T); with `targets` (one per batch), each batch against
-    its own target only, (B, 1).
+    its own target only, (B, 1). Without `energy`, kWh and gCO2 are left out (None): the joint solve scores
+    millions of pairs and needs them only for the pairs it picks.
     """
     view = cat.targets_view(mt.model)
     pick = slice(None) if targets is None else targets
@@ -112,8 +113,8 @@ def estimate(
     gbps = wire * cat.topology.settings.bytes_per_token * 8 / hold / 1e9
     return Estimates(
         rtt_ms=rtt, ttft_ms=ttft, e2e_ms=e2e, reason=reason, cost_cny=cost,
-        kwh=weight[:, None] * per_target(mt.kwh_per_mtok / costs.MTOK),
-        g_co2=weight[:, None] * per_target(mt.g_co2_per_mtok / costs.MTOK),
+        kwh=weight[:, None] * per_target(mt.kwh_per_mtok / costs.MTOK) if energy else None,
+        g_co2=weight[:, None] * per_target(mt.g_co2_per_mtok / costs.MTOK) if energy else None,
         load=load, hold_s=hold, gbps=gbps, prefill_ms=prefill, decode_ms=decode,
     )
 
@@ -127,12 +128,14 @@ def ceilings(cat: Catalog, mt: ModelTargets, est: Estimates, ttft_slo: np.ndarra
     utilization u is rtt + prefill / (1 - u) and end-to-end adds the decode time. Solving for u gives the highest
     utilization each bound allows; -inf where even an idle pool is too slow. A test pins this inverse to `estimate`.
     """
+    # Both bounds spend the same RTT, so which one binds is a property of the batch alone.
+    slack = np.minimum(ttft_slo, e2e_slo - est.decode_ms)  # (B,) ms for rtt + prefill + queueing
+    binding = np.where(ttft_slo <= e2e_slo - est.decode_ms, Reason.TTFT, Reason.E2E).astype(np.int8)
     with np.errstate(divide="ignore", invalid="ignore"):  # unreachable targets (inf RTT) come out at -inf
-        budget_ttft = ttft_slo[:, None] - est.rtt_ms
-        budget_e2e = (e2e_slo - est.decode_ms)[:, None] - est.rtt_ms
-        budget = np.minimum(budget_ttft, budget_e2e)
-        u = 1.0 - est.prefill_ms / budget
-    u = np.where((budget >= est.prefill_ms) & (budget > 0), np.minimum(u, 1.0), -np.inf)
-    theta = (u - CEILING_MARGIN) * cat.pool_count[mt.pool][None, :]
-    binding = np.where(budget_ttft <= budget_e2e, Reason.TTFT, Reason.E2E).astype(np.int8)
-    return theta, binding
+        budget = slack[:, None] - est.rtt_ms
+        theta = np.divide(est.prefill_ms, budget)
+        np.subtract(1.0 - CEILING_MARGIN, theta, out=theta)
+        theta[~((budget >= est.prefill_ms) & (budget > 0))] = -np.inf
+    np.minimum(theta, 1.0 - CEILING_MARGIN, out=theta)
+    theta *= cat.pool_count[mt.pool][None, :]
+    return theta, np.broadcast_to(binding[:, None], theta.shape)
