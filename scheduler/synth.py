@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from scheduler.engine.request import Batch
 from scheduler.model.schema import Topology
 
 # (id, name, lat, lon, CNY/kWh flat, time-of-use bands, gCO2/kWh, green share, PUE range, west?, hub?, weight)
@@ -365,7 +366,7 @@ def _join_components(ids: list[str], links: list[dict], where: dict, link) -> No
         parent[find(b)] = root
 
 
-def random_batches(topology: Topology, n: int, seed: int = 0):
+def random_batches(topology: Topology, n: int, seed: int = 0) -> list[Batch]:
     """`n` seeded request batches from the topology's regions: realistic prompt and answer sizes and SLOs.
 
     Prompt tokens are log-normal around 1,200 (16..16,000), answers around 250 (1..4,000), requests per batch
@@ -375,8 +376,6 @@ def random_batches(topology: Topology, n: int, seed: int = 0):
     TTFT budget grows with the prompt (0.25 ms per token on top of the region's or their own figure), as services
     commonly scale it.
     """
-    from scheduler.engine.request import Batch  # the engine imports nothing from here; keep the arrow one way
-
     rng = np.random.default_rng(seed)
     regions = [r.id for r in topology.regions]
     rw = 1.0 / np.arange(1, len(regions) + 1) ** 0.7

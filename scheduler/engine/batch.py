@@ -573,9 +573,9 @@ def _repair(p: Problem, parts: list[_Model], state: _State, penalty: float, time
 
 def _repack(p: Problem, parts: list[_Model], where: dict, state: _State, extra: list[int], pools: list[int],
             penalty: float, det_limit: float) -> float:
-    """CP-SAT over the batches on `pools` plus `extra`: each may take any of its targets on those pools or one of
-    its REPACK_OPTIONS cheapest other targets that have room now. Applies the result if it is no worse."""
-    inside = set(pools)
+    """CP-SAT over the batches on `pools` plus `extra`: each may take any of its targets on those pools, its
+    current target, or one of its REPACK_OPTIONS cheapest other targets that have room now. Applied only if it
+    lowers the objective. Pools outside keep their caps (a batch leaving one never raises it: conservative)."""
     batches = sorted(set(extra) | {i for q in pools for i in state.members[q]})
     bs, ts, cs, ls, hs = [], [], [], [], []
     for i in batches:
@@ -602,6 +602,7 @@ def _repack(p: Problem, parts: list[_Model], where: dict, state: _State, extra: 
     base, cap, cable_room = state.load.copy(), state.cap.copy(), state.cable_room.copy()
     for q in pools:
         base[q], cap[q] = p.used[q], p.pool_cap[q]
+    inside = set(pools)
     before = 0.0
     for i in batches:
         part, r, k = _pair_of(parts, where, state, p, i)
@@ -609,6 +610,8 @@ def _repack(p: Problem, parts: list[_Model], where: dict, state: _State, extra: 
             before += penalty * p.weight[i]
             continue
         before += part.cost[r, k]
+        if int(part.pool[k]) not in inside:  # an extra placed elsewhere: its load leaves that pool's base
+            base[part.pool[k]] -= part.load[r, k]
         crossing = part.cables[part.region[r], k]
         cable_room[crossing] += part.gbps[r]
     hint = state.target[np.array(batches)]

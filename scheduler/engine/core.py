@@ -80,7 +80,11 @@ class Engine:
 
     # --- operations -------------------------------------------------------------------------------------------
     def place(self, batch: Batch, hour: int | None = None, reserve: bool = True) -> Decision:
-        """The cheapest feasible site for one batch; with reserve, its capacity is held in the ledger."""
+        """The cheapest feasible site for one batch; with reserve, its capacity is held in the ledger.
+
+        Latency is judged with the batch's own load on the pool, and a pool may not grow past the ceiling of any
+        live reservation (the load at which that placement's SLO would break), so no promise made is broken later.
+        """
         cat = self.catalog
         slo = self.check(batch, cat)
         h = self.hour(hour)
