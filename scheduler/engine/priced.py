@@ -1,0 +1,341 @@
+"""The joint solve for large instances: priced by a group LP, assigned greedily at those prices, repaired by CP-SAT.
+
+1. price: a transportation LP over coarse groups of nearly interchangeable batches (model, answer length, latency
+   tolerance, data class: hundreds of rows, not millions of pairs) prices pool capacity and cable bandwidth;
+2. bound: at those prices, Lagrangian duality evaluated batch by batch gives a lower bound on the objective of any
+   assignment that respects capacity and cables (so also of any that respects ceilings too), whatever the grouping;
+3. assign: batches with few options first, then from the most latency-tolerant to the least, each takes its
+   cheapest target at those prices where the pool has room under its capacity and every ceiling on it (its own
+   included) and the cables have bandwidth;
+4. repair: batches that found no room although they fit alone are re-packed with CP-SAT together with the batches
+   on the pools where they come closest to fitting, under a deterministic work budget.
+The running state (`_State`) and `place_first` are shared with the one-at-a-time baselines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scheduler.engine import cpsat, transport
+from scheduler.engine.request import Reason
+
+if TYPE_CHECKING:
+    from scheduler.engine.batch import Problem
+
+TOLERANCE_BINS = (0.3, 0.5, 0.7, 0.8, 0.9)  # the pricing LP groups batches by the utilization their SLO tolerates
+HOLD_BIN = 1.0  # ... and by answer length: log2 of the seconds a batch holds its accelerators, in steps of this
+FEW_OPTIONS = 12  # batches with at most this many feasible targets are placed first
+REPAIR_SHARE = 0.25  # of the time limit, in CP-SAT deterministic time, for re-packing around unplaced batches
+MAX_REPAIRS = 200  # unplaced batches the repair looks at in one re-pack
+REPAIR_ROUNDS = 3
+REPAIR_POOLS = 3  # pools re-packed around each
+REPACK_OPTIONS = 3  # targets outside the re-packed pools each batch may move to
+
+
+@dataclass
+class _Model:
+    """One model's part of the large solve: dense (B_m, T_m) arrays, infeasible pairs masked by `ok`."""
+
+    m: str
+    rows: np.ndarray
+    pool: np.ndarray  # (T_m,) pool index
+    ok: np.ndarray
+    cost: np.ndarray
+    load: np.ndarray
+    theta: np.ndarray
+    gbps: np.ndarray  # (B_m,)
+    cables: np.ndarray  # (R, T_m, C) route crosses cable, by region
+    region: np.ndarray  # (B_m,)
+
+
+@dataclass
+class _State:
+    """The greedy's running assignment: per pool its load, its cap (capacity and ceilings) and its batches."""
+
+    target: np.ndarray
+    load: np.ndarray
+    cap: np.ndarray
+    cable_room: np.ndarray
+    members: list[list[int]]
+    keep_promises: bool = True  # False: a placement does not lower its pool's cap (later ones may break it)
+
+
+def parts_of(p: Problem) -> list[_Model]:
+    """Each model's dense arrays, as the large solve and the baselines work on them."""
+    parts = []
+    for m in p.models:
+        mt = p.cat.by_model[m]
+        e = p.est[m]
+        parts.append(_Model(m, p.rows[m], mt.pool, p.reason[m] == Reason.OK, e.cost_cny, e.load, p.theta[m],
+                            e.gbps, p.cat.targets_view(m).cables, p.region[p.rows[m]]))
+    return parts
+
+
+def fresh_state(p: Problem) -> _State:
+    """Nothing placed yet: pools at today's load and cap, cables at today's room."""
+    return _State(np.full(len(p.batches), -1, dtype=np.int64), p.used.astype(float).copy(),
+                  p.pool_cap.astype(float).copy(), p.cable_free.astype(float).copy(), [[] for _ in p.pool_cap])
+
+
+def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, str, float]:
+    parts = parts_of(p)
+    prices = _price(p, parts, penalty)
+    bound = _lagrangian_bound(p, parts, penalty, prices)
+    state = _greedy(p, parts, prices)
+    _repair(p, parts, state, penalty, time_limit_s)
+    return state.target, "FEASIBLE", bound
+
+
+def _tolerance(p: Problem, part: _Model, score: np.ndarray) -> np.ndarray:
+    """(B_m,) the utilization each batch tolerates on its best target by `score`."""
+    best = np.argmin(np.where(part.ok, score, np.inf), axis=1)
+    b = np.arange(len(part.rows))
+    return part.theta[b, best] / p.cat.pool_count[part.pool][best]
+
+
+def _price(p: Problem, parts: list[_Model], penalty: float) -> transport.TransportSolution:
+    """The pricing LP over coarse groups (model, answer length, latency tolerance, data class): per unit of
+    output-equivalent token, each group's mean cost and load over the members that can use the target, and the
+    share of its traffic whose route crosses each cable. Only its prices are used, so the grouping may be coarse:
+    the bound is evaluated batch by batch. (Answer length sets how long a batch holds its accelerators, so how much
+    capacity a token costs; regions differ mostly in transit, which is small next to energy and amortization.)"""
+    cat = p.cat
+    T, C, R = p.n_targets, len(cat.cables), len(cat.regions)
+    blocks = []
+    for part in parts:
+        rows = np.flatnonzero(part.ok.any(axis=1))
+        if not len(rows):
+            continue
+        hold = p.est[part.m].hold_s[rows]
+        dc = np.fromiter((cat.data_class_index[p.batches[i].data_class] for i in part.rows[rows]), np.int64, len(rows))
+        key = np.column_stack([np.floor(np.log2(hold) / HOLD_BIN),
+                               np.digitize(_tolerance(p, part, part.cost)[rows], TOLERANCE_BINS), dc])
+        _, group = np.unique(key, axis=0, return_inverse=True)
+        group = group.reshape(-1)
+        G = int(group.max()) + 1
+        w = p.weight[part.rows[rows]]
+        order = np.argsort(group, kind="stable")
+        starts = np.searchsorted(group[order], np.arange(G))  # every group has members
+        ok = part.ok[rows][order]
+        sel = rows[order]
+        sums = {}
+        for name, arr in (("cost", part.cost[sel]), ("load", part.load[sel]),
+                          ("w", np.broadcast_to(w[order, None], ok.shape))):
+            sums[name] = np.add.reduceat(np.where(ok, arr, 0.0), starts, axis=0)
+        off = p.offset[part.m]
+        cols = slice(off, off + ok.shape[1])
+        cost = np.full((G, T), np.inf)
+        load = np.zeros((G, T))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            some = sums["w"] > 0
+            cost[:, cols] = np.where(some, sums["cost"] / sums["w"], np.inf)
+            load[:, cols] = np.where(some, sums["load"] / sums["w"], 0.0)
+        supply = np.bincount(group, weights=w, minlength=G)
+        gbps = np.bincount(group, weights=part.gbps[rows], minlength=G) / supply
+        cable_use = np.zeros((G, T, C))
+        if C:
+            spread = np.zeros((G, R))
+            np.add.at(spread, (group, part.region[rows]), w)
+            spread /= supply[:, None]
+            cable_use[:, cols] = np.einsum("gr,rtc->gtc", spread, part.cables.astype(float))
+        blocks.append((supply, cost, load, gbps, cable_use))
+    if not blocks:
+        return transport.TransportSolution("OPTIMAL", np.zeros((0, T)), np.zeros(0), 0.0, 0.0,
+                                           np.zeros(len(p.pool_cap)), np.zeros(C))
+    supply, cost, load, gbps, cable_use = (np.concatenate(x) for x in zip(*blocks))
+    return transport.solve(transport.TransportProblem(supply, cost, load, p.pool, np.maximum(p.pool_free, 0.0),
+                                                      cable_use, gbps, p.cable_free, penalty))
+
+
+def _priced_cost(p: Problem, part: _Model, s: transport.TransportSolution) -> np.ndarray:
+    """(B_m, T_m) each pair's cost plus the capacity and bandwidth it uses at the LP's prices; inf if infeasible."""
+    rc = part.cost + part.load * s.pool_price[part.pool][None, :]
+    if len(s.cable_price) and np.any(s.cable_price > 0):
+        rc = rc + part.gbps[:, None] * (part.cables @ s.cable_price)[part.region]
+    return np.where(part.ok, rc, np.inf)
+
+
+def _lagrangian_bound(p: Problem, parts: list[_Model], penalty: float, s: transport.TransportSolution) -> float:
+    """Weak duality at the LP's prices, batch by batch.
+
+    For any prices >= 0 on pool capacity and cable bandwidth, every batch pays its cheapest priced option (or the
+    penalty), and the priced capacity is credited back: no assignment that respects capacity and cables (let alone
+    ceilings too) costs less. Valid whatever the grouping that produced the prices.
+    """
+    total = 0.0
+    for part in parts:
+        best = _priced_cost(p, part, s).min(axis=1, initial=np.inf)
+        total += float(np.minimum(best, penalty * p.weight[part.rows]).sum())
+    total -= float(s.pool_price @ np.maximum(p.pool_free, 0.0))
+    priced = s.cable_price > 0
+    total -= float(s.cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0))
+    return total
+
+
+def _greedy(p: Problem, parts: list[_Model], s: transport.TransportSolution) -> _State:
+    """Batches with few options first, then from the most latency-tolerant to the least (so that a pool's cap only
+    falls as it fills), each to its cheapest target at the LP's prices where the pool has room under its cap and
+    every ceiling on it, its own included, and the route's cables have bandwidth."""
+    state = fresh_state(p)
+    queue, orders = [], []
+    for j, part in enumerate(parts):
+        rc = _priced_cost(p, part, s)
+        order = np.argsort(rc, axis=1, kind="stable")
+        orders.append(order)
+        nfeas = part.ok.sum(axis=1)
+        tolerance = _tolerance(p, part, rc)
+        for r in np.flatnonzero(nfeas).tolist():
+            queue.append((nfeas[r] > FEW_OPTIONS, -float(tolerance[r]), int(part.rows[r]), j, r, int(nfeas[r])))
+    queue.sort()
+    for _, _, i, j, r, nf in queue:
+        place_first(p, parts[j], state, i, r, orders[j][r, :nf].tolist())
+    return state
+
+
+def _fits(p: Problem, part: _Model, state: _State, r: int, k: int) -> bool:
+    q = int(part.pool[k])
+    if state.load[q] + part.load[r, k] > min(state.cap[q], part.theta[r, k]) + 1e-9:
+        return False
+    crossing = part.cables[part.region[r], k]
+    return not (crossing.any() and np.any(state.cable_room[crossing] + 1e-12 < part.gbps[r]))
+
+
+def _take(p: Problem, part: _Model, state: _State, i: int, r: int, k: int) -> None:
+    q = int(part.pool[k])
+    state.target[i] = p.offset[part.m] + k
+    state.load[q] += part.load[r, k]
+    if state.keep_promises:
+        state.cap[q] = min(state.cap[q], part.theta[r, k])
+    state.members[q].append(i)
+    crossing = part.cables[part.region[r], k]
+    if crossing.any():
+        state.cable_room[crossing] -= part.gbps[r]
+
+
+def place_first(p: Problem, part: _Model, state: _State, i: int, r: int, candidates: list[int]) -> bool:
+    load_r, theta_r = part.load[r], part.theta[r]
+    cables = part.cables[part.region[r]]
+    for k in candidates:
+        q = int(part.pool[k])
+        if state.load[q] + load_r[k] > min(state.cap[q], theta_r[k]) + 1e-9:
+            continue
+        crossing = cables[k]
+        if crossing.any() and np.any(state.cable_room[crossing] + 1e-12 < part.gbps[r]):
+            continue
+        _take(p, part, state, i, r, k)
+        return True
+    return False
+
+
+def _repair(p: Problem, parts: list[_Model], state: _State, penalty: float, time_limit_s: float) -> None:
+    """Batches the greedy could not fit although each fits alone: re-pack with CP-SAT the pools where they come
+    closest to fitting, together with the batches on them (which may move to their cheapest targets that have room
+    now), so as to make room. A re-pack is applied only if it costs less than what it replaces (unplaced weight at
+    the penalty), so repairs never make the assignment worse."""
+    where = {}
+    for j, part in enumerate(parts):
+        for r, i in enumerate(part.rows.tolist()):
+            where[i] = (j, r)
+    budget = time_limit_s * REPAIR_SHARE
+    for _ in range(REPAIR_ROUNDS):
+        left = [i for i in np.flatnonzero(state.target < 0).tolist()
+                if i in where and parts[where[i][0]].ok[where[i][1]].any()][:MAX_REPAIRS]
+        if not left or budget <= 0:
+            return
+        pools: dict[int, None] = {}
+        for i in left:
+            j, r = where[i]
+            part = parts[j]
+            ks = np.flatnonzero(part.ok[r])
+            q_of = part.pool[ks]
+            # How much load would have to leave each pool for this batch to fit there.
+            excess = state.load[q_of] + part.load[r, ks] - np.minimum(p.pool_cap[q_of], part.theta[r, ks])
+            pools.update(dict.fromkeys(q_of[np.argsort(excess, kind="stable")][:REPAIR_POOLS].tolist()))
+        budget -= _repack(p, parts, where, state, left, list(pools), penalty, budget / 2)
+
+
+def _repack(p: Problem, parts: list[_Model], where: dict, state: _State, extra: list[int], pools: list[int],
+            penalty: float, det_limit: float) -> float:
+    """CP-SAT over the batches on `pools` plus `extra`: each may take any of its targets on those pools, its
+    current target, or one of its REPACK_OPTIONS cheapest other targets that have room now. Applied only if it
+    lowers the objective. Pools outside keep their caps (a batch leaving one never raises it: conservative)."""
+    batches = sorted(set(extra) | {i for q in pools for i in state.members[q]})
+    bs, ts, cs, ls, hs = [], [], [], [], []
+    for i in batches:
+        j, r = where[i]
+        part = parts[j]
+        off = p.offset[part.m]
+        ks = np.flatnonzero(part.ok[r])
+        mine = ks[np.isin(part.pool[ks], pools)]
+        others = ks[~np.isin(part.pool[ks], pools)]
+        others = others[np.argsort(part.cost[r, others], kind="stable")]
+        fitting = [k for k in others.tolist() if _fits(p, part, state, r, k)][:REPACK_OPTIONS]
+        cur = int(state.target[i]) - off
+        chosen = sorted(set(mine.tolist()) | set(fitting) | ({cur} if state.target[i] >= 0 else set()))
+        for k in chosen:
+            bs.append(i)
+            ts.append(off + k)
+            cs.append(part.cost[r, k])
+            ls.append(part.load[r, k])
+            hs.append(part.theta[r, k])
+    b, t = np.array(bs, dtype=np.int64), np.array(ts, dtype=np.int64)
+    c, load, theta = np.array(cs, dtype=float), np.array(ls, dtype=float), np.array(hs, dtype=float)
+    # Every placed batch of the re-pack sits on `pools`: those start as if they were empty; every other pool
+    # keeps its load and its cap (ceilings of its batches included).
+    base, cap, cable_room = state.load.copy(), state.cap.copy(), state.cable_room.copy()
+    for q in pools:
+        base[q], cap[q] = p.used[q], p.pool_cap[q]
+    inside = set(pools)
+    before = 0.0
+    for i in batches:
+        part, r, k = _pair_of(parts, where, state, p, i)
+        if k < 0:
+            before += penalty * p.weight[i]
+            continue
+        before += part.cost[r, k]
+        if int(part.pool[k]) not in inside:  # an extra placed elsewhere: its load leaves that pool's base
+            base[part.pool[k]] -= part.load[r, k]
+        crossing = part.cables[part.region[r], k]
+        cable_room[crossing] += part.gbps[r]
+    hint = state.target[np.array(batches)]
+    target = np.full(len(p.batches), -1, dtype=np.int64)
+    status, _, spent = cpsat.solve(p, b, t, c, load, theta, np.array(batches), base, cap, cable_room, penalty, det_limit,
+                               target, hint=hint)
+    if status not in ("OPTIMAL", "FEASIBLE"):
+        return spent
+    chosen = target[b] == t
+    after = float(c[chosen].sum()) + penalty * float(sum(p.weight[i] for i in batches if target[i] < 0))
+    if after > before - 1e-12:
+        return spent
+    for i in batches:  # take them all out, then put them back where CP-SAT says
+        if state.target[i] >= 0:
+            _remove(p, parts, where, state, i)
+    for q in pools:
+        state.cap[q] = p.pool_cap[q]
+    for i in batches:
+        if target[i] >= 0:
+            j, r = where[i]
+            _take(p, parts[j], state, i, r, int(target[i]) - p.offset[parts[j].m])
+    return spent
+
+
+def _pair_of(parts: list[_Model], where: dict, state: _State, p: Problem, i: int) -> tuple[_Model, int, int]:
+    """The batch's part, row and current target column (-1 if unplaced)."""
+    j, r = where[i]
+    part = parts[j]
+    t = int(state.target[i])
+    return part, r, (t - p.offset[part.m] if t >= 0 else -1)
+
+
+def _remove(p: Problem, parts: list[_Model], where: dict, state: _State, i: int) -> None:
+    part, r, k = _pair_of(parts, where, state, p, i)
+    q = int(part.pool[k])
+    state.load[q] -= part.load[r, k]
+    state.members[q].remove(i)
+    crossing = part.cables[part.region[r], k]
+    if crossing.any():
+        state.cable_room[crossing] += part.gbps[r]
+    state.target[i] = -1
