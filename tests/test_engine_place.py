@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scheduler.engine.core import RESERVE_RETRIES, Overloaded
 from scheduler.engine.estimate import BatchArrays, estimate
 from scheduler.engine.request import Batch, InvalidRequest, Reason
 from test_engine_support import TINY, engine, recheck, shrink
@@ -112,6 +113,17 @@ def test_dry_run_reserves_nothing_and_release_frees():
     d = eng.place(b, hour=3)
     assert d.reservation_ids and eng.ledger.snapshot()[d.pool] == pytest.approx(d.load)
     eng.release(list(d.reservation_ids))
+    assert eng.ledger.snapshot() == {}
+
+
+def test_a_placement_whose_reservation_keeps_failing_is_never_reported_placed(monkeypatch):
+    """Regression: after the reservation retries ran out, `place` returned a placed decision with nothing held."""
+    eng = engine(TINY)
+    calls = []
+    monkeypatch.setattr(eng.ledger, "try_reserve", lambda *a, **k: calls.append(1))  # always "someone was faster"
+    with pytest.raises(Overloaded):
+        eng.place(Batch("singapore", "llm-70b", 1000, 300), hour=3)
+    assert len(calls) == RESERVE_RETRIES
     assert eng.ledger.snapshot() == {}
 
 

@@ -98,8 +98,8 @@ class Engine:
             if got is not None:
                 return _with_reservations(decision, got)
             # Another caller took the capacity between our read and our reservation: look again.
-        used, cable_used = self.usage(cat)
-        return decide(batch, slo, cat, h, used, cable_used, self.ceilings(cat))[0]
+        # Never hand back a "placed" decision with nothing reserved behind it.
+        raise Overloaded("capacity kept changing under concurrent placements; retry")
 
     def place_many(self, batches: Sequence[Batch], hour: int | None = None, time_limit_s: float = 2.0,
                    reserve: bool = True) -> BatchResult:
