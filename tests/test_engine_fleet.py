@@ -83,3 +83,20 @@ def test_a_large_plan_balances_load_over_many_sites():
     for c, g in plan.cable_load_gbps.items():
         cap = next(x.capacity_gbps for x in topo.cables if x.id == c)
         assert cap is None or g <= cap + 1e-9
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_share_prices_are_per_token_as_demanded_and_add_up_to_the_plan_cost(policy):
+    """Regression: shares were priced per output-equivalent token while their rates are input + output tokens."""
+    eng = engine(TINY)
+    plan = eng.plan(cells(), hour=14, policy=policy)
+    total = sum(s.cny_per_mtok * s.tokens_per_s / 1e6 * 3600 for r in plan.rows for s in r.shares)
+    assert total == pytest.approx(plan.cost_cny_per_hour, rel=1e-9)
+    # And the same price a single placement of the cell's typical request pays at that site.
+    row = plan.rows[0]
+    d = eng.place(row.cell.as_batch(), hour=14, reserve=False)
+    wire = row.cell.input_tokens + row.cell.output_tokens
+    placed = {d.site: d.cost_cny, **{a.site: a.cost_cny for a in d.alternatives}}  # every site, on tiny
+    assert row.shares
+    for share in row.shares:
+        assert share.cny_per_mtok == pytest.approx(placed[share.site] / wire * 1e6, rel=1e-6)

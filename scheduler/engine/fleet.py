@@ -27,7 +27,7 @@ class Share:
     pool: str
     fraction: float
     tokens_per_s: float
-    cny_per_mtok: float
+    cny_per_mtok: float  # per million tokens as demanded (input + output), like tokens_per_s
     rtt_ms: float
     ttft_ms: float
     cables: tuple[str, ...]
@@ -142,7 +142,7 @@ def _report(cat: Catalog, p, cells, supply, flow, cost, rtt, ttft, reason, load,
             site = cat.sites[p.site[t]]
             route = cat.route(cell.region, site)
             shares.append(Share(site, cat.pools[p.pool[t]].key, float(flow[g, t] / supply[g]),
-                                float(flow[g, t] * wire_per_weight[g]), float(cost[g, t] * 1e6), float(rtt[g, t]),
+                                float(flow[g, t] * wire_per_weight[g]), float(cost[g, t] * 1e6 / wire_per_weight[g]), float(rtt[g, t]),
                                 float(ttft[g, t]), route.cables if route else ()))
             total += float(flow[g, t] * cost[g, t]) * 3600
         shares.sort(key=lambda s: -s.fraction)

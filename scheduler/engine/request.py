@@ -102,7 +102,10 @@ def check_batch(batch: Batch, regions: dict, models: set[str], data_classes: set
 
 @dataclass(frozen=True)
 class DemandCell:
-    """Steady demand for the fleet plan: output-equivalent tokens per second from a region for a model."""
+    """Steady demand for the fleet plan: tokens per second (input + output) from a region for a model.
+
+    The typical request's input/output split converts it to the output-equivalent tokens the engine accounts in.
+    """
 
     region: str
     model: str
