@@ -95,18 +95,25 @@ def _legend(ax, **kw) -> None:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0, **kw)
 
 
-def utilization(run: Run, path: Path) -> Path:
+def _lines_per_item(run: Run, path: Path, title: str, ylabel: str, names: list[str], series: str, cmap: str,
+                    top: float | None) -> Path:
+    """One panel per policy, one line per site or cable (the trace attribute `series` is (steps, items))."""
     x, _ = _axis(run)
-    fig, axes = _panels(run, "accelerator utilization per site (planned)", "utilization")
-    colors = plt.get_cmap("tab20").colors
+    fig, axes = _panels(run, title, ylabel)
+    colors = plt.get_cmap(cmap).colors
     for ax, p in zip(axes, run.scenario.policies):
-        t = run.traces[p]
-        for j, site in enumerate(run.sites):
-            ax.plot(x, t.site_util[:, j], label=site, color=colors[j % len(colors)], linewidth=_lw(run, 1.0))
+        values = getattr(run.traces[p], series)
+        for j, name in enumerate(names):
+            ax.plot(x, values[:, j], label=name, color=colors[j % len(colors)], linewidth=_lw(run, 1.0))
         ax.set_title(p, fontsize=9, loc="left")
-        ax.set_ylim(0, 1.0)
+        ax.set_ylim(0, top)
     _legend(axes[0])
     return _finish(fig, axes, run, path)
+
+
+def utilization(run: Run, path: Path) -> Path:
+    return _lines_per_item(run, path, "accelerator utilization per site (planned)", "utilization", run.sites,
+                           "site_util", "tab20", 1.0)
 
 
 def latency(run: Run, path: Path) -> Path:
@@ -127,17 +134,7 @@ def latency(run: Run, path: Path) -> Path:
 
 
 def cables(run: Run, path: Path) -> Path:
-    x, _ = _axis(run)
-    fig, axes = _panels(run, "load per submarine cable", "Gbps")
-    colors = plt.get_cmap("tab10").colors
-    for ax, p in zip(axes, run.scenario.policies):
-        t = run.traces[p]
-        for j, c in enumerate(run.cables):
-            ax.plot(x, t.cable_gbps[:, j], label=c, color=colors[j % len(colors)], linewidth=_lw(run, 1.0))
-        ax.set_title(p, fontsize=9, loc="left")
-        ax.set_ylim(bottom=0)
-    _legend(axes[0])
-    return _finish(fig, axes, run, path)
+    return _lines_per_item(run, path, "load per submarine cable", "Gbps", run.cables, "cable_gbps", "tab10", None)
 
 
 def demand(run: Run, path: Path) -> Path:
