@@ -144,6 +144,11 @@ class Catalog:
         return {r.id: r for r in self.topology.regions}
 
     @cached_property
+    def pool_keys(self) -> list[str]:
+        """The ledger's keys of the pools, in pool order (asked on every placement; pools are fixed per snapshot)."""
+        return [p.key for p in self.pools]
+
+    @cached_property
     def pool_capacity(self) -> np.ndarray:
         return np.array([p.capacity for p in self.pools], dtype=float)
 

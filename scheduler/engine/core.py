@@ -7,7 +7,7 @@ that picked it up at its start sees one consistent topology to its end. The ledg
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -61,13 +61,13 @@ class Engine:
     def usage(self, cat: Catalog | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Accelerators held per pool and Gbps per cable, from the ledger, in the snapshot's order."""
         cat = cat or self.catalog
-        used = self.ledger.used([p.key for p in cat.pools] + [CABLE_PREFIX + c for c in cat.cables])
+        used = self.ledger.used(cat.pool_keys + [CABLE_PREFIX + c for c in cat.cables])
         return used[: len(cat.pools)], used[len(cat.pools):]
 
     def ceilings(self, cat: Catalog | None = None) -> np.ndarray:
         """Per pool, the most load it may carry without breaking an SLO promised to a live placement (inf: none)."""
         cat = cat or self.catalog
-        return self.ledger.ceilings([p.key for p in cat.pools])
+        return self.ledger.ceilings(cat.pool_keys)
 
     def capacities(self, cat: Catalog) -> dict[str, float]:
         caps = {p.key: p.capacity for p in cat.pools}
@@ -257,4 +257,7 @@ def _gbps(batch: Batch, cat: Catalog, hold_s: float) -> float:
 
 
 def _with_reservations(d: Decision, reservations: list[Reservation]) -> Decision:
-    return replace(d, reservation_ids=tuple(r.id for r in reservations))
+    """The decision with its reservation ids. `place` built it this call and nobody holds it yet, so the ids are
+    written in place (as in `_attach`): copying a frozen dataclass of two dozen fields costs more than the ledger."""
+    object.__setattr__(d, "reservation_ids", tuple(r.id for r in reservations))
+    return d

@@ -18,6 +18,10 @@ from scheduler import costs
 from scheduler.engine.catalog import Catalog, ModelTargets
 from scheduler.engine.request import Reason
 
+# Reason codes as plain ints: IntEnum member lookups go through enum's __getattr__, slow in the per-call hot path.
+SITE_DOWN, UNREACHABLE, DATA_CLASS, TTFT, E2E = (int(r) for r in (
+    Reason.SITE_DOWN, Reason.UNREACHABLE, Reason.DATA_CLASS, Reason.TTFT, Reason.E2E))
+
 # Ceilings are shaded by this much utilization so that a pool filled exactly to a ceiling still re-checks within
 # the SLO despite floating-point rounding (and the ledger's 1e-9 accelerator tolerance).
 CEILING_MARGIN = 1e-7
@@ -73,7 +77,6 @@ def estimate(
     millions of pairs and needs them only for the pairs it picks.
     """
     view = cat.targets_view(mt.model)
-    pick = slice(None) if targets is None else targets
 
     def per_target(x: np.ndarray) -> np.ndarray:  # (T,) -> (1, T), or (B,) -> (B, 1) for the batches' own targets
         return x[None, :] if targets is None else x[targets][:, None]
@@ -82,28 +85,22 @@ def estimate(
         return x[b.region] if targets is None else x[b.region, targets][:, None]
 
     rtt = per_pair(view.rtt_ms)
-    pool = mt.pool[pick]
-    util = pool_used[pool] / cat.pool_count[pool]  # physical utilization drives queueing
     prefill = (1000.0 * b.input_tokens)[:, None] / per_target(mt.prefill_tps * mt.parallelism)
-    # Queueing is proportional to the service time (costs.queue_ms), so one factor per target serves every batch.
-    per_ms = costs.queue_ms(np.ones(len(util)), util)
-    per_ms = per_ms[None, :] if targets is None else per_ms[:, None]
-    queue = prefill * per_ms
-    if not np.all(np.isfinite(per_ms)):  # a saturated pool queues forever, even a prefill-free batch
-        queue[np.broadcast_to(~np.isfinite(per_ms), queue.shape)] = np.inf
-    ttft = rtt + queue + prefill
     decode = 1000.0 * b.output_tokens / mt.stream_tokens_per_s
-    e2e = ttft + decode[:, None]
+    ttft, e2e = _latency(cat, mt, rtt, prefill, decode, pool_used, targets)
 
     reason = np.zeros(rtt.shape, dtype=np.int8)
     dc = np.fromiter((cat.data_class_index[d] for d in b.data_class), dtype=np.int64, count=len(b))
     allowed = view.allowed[dc] if targets is None else view.allowed[dc, targets][:, None]
     # Later checks are written first so the earliest failing check is the one left standing.
-    reason[e2e > b.e2e_slo[:, None]] = Reason.E2E
-    reason[ttft > b.ttft_slo[:, None]] = Reason.TTFT
-    reason[~allowed] = Reason.DATA_CLASS
-    reason[~np.isfinite(rtt)] = Reason.UNREACHABLE
-    reason[np.broadcast_to(~per_target(view.site_up), reason.shape)] = Reason.SITE_DOWN
+    reason[e2e > b.e2e_slo[:, None]] = E2E
+    reason[ttft > b.ttft_slo[:, None]] = TTFT
+    reason[~allowed] = DATA_CLASS
+    reason[~np.isfinite(rtt)] = UNREACHABLE
+    if targets is None:  # a down site rules out its targets for every batch (a column, no broadcast needed)
+        reason[:, ~view.site_up] = SITE_DOWN
+    else:
+        reason[~view.site_up[targets]] = SITE_DOWN
 
     weight = (b.output_tokens + b.input_tokens / mt.speedup) * b.requests  # (B,)
     wire = (b.output_tokens + b.input_tokens) * b.requests
@@ -119,6 +116,27 @@ def estimate(
     )
 
 
+def _latency(cat: Catalog, mt: ModelTargets, rtt: np.ndarray, prefill: np.ndarray, decode: np.ndarray,
+             pool_used: np.ndarray, targets: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """TTFT and end-to-end at the given pool loads: the only part of `estimate` that depends on load."""
+    pool = mt.pool if targets is None else mt.pool[targets]
+    util = pool_used[pool] / cat.pool_count[pool]  # physical utilization drives queueing
+    # Queueing is proportional to the service time (costs.queue_ms), so one factor per target serves every batch.
+    per_ms = costs.queue_ms(np.ones(len(util)), util)
+    per_ms = per_ms[None, :] if targets is None else per_ms[:, None]
+    queue = prefill * per_ms
+    if not np.isfinite(per_ms).all():  # a saturated pool queues forever, even a prefill-free batch
+        queue[np.broadcast_to(~np.isfinite(per_ms), queue.shape)] = np.inf
+    ttft = rtt + queue + prefill
+    return ttft, ttft + decode[:, None]
+
+
+def latency_at(cat: Catalog, mt: ModelTargets, est: Estimates, pool_used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B, T) TTFT and end-to-end of an all-targets `estimate` re-judged at other pool loads, without redoing
+    the load-independent parts (routes, prefill, cost); equal to what `estimate` at those loads would report."""
+    return _latency(cat, mt, est.rtt_ms, est.prefill_ms, est.decode_ms, pool_used, None)
+
+
 def ceilings(cat: Catalog, mt: ModelTargets, est: Estimates, ttft_slo: np.ndarray,
              e2e_slo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(B, T) the highest load of each target's pool (accelerators) at which the pair meets its SLO, and which
@@ -130,7 +148,7 @@ def ceilings(cat: Catalog, mt: ModelTargets, est: Estimates, ttft_slo: np.ndarra
     """
     # Both bounds spend the same RTT, so which one binds is a property of the batch alone.
     slack = np.minimum(ttft_slo, e2e_slo - est.decode_ms)  # (B,) ms for rtt + prefill + queueing
-    binding = np.where(ttft_slo <= e2e_slo - est.decode_ms, Reason.TTFT, Reason.E2E).astype(np.int8)
+    binding = np.where(ttft_slo <= e2e_slo - est.decode_ms, TTFT, E2E).astype(np.int8)
     with np.errstate(divide="ignore", invalid="ignore"):  # unreachable targets (inf RTT) come out at -inf
         budget = slack[:, None] - est.rtt_ms
         theta = np.divide(est.prefill_ms, budget)

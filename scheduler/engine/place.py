@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from scheduler.engine.catalog import Catalog, ModelTargets
-from scheduler.engine.estimate import BatchArrays, Estimates, ceilings, estimate
+from scheduler.engine.estimate import BatchArrays, Estimates, ceilings, estimate, latency_at
 from scheduler.engine.request import Batch, Reason, Slo
 from scheduler.network import Route
+
+# Reason codes as plain ints for the array work: IntEnum member lookups go through enum's __getattr__, which is slow
+# on the per-placement hot path. Reasons handed to callers stay Reason members.
+OK, CAPACITY, CABLE = int(Reason.OK), int(Reason.CAPACITY), int(Reason.CABLE)
+ALTERNATIVES = 5  # runners-up a placed decision lists
 
 
 @dataclass(frozen=True)
@@ -80,13 +85,13 @@ def capacity_reasons(
     reason = est.reason.copy()
     cap = cat.pool_capacity if cap is None else cap
     no_room = used[mt.pool][None, :] + est.load > cap[mt.pool][None, :] + 1e-9
-    reason[(reason == Reason.OK) & no_room] = Reason.CAPACITY
+    reason[(reason == OK) & no_room] = CAPACITY
     if len(cat.cables):
         full = cable_used[None, :] + est.gbps[:, None] > cat.cable_capacity_gbps[None, :] + 1e-12  # (B, C)
         view = cat.targets_view(mt.model)
         for c in np.flatnonzero(full.any(axis=0)).tolist():
             crossing = view.cables[region, :, c] & full[:, c][:, None]  # (B, T)
-            reason[(reason == Reason.OK) & crossing] = Reason.CABLE
+            reason[(reason == OK) & crossing] = CABLE
     return reason
 
 
@@ -95,7 +100,7 @@ def own_load_reasons(est: Estimates, reason: np.ndarray, theta: np.ndarray, bind
     """`reason` with TTFT / E2E also where the pool has room but the batch's own load would push it past the
     pair's ceiling (the latency check again, with the batch itself counted in the queue)."""
     reason = reason.copy()
-    over = (reason == Reason.OK) & (used[mt.pool][None, :] + est.load > theta + 1e-9)
+    over = (reason == OK) & (used[mt.pool][None, :] + est.load > theta + 1e-9)
     reason[over] = binding[over]
     return reason
 
@@ -133,33 +138,14 @@ def decide(
                               mt, used)[0]
     with_it = used.copy()
     with_it[mt.pool] += now.load[0]  # one target per pool and model, so this is each pool with this batch on it
-    est = estimate(cat, mt, b, hour, with_it)  # what the batch will see: the numbers reported
-    ok = np.flatnonzero(reason == Reason.OK)
+    # What the batch will see, the numbers reported: only latency depends on load. The reason codes stay those
+    # judged above (feasibility is decided there, with the batch's own load already counted).
+    ttft, e2e = latency_at(cat, mt, now, with_it)
+    est = replace(now, ttft_ms=ttft, e2e_ms=e2e)
+    ok = np.flatnonzero(reason == OK)
     order = ok[np.lexsort((est.rtt_ms[0, ok], est.cost_cny[0, ok]))]
     base = dict(batch=batch, topology_version=cat.version, hour=hour, slo=slo)
-
-    # Per site, the target that got furthest through the checks speaks for it.
-    rejections = []
-    best_per_site: dict[int, int] = {}
-    rank = np.where(reason == Reason.OK, 100, reason)
-    for t in range(len(mt)):
-        s = int(mt.site[t])
-        if s not in best_per_site or rank[t] > rank[best_per_site[s]]:
-            best_per_site[s] = t
-    for s, site in enumerate(cat.sites):
-        t = best_per_site.get(s)
-        if t is None:
-            rejections.append(Rejection(site, Reason.NOT_SERVED, Reason.NOT_SERVED.label))
-        elif reason[t] != Reason.OK:
-            r = Reason(int(reason[t]))
-            rejections.append(Rejection(site, r, _detail(r, est, slo, used, cat, mt, t, cap,
-                                                         bool(now.reason[0, t] == Reason.OK))))
-
-    alternatives = [
-        Alternative(cat.sites[mt.site[t]], cat.pools[mt.pool[t]].key, float(est.cost_cny[0, t]),
-                    float(est.rtt_ms[0, t]), float(est.ttft_ms[0, t]), float(est.e2e_ms[0, t]))
-        for t in order
-    ]
+    rejections = _rejections(reason, now.reason[0], est, slo, used, cat, mt, cap)
     if len(order) == 0:
         return _unplaced(base, reason, est, slo, cat, mt, rejections, used, cap), []
     t = int(order[0])
@@ -170,9 +156,38 @@ def decide(
         rtt_ms=float(est.rtt_ms[0, t]), ttft_ms=float(est.ttft_ms[0, t]), e2e_ms=float(est.e2e_ms[0, t]),
         cost_cny=float(est.cost_cny[0, t]), kwh=float(est.kwh[0, t]), g_co2=float(est.g_co2[0, t]),
         load=float(est.load[0, t]), hold_s=float(est.hold_s[0]), ceiling=float(theta[0, t]),
-        alternatives=alternatives[1:6], rejections=rejections, **base,
+        alternatives=_alternatives(est, cat, mt, order[1:1 + ALTERNATIVES]), rejections=rejections, **base,
     )
-    return decision, [int(x) for x in order]
+    return decision, order.tolist()
+
+
+def _rejections(reason: np.ndarray, before_own_load: np.ndarray, est: Estimates, slo: Slo, used: np.ndarray,
+                cat: Catalog, mt: ModelTargets, cap: np.ndarray) -> list[Rejection]:
+    """Why each site without a feasible target lost: per site, the target that got furthest through the checks
+    speaks for it (a site serving the model on no pool is NOT_SERVED)."""
+    best_per_site: dict[int, int] = {}
+    rank = np.where(reason == OK, 100, reason).tolist()
+    for t, s in enumerate(mt.site.tolist()):
+        if s not in best_per_site or rank[t] > rank[best_per_site[s]]:
+            best_per_site[s] = t
+    codes = reason.tolist()
+    rejections = []
+    for s, site in enumerate(cat.sites):
+        t = best_per_site.get(s)
+        if t is None:
+            rejections.append(Rejection(site, Reason.NOT_SERVED, Reason.NOT_SERVED.label))
+        elif codes[t] != OK:
+            r = Reason(codes[t])
+            rejections.append(Rejection(site, r, _detail(r, est, slo, used, cat, mt, t, cap,
+                                                         bool(before_own_load[t] == OK))))
+    return rejections
+
+
+def _alternatives(est: Estimates, cat: Catalog, mt: ModelTargets, targets: np.ndarray) -> list[Alternative]:
+    """The runners-up, built only for the few targets a decision lists (not for every feasible one)."""
+    cols = zip(mt.site[targets].tolist(), mt.pool[targets].tolist(), est.cost_cny[0, targets].tolist(),
+               est.rtt_ms[0, targets].tolist(), est.ttft_ms[0, targets].tolist(), est.e2e_ms[0, targets].tolist())
+    return [Alternative(cat.sites[s], cat.pools[p].key, cost, rtt, ttft, e2e) for s, p, cost, rtt, ttft, e2e in cols]
 
 
 def _unplaced(base: dict, reason: np.ndarray, est: Estimates, slo: Slo, cat: Catalog, mt: ModelTargets,
