@@ -71,11 +71,6 @@ class Problem:
     def n_targets(self) -> int:
         return len(self.pool)
 
-    def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """All feasible (batch, global target) pairs with their cost and load."""
-        b, t, c, load, _ = self.pair_arrays()
-        return b, t, c, load
-
     def pair_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """All feasible (batch, global target) pairs with their cost, load and ceiling."""
         bs, ts, cs, ls, hs = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)], [np.zeros(0)], [np.zeros(0)]

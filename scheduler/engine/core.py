@@ -125,10 +125,10 @@ class Engine:
             decisions = batch_decisions(problem, solution, slos)
             if not reserve:
                 break
-            items = [it for d in decisions if d.placed for it in self._items(cat, d)]
-            got = self.ledger.try_reserve(items, self.capacities(cat))
+            items = [self._items(cat, d) if d.placed else [] for d in decisions]
+            got = self.ledger.try_reserve([it for its in items for it in its], self.capacities(cat))
             if got is not None:
-                decisions = _attach(decisions, got, self._items, cat)
+                _attach(decisions, items, got)
                 break
         else:
             raise Overloaded("capacity kept changing under concurrent placements; retry")
@@ -237,18 +237,12 @@ def batch_decisions(p: joint.Problem, a: joint.Assignment, slos: list[Slo]) -> l
     return out  # type: ignore[return-value]
 
 
-def _attach(decisions: list[Decision], reservations: list[Reservation], items_of, cat: Catalog) -> list[Decision]:
-    """Hand each placed decision the ids of the reservations made for it (they come back in item order).
-
-    The decisions were built by this call and nobody holds them yet, so the ids are written in place rather than
-    by copying ten thousand frozen dataclasses.
-    """
+def _attach(decisions: list[Decision], items: list[list], reservations: list[Reservation]) -> None:
+    """Hand each decision the reservations made for its items (the ledger returns them in item order)."""
     it = iter(reservations)
-    for d in decisions:
-        if d.placed:
-            n = 1 + (len(d.route.cables) if d.route is not None else 0)
-            object.__setattr__(d, "reservation_ids", tuple(next(it).id for _ in range(n)))
-    return decisions
+    for d, its in zip(decisions, items):
+        if its:
+            _with_reservations(d, [next(it) for _ in its])
 
 
 def _gbps(batch: Batch, cat: Catalog, hold_s: float) -> float:
@@ -257,7 +251,7 @@ def _gbps(batch: Batch, cat: Catalog, hold_s: float) -> float:
 
 
 def _with_reservations(d: Decision, reservations: list[Reservation]) -> Decision:
-    """The decision with its reservation ids. `place` built it this call and nobody holds it yet, so the ids are
-    written in place (as in `_attach`): copying a frozen dataclass of two dozen fields costs more than the ledger."""
+    """The decision with its reservation ids. The caller built it this call and nobody holds it yet, so the ids are
+    written in place: copying a frozen dataclass of two dozen fields costs more than the ledger."""
     object.__setattr__(d, "reservation_ids", tuple(r.id for r in reservations))
     return d
