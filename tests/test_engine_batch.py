@@ -141,3 +141,17 @@ def test_unplaced_batches_carry_their_reason():
     assert sum(d.placed for d in bigs) == 2
     assert [d.reason for d in bigs if not d.placed] == [Reason.CAPACITY]
     assert result.solution.unavoidable > 0 and result.gap == pytest.approx(0.0, abs=1e-6)
+
+
+def test_subgradient_steps_tighten_the_lp_price_bound(monkeypatch):
+    from scheduler.engine import priced
+
+    topo = synth.generate(sites=20, regions=6, seed=4)
+    eng = engine(topo)
+    p = problem(eng, synth.random_batches(topo, 1500, seed=4), 12)
+    penalty = joint.penalty_of(p)
+    tightened = priced.solve(p, penalty, 1.0)
+    monkeypatch.setattr(priced, "BOUND_STEPS", 0)
+    at_lp_prices = priced.solve(p, penalty, 1.0)
+    assert (tightened[0] == at_lp_prices[0]).all()  # the assignment does not depend on the bound
+    assert at_lp_prices[2] < tightened[2] <= joint._objective(p, tightened[0], penalty)

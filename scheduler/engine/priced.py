@@ -33,6 +33,7 @@ MAX_REPAIRS = 200  # unplaced batches the repair looks at in one re-pack
 REPAIR_ROUNDS = 3
 REPAIR_POOLS = 3  # pools re-packed around each
 REPACK_OPTIONS = 3  # targets outside the re-packed pools each batch may move to
+BOUND_STEPS = 20  # subgradient steps on the pool prices that tighten the Lagrangian bound after the assignment
 
 
 @dataclass
@@ -86,6 +87,9 @@ def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, 
     bound = _lagrangian_bound(p, parts, penalty, prices)
     state = _greedy(p, parts, prices)
     _repair(p, parts, state, penalty, time_limit_s)
+    upper = sum(float(part.cost[r, t - p.offset[part.m]]) if t >= 0 else penalty * float(p.weight[i])
+                for part in parts for r, (i, t) in enumerate(zip(part.rows.tolist(), state.target[part.rows].tolist())))
+    bound = max(bound, _tighten(p, parts, penalty, prices, bound, upper))
     return state.target, "FEASIBLE", bound
 
 
@@ -173,6 +177,42 @@ def _lagrangian_bound(p: Problem, parts: list[_Model], penalty: float, s: transp
     priced = s.cable_price > 0
     total -= float(s.cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0))
     return total
+
+
+def _tighten(p: Problem, parts: list[_Model], penalty: float, s: transport.TransportSolution, bound: float,
+             upper: float) -> float:
+    """Polyak subgradient ascent on the pool prices from the LP's (cable prices kept): the group LP's prices are
+    close to, not at, the best ones, and each step's Lagrangian value is itself a valid bound, so the best is kept.
+    `upper`: the objective of the assignment found, the Polyak target."""
+    price, best, lam = s.pool_price.copy(), bound, 1.0
+    free = np.maximum(p.pool_free, 0.0)
+    for _ in range(BOUND_STEPS):
+        trial = transport.TransportSolution(s.status, s.flow, s.unserved, s.objective, s.cost, price, s.cable_price)
+        used = np.zeros(len(price))
+        total = 0.0
+        for part in parts:
+            rc = _priced_cost(p, part, trial)
+            k = np.argmin(rc, axis=1)
+            b = np.arange(len(part.rows))
+            pick = rc[b, k] if rc.shape[1] else np.full(len(b), np.inf)
+            alone = penalty * p.weight[part.rows]
+            total += float(np.minimum(pick, alone).sum())
+            go = pick < alone
+            if go.any():
+                np.add.at(used, part.pool[k[go]], part.load[b[go], k[go]])
+        total -= float(price @ free)
+        priced = s.cable_price > 0
+        total -= float(s.cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0))
+        if total > best:
+            best = total
+        else:
+            lam /= 2
+        g = used - free
+        norm = float(g @ g)
+        if norm <= 0 or upper <= total:
+            break
+        price = np.maximum(price + lam * (upper - total) / norm * g, 0.0)
+    return best
 
 
 def _greedy(p: Problem, parts: list[_Model], s: transport.TransportSolution) -> _State:
