@@ -154,4 +154,4 @@ def test_subgradient_steps_tighten_the_lp_price_bound(monkeypatch):
     monkeypatch.setattr(priced, "BOUND_STEPS", 0)
     at_lp_prices = priced.solve(p, penalty, 1.0)
     assert (tightened[0] == at_lp_prices[0]).all()  # the assignment does not depend on the bound
-    assert at_lp_prices[2] < tightened[2] <= joint._objective(p, tightened[0], penalty)
+    assert at_lp_prices[2] < tightened[2] <= joint.objective_of(p, tightened[0], penalty)

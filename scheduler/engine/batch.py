@@ -176,7 +176,7 @@ def solve(p: Problem, time_limit_s: float = 2.0, exact_pairs: int = EXACT_PAIRS)
         status, bound, _ = cpsat.solve(p, b, t, c, load, theta, np.arange(len(p.batches)), p.used, p.pool_cap,
                                    p.cable_free, penalty, time_limit_s, target, hint=hint,
                                    wall_s=time_limit_s - (time.perf_counter() - start))
-        if status not in ("OPTIMAL", "FEASIBLE") or _objective(p, target, penalty) > _objective(p, hint, penalty):
+        if status not in ("OPTIMAL", "FEASIBLE") or objective_of(p, target, penalty) > objective_of(p, hint, penalty):
             target = hint
             status = "FEASIBLE"
         bound = max(bound, heuristic_bound)
@@ -196,7 +196,7 @@ def solve(p: Problem, time_limit_s: float = 2.0, exact_pairs: int = EXACT_PAIRS)
                       unavoidable_penalty(p, penalty))
 
 
-def _objective(p: Problem, target: np.ndarray, penalty: float) -> float:
+def objective_of(p: Problem, target: np.ndarray, penalty: float) -> float:
     return assigned_cost(p, target) + penalty * float(p.weight[target < 0].sum())
 
 

@@ -84,12 +84,12 @@ def fresh_state(p: Problem) -> _State:
 def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, str, float]:
     parts = parts_of(p)
     prices = _price(p, parts, penalty)
-    bound = _lagrangian_bound(p, parts, penalty, prices)
+    bound = _lagrangian(p, parts, penalty, prices.pool_price, prices.cable_price)[0]
     state = _greedy(p, parts, prices)
     _repair(p, parts, state, penalty, time_limit_s)
-    upper = sum(float(part.cost[r, t - p.offset[part.m]]) if t >= 0 else penalty * float(p.weight[i])
-                for part in parts for r, (i, t) in enumerate(zip(part.rows.tolist(), state.target[part.rows].tolist())))
-    bound = max(bound, _tighten(p, parts, penalty, prices, bound, upper))
+    from scheduler.engine.batch import objective_of  # batch imports this module
+
+    bound = max(bound, _tighten(p, parts, penalty, prices, bound, objective_of(p, state.target, penalty)))
     return state.target, "FEASIBLE", bound
 
 
@@ -154,29 +154,38 @@ def _price(p: Problem, parts: list[_Model], penalty: float) -> transport.Transpo
                                                       cable_use, gbps, p.cable_free, penalty))
 
 
-def _priced_cost(p: Problem, part: _Model, s: transport.TransportSolution) -> np.ndarray:
-    """(B_m, T_m) each pair's cost plus the capacity and bandwidth it uses at the LP's prices; inf if infeasible."""
-    rc = part.cost + part.load * s.pool_price[part.pool][None, :]
-    if len(s.cable_price) and np.any(s.cable_price > 0):
-        rc = rc + part.gbps[:, None] * (part.cables @ s.cable_price)[part.region]
+def _priced_cost(part: _Model, pool_price: np.ndarray, cable_price: np.ndarray) -> np.ndarray:
+    """(B_m, T_m) each pair's cost plus the capacity and bandwidth it uses at these prices; inf if infeasible."""
+    rc = part.cost + part.load * pool_price[part.pool][None, :]
+    if len(cable_price) and np.any(cable_price > 0):
+        rc = rc + part.gbps[:, None] * (part.cables @ cable_price)[part.region]
     return np.where(part.ok, rc, np.inf)
 
 
-def _lagrangian_bound(p: Problem, parts: list[_Model], penalty: float, s: transport.TransportSolution) -> float:
-    """Weak duality at the LP's prices, batch by batch.
+def _lagrangian(p: Problem, parts: list[_Model], penalty: float, pool_price: np.ndarray,
+               cable_price: np.ndarray) -> tuple[float, np.ndarray]:
+    """Weak duality at these prices, batch by batch, and the pool load of the batches' priced choices.
 
     For any prices >= 0 on pool capacity and cable bandwidth, every batch pays its cheapest priced option (or the
     penalty), and the priced capacity is credited back: no assignment that respects capacity and cables (let alone
-    ceilings too) costs less. Valid whatever the grouping that produced the prices.
+    ceilings too) costs less. Valid whatever the grouping that produced the prices. The load is the subgradient's
+    use side.
     """
     total = 0.0
+    used = np.zeros(len(pool_price))
     for part in parts:
-        best = _priced_cost(p, part, s).min(axis=1, initial=np.inf)
-        total += float(np.minimum(best, penalty * p.weight[part.rows]).sum())
-    total -= float(s.pool_price @ np.maximum(p.pool_free, 0.0))
-    priced = s.cable_price > 0
-    total -= float(s.cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0))
-    return total
+        rc = _priced_cost(part, pool_price, cable_price)
+        b = np.arange(len(part.rows))
+        k = np.argmin(rc, axis=1) if rc.shape[1] else np.zeros(len(b), np.int64)
+        pick = rc[b, k] if rc.shape[1] else np.full(len(b), np.inf)
+        alone = penalty * p.weight[part.rows]
+        total += float(np.minimum(pick, alone).sum())
+        go = pick < alone
+        np.add.at(used, part.pool[k[go]], part.load[b[go], k[go]])
+    total -= float(pool_price @ np.maximum(p.pool_free, 0.0))
+    priced = cable_price > 0
+    total -= float(cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0))
+    return total, used
 
 
 def _tighten(p: Problem, parts: list[_Model], penalty: float, s: transport.TransportSolution, bound: float,
@@ -184,25 +193,11 @@ def _tighten(p: Problem, parts: list[_Model], penalty: float, s: transport.Trans
     """Polyak subgradient ascent on the pool prices from the LP's (cable prices kept): the group LP's prices are
     close to, not at, the best ones, and each step's Lagrangian value is itself a valid bound, so the best is kept.
     `upper`: the objective of the assignment found, the Polyak target."""
-    price, best, lam = s.pool_price.copy(), bound, 1.0
+    price, best, lam = s.pool_price, bound, 1.0
     free = np.maximum(p.pool_free, 0.0)
     for _ in range(BOUND_STEPS):
-        trial = transport.TransportSolution(s.status, s.flow, s.unserved, s.objective, s.cost, price, s.cable_price)
-        used = np.zeros(len(price))
-        total = 0.0
-        for part in parts:
-            rc = _priced_cost(p, part, trial)
-            k = np.argmin(rc, axis=1)
-            b = np.arange(len(part.rows))
-            pick = rc[b, k] if rc.shape[1] else np.full(len(b), np.inf)
-            alone = penalty * p.weight[part.rows]
-            total += float(np.minimum(pick, alone).sum())
-            go = pick < alone
-            if go.any():
-                np.add.at(used, part.pool[k[go]], part.load[b[go], k[go]])
-        total -= float(price @ free)
-        priced = s.cable_price > 0
-        total -= float(s.cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0))
+        price = np.maximum(price, 0.0)
+        total, used = _lagrangian(p, parts, penalty, price, s.cable_price)
         if total > best:
             best = total
         else:
@@ -211,7 +206,7 @@ def _tighten(p: Problem, parts: list[_Model], penalty: float, s: transport.Trans
         norm = float(g @ g)
         if norm <= 0 or upper <= total:
             break
-        price = np.maximum(price + lam * (upper - total) / norm * g, 0.0)
+        price = price + lam * (upper - total) / norm * g
     return best
 
 
@@ -222,7 +217,7 @@ def _greedy(p: Problem, parts: list[_Model], s: transport.TransportSolution) -> 
     state = fresh_state(p)
     queue, orders = [], []
     for j, part in enumerate(parts):
-        rc = _priced_cost(p, part, s)
+        rc = _priced_cost(part, s.pool_price, s.cable_price)
         order = np.argsort(rc, axis=1, kind="stable")
         orders.append(order)
         nfeas = part.ok.sum(axis=1)
