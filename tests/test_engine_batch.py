@@ -9,7 +9,10 @@ import pytest
 from scheduler import synth
 from scheduler.engine import batch as joint
 from scheduler.engine.core import batch_decisions
+from scheduler.engine.place import Decision
 from scheduler.engine.request import Batch, Reason
+from scheduler.model.loader import load_topology
+from scheduler.paths import DEFAULT_TOPOLOGY
 from test_engine_support import TINY, engine, exhaustive, problem, random_batches, recheck, shrink
 
 SMALL = shrink(TINY, counts={"zhongwei": 12, "shaoguan": 8, "shantou": 6})
@@ -155,3 +158,53 @@ def test_subgradient_steps_tighten_the_lp_price_bound(monkeypatch):
     at_lp_prices = priced.solve(p, penalty, 1.0)
     assert (tightened[0] == at_lp_prices[0]).all()  # the assignment does not depend on the bound
     assert at_lp_prices[2] < tightened[2] <= joint.objective_of(p, tightened[0], penalty)
+
+
+def test_batch_reservations_are_the_items_place_would_reserve_one_by_one():
+    """place_many books every placement in one ledger call; per decision its ids must still be its pool item (with
+    the ceiling) and then one per cable of its route, in the route's order, with the same amounts and holds."""
+    clock = lambda: 500.0  # noqa: E731
+    eng = engine(load_topology(DEFAULT_TOPOLOGY).value, clock=clock)
+    cat = eng.catalog
+    batches = synth.random_batches(eng.catalog.topology, 400, seed=5)
+    result = eng.place_many(batches, hour=14)
+    placed = [d for d in result.decisions if d.placed]
+    assert len(placed) > 300 and any(d.route.cables for d in placed)
+    live = dict(eng.ledger._live)
+    expires = {rid: at for at, rid, _, _ in eng.ledger._expiry}
+    ids = [rid for d in placed for rid in d.reservation_ids]
+    assert ids == list(range(ids[0], ids[0] + len(ids))) and len(live) == len(ids)
+    for d in placed:
+        items = eng._items(cat, d)
+        assert len(d.reservation_ids) == len(items) == 1 + len(d.route.cables)
+        for rid, item in zip(d.reservation_ids, items):
+            assert live[rid] == (item[0], item[1], item[3] if len(item) > 3 else float("inf"))
+            assert expires[rid] == 500.0 + item[2]
+    # Each decision's ids free exactly its own items.
+    d = max(placed, key=lambda d: len(d.route.cables))
+    before = eng.ledger.snapshot()
+    eng.release(list(d.reservation_ids))
+    after = eng.ledger.snapshot()
+    for key, amount, *_ in eng._items(cat, d):
+        assert after.get(key, 0.0) == pytest.approx(before[key] - amount, abs=1e-9)
+    assert {k for k in before if after.get(k, 0.0) != before[k]} == {item[0] for item in eng._items(cat, d)}
+
+
+@pytest.mark.parametrize("reserve", [True, False])
+def test_batch_decisions_are_ordinary_decisions(reserve):
+    """Decisions are built in bulk (no dataclass __init__): each must equal the one its own fields construct, with
+    lists of its own, placed or not."""
+    eng = engine(shrink(TINY, counts={"zhongwei": 12, "shaoguan": 8, "shantou": 6}))
+    batches = random_batches(eng.catalog.topology, 40, 7, requests=(3, 25), ttft=(250, 1500))
+    decisions = eng.place_many(batches, hour=3, reserve=reserve).decisions
+    assert any(d.placed for d in decisions) and any(not d.placed for d in decisions)
+    for d, b in zip(decisions, batches):
+        assert d.batch is b
+        assert list(vars(d)) == list(Decision.__dataclass_fields__)
+        assert d == Decision(**vars(d))
+        assert d.alternatives == [] and d.rejections == []
+        assert bool(d.reservation_ids) == (reserve and d.placed)
+        if not d.placed:
+            assert d == Decision(batch=b, placed=False, reason=d.reason, message=d.reason.label,
+                                 topology_version=eng.catalog.version, hour=3, slo=eng.check(b))
+    assert len({id(d.alternatives) for d in decisions} | {id(d.rejections) for d in decisions}) == 2 * len(decisions)

@@ -16,6 +16,8 @@ from scheduler import costs
 from scheduler.model.schema import Status, Topology
 from scheduler.network import NetworkModel, Route
 
+CABLE_PREFIX = "cable:"  # the ledger keys cable bandwidth as CABLE_PREFIX + cable id, beside the pools' keys
+
 
 @dataclass(frozen=True)
 class ModelTargets:
@@ -184,6 +186,33 @@ class Catalog:
 
     def route(self, region: str, site: str) -> Route | None:
         return self.network.route(region, site)
+
+    @cached_property
+    def route_table(self) -> list[Route | None]:
+        """The route of every (region index, site index), at region * len(sites) + site (None: unreachable)."""
+        return [self.network.route(r, s) for r in self.regions for s in self.sites]
+
+    @cached_property
+    def route_cable_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per (region, site) as in `route_table`: how many cables the route crosses, and (padded with -1) their
+        indices into `cables` in the route's own order (the order placements reserve them in)."""
+        index = {c: i for i, c in enumerate(self.cables)}
+        lists = [[index[c] for c in route.cables] if route is not None else [] for route in self.route_table]
+        count = np.array([len(x) for x in lists], dtype=np.int64)
+        out = np.full((len(lists), max(1, int(count.max(initial=0)))), -1, dtype=np.int64)
+        for i, x in enumerate(lists):
+            out[i, : len(x)] = x
+        return count, out
+
+    @cached_property
+    def ledger_keys(self) -> list[str]:
+        """The ledger's keys: every pool's, then every cable's, in snapshot order."""
+        return self.pool_keys + [CABLE_PREFIX + c for c in self.cables]
+
+    @cached_property
+    def ledger_capacity(self) -> np.ndarray:
+        """Capacity per `ledger_keys` entry: accelerators for pools, Gbps for cables (inf: unbounded)."""
+        return np.concatenate([self.pool_capacity, self.cable_capacity_gbps]).astype(float)
 
     @cached_property
     def cables(self) -> list[str]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from itertools import repeat
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from scheduler.engine import baselines, batch as joint, fleet
-from scheduler.engine.catalog import Catalog
+from scheduler.engine.catalog import CABLE_PREFIX, Catalog
 from scheduler.engine.fleet import FleetPlan
 from scheduler.engine.ledger import Ledger, Reservation
 from scheduler.engine.place import Decision, decide
@@ -21,7 +22,6 @@ from scheduler.engine.request import Batch, DemandCell, InvalidRequest, Reason, 
 from scheduler.model.schema import Topology
 from scheduler.network import NetworkModel
 
-CABLE_PREFIX = "cable:"
 RESERVE_RETRIES = 4
 
 
@@ -61,7 +61,7 @@ class Engine:
     def usage(self, cat: Catalog | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Accelerators held per pool and Gbps per cable, from the ledger, in the snapshot's order."""
         cat = cat or self.catalog
-        used = self.ledger.used(cat.pool_keys + [CABLE_PREFIX + c for c in cat.cables])
+        used = self.ledger.used(cat.ledger_keys)
         return used[: len(cat.pools)], used[len(cat.pools):]
 
     def ceilings(self, cat: Catalog | None = None) -> np.ndarray:
@@ -70,9 +70,7 @@ class Engine:
         return self.ledger.ceilings(cat.pool_keys)
 
     def capacities(self, cat: Catalog) -> dict[str, float]:
-        caps = {p.key: p.capacity for p in cat.pools}
-        caps.update({CABLE_PREFIX + c: float(g) for c, g in zip(cat.cables, cat.cable_capacity_gbps)})
-        return caps
+        return dict(zip(cat.ledger_keys, cat.ledger_capacity.tolist()))
 
     def check(self, batch: Batch, cat: Catalog | None = None, prefix: str = "") -> Slo:
         cat = cat or self.catalog
@@ -122,13 +120,14 @@ class Engine:
             used, cable_used = self.usage(cat)
             problem = joint.build(cat, batches, slos, h, used, cable_used, self.ceilings(cat))
             solution = solver(problem)
-            decisions = batch_decisions(problem, solution, slos)
+            placed = _Placed.of(problem, solution)
             if not reserve:
+                decisions = placed.decisions(slos)
                 break
-            items = [self._items(cat, d) if d.placed else [] for d in decisions]
-            got = self.ledger.try_reserve([it for its in items for it in its], self.capacities(cat))
-            if got is not None:
-                _attach(decisions, items, got)
+            items = placed.ledger_items()
+            first = self.ledger.reserve_many(cat.ledger_keys, *items, cat.ledger_capacity)
+            if first is not None:
+                decisions = placed.decisions(slos, first)
                 break
         else:
             raise Overloaded("capacity kept changing under concurrent placements; retry")
@@ -164,8 +163,7 @@ class Engine:
         return items
 
     def release(self, reservation_ids: Sequence[int]) -> None:
-        for rid in reservation_ids:
-            self.ledger.release(rid)
+        self.ledger.release_many(reservation_ids)
 
 
 class Overloaded(RuntimeError):
@@ -199,50 +197,139 @@ def batch_decisions(p: joint.Problem, a: joint.Assignment, slos: list[Slo]) -> l
 
     Latencies are re-estimated at the pools' loads with every placed batch running, which is what each will see.
     """
-    cat = p.cat
-    out: list[Decision | None] = [None] * len(p.batches)
-    final = p.used.copy()
-    for m in p.models:
-        tt = a.target[p.rows[m]]
-        r = np.flatnonzero(tt >= 0)
-        np.add.at(final, p.pool[tt[r]], p.est[m].load[r, tt[r] - p.offset[m]])
-    version, hour = cat.version, p.hour
-    for m in p.models:
-        e, off, rows = p.est[m], p.offset[m], p.rows[m]
-        tt = a.target[rows]
-        placed = np.flatnonzero(tt >= 0)
-        for r in np.flatnonzero(tt < 0).tolist():
-            i = int(rows[r])
-            reason = Reason(int(a.reason[i]))
-            out[i] = Decision(batch=p.batches[i], placed=False, reason=reason, message=reason.label,
-                              topology_version=version, hour=hour, slo=slos[i])
-        if not len(placed):
-            continue
-        k = tt[placed] - off
-        now = joint.latency_at(p, m, placed, k, final)
-        cols = zip(placed.tolist(), k.tolist(), e.rtt_ms[placed, k].tolist(), now.ttft_ms.tolist(),
-                   now.e2e_ms.tolist(), e.cost_cny[placed, k].tolist(), now.kwh.tolist(), now.g_co2.tolist(),
-                   e.load[placed, k].tolist(), e.hold_s[placed].tolist(), p.theta[m][placed, k].tolist())
-        mt = cat.by_model[m]
-        for r, kk, rtt, ttft, e2e, cost, kwh, co2, load, hold, ceiling in cols:
-            i = int(rows[r])
-            b = p.batches[i]
-            site = cat.sites[mt.site[kk]]
-            out[i] = Decision(
-                batch=b, placed=True, reason=Reason.OK, message=a.method, topology_version=version, hour=hour,
-                site=site, pool=cat.pools[mt.pool[kk]].key, route=cat.route(b.region, site), rtt_ms=rtt,
-                ttft_ms=ttft, e2e_ms=e2e, cost_cny=cost, kwh=kwh, g_co2=co2, load=load, hold_s=hold, slo=slos[i],
-                ceiling=ceiling,
-            )
-    return out  # type: ignore[return-value]
+    return _Placed.of(p, a).decisions(slos)
 
 
-def _attach(decisions: list[Decision], items: list[list], reservations: list[Reservation]) -> None:
-    """Hand each decision the reservations made for its items (the ledger returns them in item order)."""
-    it = iter(reservations)
-    for d, its in zip(decisions, items):
-        if its:
-            _with_reservations(d, [next(it) for _ in its])
+_FIELDS = tuple(Decision.__dataclass_fields__)
+# The unplaced decision's defaults, in field order, as `decisions` writes them (a test pins these to Decision's own).
+_DEFAULTS = {f: x.default for f, x in Decision.__dataclass_fields__.items()}  # MISSING where there is none
+_REASONS = {int(r): r for r in Reason}
+
+
+@dataclass
+class _Placed:
+    """The placed batches of an assignment, column-wise in request order: what their decisions and their ledger
+    items are built from, without a Python object per batch until the decisions themselves."""
+
+    p: joint.Problem
+    a: joint.Assignment
+    index: np.ndarray  # (n,) batch index, ascending
+    target: np.ndarray  # (n,) global target
+    site: np.ndarray  # (n,) site index
+    pool: np.ndarray  # (n,) pool index
+    rtt_ms: np.ndarray
+    ttft_ms: np.ndarray  # at the pools' final loads
+    e2e_ms: np.ndarray
+    cost_cny: np.ndarray
+    kwh: np.ndarray
+    g_co2: np.ndarray
+    load: np.ndarray
+    hold_s: np.ndarray
+    ceiling: np.ndarray
+    gbps: np.ndarray
+
+    @classmethod
+    def of(cls, p: joint.Problem, a: joint.Assignment) -> _Placed:
+        n_b = len(p.batches)
+        final = p.used.copy()
+        for m in p.models:
+            tt = a.target[p.rows[m]]
+            r = np.flatnonzero(tt >= 0)
+            np.add.at(final, p.pool[tt[r]], p.est[m].load[r, tt[r] - p.offset[m]])
+        cols = {f: np.zeros(n_b) for f in ("rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "kwh", "g_co2", "load",
+                                           "hold_s", "ceiling", "gbps")}
+        for m in p.models:
+            e, rows = p.est[m], p.rows[m]
+            tt = a.target[rows]
+            placed = np.flatnonzero(tt >= 0)
+            if not len(placed):
+                continue
+            k = tt[placed] - p.offset[m]
+            now = joint.latency_at(p, m, placed, k, final)
+            i = rows[placed]
+            cols["rtt_ms"][i] = e.rtt_ms[placed, k]
+            cols["ttft_ms"][i] = now.ttft_ms
+            cols["e2e_ms"][i] = now.e2e_ms
+            cols["cost_cny"][i] = e.cost_cny[placed, k]
+            cols["kwh"][i] = now.kwh
+            cols["g_co2"][i] = now.g_co2
+            cols["load"][i] = e.load[placed, k]
+            cols["hold_s"][i] = e.hold_s[placed]
+            cols["ceiling"][i] = p.theta[m][placed, k]
+            cols["gbps"][i] = e.gbps[placed]
+        index = np.flatnonzero(a.target >= 0)
+        target = a.target[index]
+        return cls(p, a, index, target, p.site[target], p.pool[target], **{f: v[index] for f, v in cols.items()})
+
+    def route_pairs(self) -> np.ndarray:
+        """(n,) region * len(sites) + site: each placement's entry in Catalog.route_table."""
+        return self.p.region[self.index] * len(self.p.cat.sites) + self.site
+
+    def ledger_items(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The reservations of every placement as (key, amount, hold, ceiling) columns over Catalog.ledger_keys:
+        per placement, in request order, its pool (with its ceiling), then each cable its route crosses (in the
+        route's order), as `Engine.place` reserves them one at a time."""
+        n_cables, order = self.p.cat.route_cable_index
+        pair = self.route_pairs()
+        per = n_cables[pair]  # cables per placement
+        start = np.zeros(len(per), dtype=np.int64)
+        np.cumsum(1 + per[:-1], out=start[1:])
+        n = int(len(per) + per.sum())
+        key = np.empty(n, dtype=np.int64)
+        amount = np.empty(n)
+        hold = np.repeat(self.hold_s, 1 + per)
+        ceiling = np.full(n, np.inf)
+        key[start] = self.pool
+        amount[start] = self.load
+        ceiling[start] = self.ceiling
+        n_pools = len(self.p.cat.pools)
+        for j in range(order.shape[1]):
+            on = np.flatnonzero(per > j)
+            key[start[on] + 1 + j] = n_pools + order[pair[on], j]
+            amount[start[on] + 1 + j] = self.gbps[on]
+        return key, amount, hold, ceiling
+
+    def decisions(self, slos: list[Slo], first_id: int | None = None) -> list[Decision]:
+        """One Decision per batch in request order; with `first_id`, the placed ones carry the ids the ledger gave
+        their items (`ledger_items` order, from `first_id` on)."""
+        p, a = self.p, self.a
+        cat = p.cat
+        batches = p.batches
+        out: list[Decision | None] = [None] * len(batches)
+        new = object.__new__
+        index = self.index.tolist()
+        n = len(index)
+        if first_id is None:
+            ids = repeat((), n)
+        else:
+            ends = np.cumsum(1 + cat.route_cable_index[0][self.route_pairs()]).tolist()
+            every = tuple(range(first_id, first_id + (ends[-1] if ends else 0)))
+            ids = [every[lo:hi] for lo, hi in zip([0] + ends[:-1], ends)]
+        sites, keys, table = cat.sites, cat.pool_keys, cat.route_table
+        # Every field in declaration order, so each instance dict is filled in one pass and keeps the compact,
+        # key-sharing layout (a frozen dataclass __init__ sets its fields one by one, several times slower).
+        columns = {
+            "batch": [batches[i] for i in index], "placed": repeat(True, n), "reason": repeat(Reason.OK, n),
+            "message": repeat(a.method, n), "topology_version": repeat(cat.version, n), "hour": repeat(p.hour, n),
+            "site": [sites[x] for x in self.site.tolist()], "pool": [keys[x] for x in self.pool.tolist()],
+            "route": [table[x] for x in self.route_pairs().tolist()], "rtt_ms": self.rtt_ms.tolist(),
+            "ttft_ms": self.ttft_ms.tolist(), "e2e_ms": self.e2e_ms.tolist(), "cost_cny": self.cost_cny.tolist(),
+            "kwh": self.kwh.tolist(), "g_co2": self.g_co2.tolist(), "load": self.load.tolist(),
+            "hold_s": self.hold_s.tolist(), "slo": [slos[i] for i in index], "alternatives": [[] for _ in index],
+            "rejections": [[] for _ in index], "reservation_ids": ids, "ceiling": self.ceiling.tolist(),
+        }
+        for i, values in zip(index, zip(*(columns[f] for f in _FIELDS))):
+            d = new(Decision)
+            d.__dict__.update(zip(_FIELDS, values))
+            out[i] = d
+        base = dict(_DEFAULTS, placed=False, topology_version=cat.version, hour=p.hour)
+        for i in np.flatnonzero(a.target < 0).tolist():
+            reason = _REASONS[int(a.reason[i])]
+            d = new(Decision)
+            d.__dict__.update(base, batch=batches[i], reason=reason, message=reason.label, slo=slos[i],
+                              alternatives=[], rejections=[])
+            out[i] = d
+        return out  # type: ignore[return-value]
 
 
 def _gbps(batch: Batch, cat: Catalog, hold_s: float) -> float:
