@@ -23,7 +23,7 @@ from scheduler.engine import cpsat, priced, transport
 from scheduler.engine.catalog import Catalog
 from scheduler.engine.estimate import BatchArrays, Estimates, ceilings, estimate
 from scheduler.engine.place import capacity_reasons, own_load_reasons
-from scheduler.engine.request import Batch, Reason, Slo
+from scheduler.engine.request import Batch, Checked, Reason, Slo
 
 EXACT_PAIRS = 4000  # feasible (batch, target) pairs up to which CP-SAT solves the whole instance
 
@@ -95,28 +95,32 @@ class Problem:
 
 
 def build(cat: Catalog, batches: list[Batch], slos: list[Slo], hour: int, used: np.ndarray,
-          cable_used: np.ndarray, ceiling: np.ndarray | None = None) -> Problem:
+          cable_used: np.ndarray, ceiling: np.ndarray | None = None, checked: Checked | None = None) -> Problem:
     """Score every batch against every target of its model at the current loads.
 
     A pair is feasible if every filter passes, the pool (capacity, lowered to `ceiling` where live placements need
     it) and the route's cables have room, and the batch's own load keeps the pool under the pair's ceiling.
+    `checked`, when given, is `check_batches` of these batches (their columns, read once), else they are read here.
     """
-    models = [m for m in cat.by_model if any(b.model == m for b in batches)]
-    model_of = np.array([b.model for b in batches])
-    region = np.fromiter((cat.region_index[b.region] for b in batches), dtype=np.int64, count=len(batches))
-    cols = np.array([(b.input_tokens, b.output_tokens, b.requests) for b in batches], dtype=float).reshape(-1, 3)
-    ttft_slo = np.fromiter((s.ttft_ms for s in slos), dtype=float, count=len(slos))
-    e2e_slo = np.fromiter((s.e2e_ms for s in slos), dtype=float, count=len(slos))
+    c = checked if checked is not None else _columns(batches, slos)
+    n_b = len(batches)
+    region = np.array([cat.region_index[r] for r in c.region], dtype=np.int64).reshape(n_b)
+    data_class = np.array([cat.data_class_index[d] for d in c.data_class], dtype=np.int64).reshape(n_b)
+    by_model: dict[str, list[int]] = {}
+    for i, m in enumerate(c.model):
+        by_model.setdefault(m, []).append(i)
+    models = [m for m in cat.by_model if m in by_model]
     cap = cat.pool_capacity if ceiling is None else np.minimum(cat.pool_capacity, ceiling)
     offset, rows, est, reason, theta, per_model, pools, sites = {}, {}, {}, {}, {}, {}, [], []
     n = 0
-    weight = np.zeros(len(batches))
+    weight = np.zeros(n_b)
     for m in models:
         mt = cat.by_model[m]
-        idx = np.flatnonzero(model_of == m)
+        idx = np.array(by_model[m], dtype=np.int64)
         arrays = BatchArrays(
-            region=region[idx], input_tokens=cols[idx, 0], output_tokens=cols[idx, 1], requests=cols[idx, 2],
-            ttft_slo=ttft_slo[idx], e2e_slo=e2e_slo[idx], data_class=[batches[i].data_class for i in idx],
+            region=region[idx], input_tokens=c.input_tokens[idx], output_tokens=c.output_tokens[idx],
+            requests=c.requests[idx], ttft_slo=c.ttft_ms[idx], e2e_slo=c.e2e_ms[idx],
+            data_class=[c.data_class[i] for i in by_model[m]], data_class_index=data_class[idx],
         )
         e = estimate(cat, mt, arrays, hour, used, energy=False)  # kWh and gCO2 only for the pairs chosen
         th, binding = ceilings(cat, mt, e, arrays.ttft_slo, arrays.e2e_slo)
@@ -136,12 +140,23 @@ def build(cat: Catalog, batches: list[Batch], slos: list[Slo], hour: int, used: 
     )
 
 
+def _columns(batches: list[Batch], slos: list[Slo]) -> Checked:
+    """The batches column-wise, as `check_batches` gives them, for callers that checked them one by one."""
+    cols = np.array([(b.input_tokens, b.output_tokens, b.requests) for b in batches], dtype=float).reshape(-1, 3)
+    return Checked(list(slos), [b.region for b in batches], [b.model for b in batches],
+                   [b.data_class for b in batches], cols[:, 0], cols[:, 1], cols[:, 2],
+                   np.fromiter((s.ttft_ms for s in slos), dtype=float, count=len(slos)),
+                   np.fromiter((s.e2e_ms for s in slos), dtype=float, count=len(slos)))
+
+
 def latency_at(p: Problem, m: str, rows: np.ndarray, k: np.ndarray, pool_load: np.ndarray) -> Estimates:
     """Estimates of model `m`'s batches `rows` (indices into p.rows[m]) on their targets `k`, at `pool_load`;
     (n,) arrays, one per pair."""
     a = p.arrays[m]
+    dc = a.data_class_index
     sub = BatchArrays(a.region[rows], a.input_tokens[rows], a.output_tokens[rows], a.requests[rows],
-                      a.ttft_slo[rows], a.e2e_slo[rows], [a.data_class[i] for i in rows.tolist()])
+                      a.ttft_slo[rows], a.e2e_slo[rows], [a.data_class[i] for i in rows.tolist()],
+                      None if dc is None else dc[rows])
     e = estimate(p.cat, p.cat.by_model[m], sub, p.hour, pool_load, targets=k)
     return Estimates(**{f: (v[:, 0] if isinstance(v, np.ndarray) and v.ndim == 2 else v) for f, v in e.__dict__.items()})
 

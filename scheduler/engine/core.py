@@ -18,7 +18,8 @@ from scheduler.engine.catalog import CABLE_PREFIX, Catalog
 from scheduler.engine.fleet import FleetPlan
 from scheduler.engine.ledger import Ledger, Reservation
 from scheduler.engine.place import Decision, decide
-from scheduler.engine.request import Batch, DemandCell, InvalidRequest, Reason, Slo, check_batch
+from scheduler.engine.request import (Batch, DemandCell, InvalidRequest, Reason, Slo, check_batch,
+                                      check_batches)
 from scheduler.model.schema import Topology
 from scheduler.network import NetworkModel
 
@@ -114,11 +115,12 @@ class Engine:
                solver: Callable[[joint.Problem], joint.Assignment]) -> BatchResult:
         cat = self.catalog
         batches = list(batches)
-        slos = [self.check(b, cat, prefix=f"batches[{i}].") for i, b in enumerate(batches)]
+        checked = check_batches(batches, cat.region_by_id, cat.models, cat.data_classes, "batches[{}].")
+        slos = checked.slos
         h = self.hour(hour)
         for attempt in range(RESERVE_RETRIES):
             used, cable_used = self.usage(cat)
-            problem = joint.build(cat, batches, slos, h, used, cable_used, self.ceilings(cat))
+            problem = joint.build(cat, batches, slos, h, used, cable_used, self.ceilings(cat), checked)
             solution = solver(problem)
             placed = _Placed.of(problem, solution)
             if not reserve:

@@ -38,6 +38,7 @@ class BatchArrays:
     ttft_slo: np.ndarray  # ms, inf = unbounded
     e2e_slo: np.ndarray
     data_class: list[str]
+    data_class_index: np.ndarray | None = None  # the same as indices into Catalog.data_classes, when known
 
     def __len__(self) -> int:
         return len(self.region)
@@ -90,7 +91,9 @@ def estimate(
     ttft, e2e = _latency(cat, mt, rtt, prefill, decode, pool_used, targets)
 
     reason = np.zeros(rtt.shape, dtype=np.int8)
-    dc = np.fromiter((cat.data_class_index[d] for d in b.data_class), dtype=np.int64, count=len(b))
+    dc = b.data_class_index
+    if dc is None:
+        dc = np.fromiter((cat.data_class_index[d] for d in b.data_class), dtype=np.int64, count=len(b))
     allowed = view.allowed[dc] if targets is None else view.allowed[dc, targets][:, None]
     # Later checks are written first so the earliest failing check is the one left standing.
     reason[e2e > b.e2e_slo[:, None]] = E2E

@@ -149,14 +149,25 @@ class Ledger:
             ceilings = ceiling.tolist()
             self._live.update(zip(ids, zip(pools, amounts, ceilings)))
             expiry = list(zip((now + np.asarray(hold, dtype=float)).tolist(), ids, pools, amounts))
-            if len(expiry) > len(self._expiry):
+            if 8 * len(expiry) > len(self._expiry):
                 self._expiry.extend(expiry)
                 heapq.heapify(self._expiry)
             else:
                 for entry in expiry:
                     heapq.heappush(self._expiry, entry)
-            for i in np.flatnonzero(ceiling < math.inf).tolist():
-                heapq.heappush(self._ceilings.setdefault(pools[i], []), (ceilings[i], first + i))
+            capped = np.flatnonzero(ceiling < math.inf)
+            if len(capped):  # per pool, its new ceilings joined to its heap in one go
+                capped = capped[np.argsort(key[capped], kind="stable")]
+                cuts = np.flatnonzero(np.diff(key[capped])) + 1
+                for group in np.split(capped, cuts):
+                    heap = self._ceilings.setdefault(pools[int(group[0])], [])
+                    entries = zip(ceiling[group].tolist(), (group + first).tolist())
+                    if 8 * len(group) < len(heap):
+                        for entry in entries:
+                            heapq.heappush(heap, entry)
+                    else:
+                        heap.extend(entries)
+                        heapq.heapify(heap)
             self._compact()
             return first
 

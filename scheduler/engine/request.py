@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+
+import numpy as np
 
 MAX_TOKENS = 10_000_000
 MAX_REQUESTS = 1_000_000
@@ -98,6 +101,86 @@ def check_batch(batch: Batch, regions: dict, models: set[str], data_classes: set
     if ttft is None and e2e is None:
         raise bad("ttft_ms", "no SLO: give ttft_ms or e2e_ms (the region has no default)")
     return Slo(ttft if ttft is not None else math.inf, e2e if e2e is not None else math.inf)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """Valid batches column-wise, with each one's effective SLO as `check_batch` returns it."""
+
+    slos: list[Slo]
+    region: list[str]
+    model: list[str]
+    data_class: list[str]
+    input_tokens: np.ndarray  # float, as the scoring works in
+    output_tokens: np.ndarray
+    requests: np.ndarray
+    ttft_ms: np.ndarray  # the effective SLOs; inf: unbounded
+    e2e_ms: np.ndarray
+
+
+def check_batches(batches: Sequence[Batch], regions: Mapping, models, data_classes,
+                  prefix: str = "batches[{}].") -> Checked:
+    """`check_batch` for many batches at once: the same SLOs, or the same InvalidRequest for the first invalid
+    batch (named by `prefix` formatted with its index), judged column-wise.
+
+    The columns are screened with set and array operations; only batches the screen does not clear (and every
+    batch, should a column hold values of unexpected types) go through `check_batch` itself, in request order, so
+    it alone decides what is invalid and how the error reads.
+    """
+    n = len(batches)
+    region, model, dclass = [b.region for b in batches], [b.model for b in batches], [b.data_class for b in batches]
+    inp, out, req = [b.input_tokens for b in batches], [b.output_tokens for b in batches], [b.requests for b in batches]
+    ttft, e2e = [b.ttft_ms for b in batches], [b.e2e_ms for b in batches]
+    try:
+        clear = _screen(n, regions, models, data_classes, region, model, dclass, inp, out, req, ttft, e2e)
+    except (TypeError, ValueError, OverflowError):  # values of unexpected types: let check_batch judge each one
+        clear = [False] * n
+    defaults = {r: (regions[r].slo.ttft_ms, regions[r].slo.e2e_ms) for r in set(region) if r in regions}
+    slos: list[Slo] = []
+    append = slos.append
+    interned: dict[tuple, Slo] = {}  # by the request's own fields: most batches share a few SLOs
+    for i, (r, t, e, ok) in enumerate(zip(region, ttft, e2e, clear)):
+        if ok:
+            key = (r, t, e, type(t), type(e))  # 500 and 500.0 are equal keys, but check_batch keeps the type
+            slo = interned.get(key)
+            if slo is None:
+                dt, de = defaults[r]
+                t = t if t is not None else dt
+                e = e if e is not None else de
+                if t is not None or e is not None:
+                    slo = interned[key] = Slo(t if t is not None else math.inf, e if e is not None else math.inf)
+            if slo is not None:
+                append(slo)
+                continue
+        append(check_batch(batches[i], regions, models, data_classes, prefix.format(i)))
+    return Checked(slos, region, model, dclass, np.array(inp, dtype=float), np.array(out, dtype=float),
+                   np.array(req, dtype=float), np.array([s.ttft_ms for s in slos], dtype=float),
+                   np.array([s.e2e_ms for s in slos], dtype=float))
+
+
+def _screen(n: int, regions, models, data_classes, region: list, model: list, dclass: list, inp: list, out: list,
+            req: list, ttft: list, e2e: list) -> list[bool]:
+    """Per batch, True where every check of `check_batch` surely passes (False: let it judge)."""
+    ok = np.ones(n, dtype=bool)
+    for col, known in ((region, regions), (model, models), (dclass, data_classes)):
+        if not set(col).issubset(known):
+            ok &= np.fromiter((v in known for v in col), dtype=bool, count=n)
+    ints = {int}  # exactly int: bool and other int-likes go to check_batch
+    tokens = []
+    for col, high, low in ((inp, MAX_TOKENS, 0), (out, MAX_TOKENS, 0), (req, MAX_REQUESTS, 1)):
+        if not set(map(type, col)).issubset(ints):
+            return [False] * n
+        a = np.array(col, dtype=np.int64)
+        ok &= (a >= low) & (a <= high)
+        tokens.append(a)
+    ok &= (tokens[0] + tokens[1]) != 0
+    numbers = {type(None), int, float}
+    for col in (ttft, e2e):
+        if not set(map(type, col)).issubset(numbers):
+            return [False] * n
+        a = np.array([1.0 if v is None else v for v in col], dtype=float)
+        ok &= (a > 0) & np.isfinite(a)
+    return ok.tolist()
 
 
 @dataclass(frozen=True)
