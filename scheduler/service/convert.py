@@ -34,12 +34,41 @@ def hour_of(request) -> int | None:
     return _opt(request, "hour")  # type: ignore[return-value]
 
 
-def batch_from_pb(b: types_pb2.Batch) -> Batch:
+def _batch_from_pb_init(b: types_pb2.Batch) -> Batch:
     return Batch(
         region=b.region, model=b.model, input_tokens=b.input_tokens, output_tokens=b.output_tokens,
         requests=b.requests or 1, ttft_ms=_opt(b, "ttft_ms"), e2e_ms=_opt(b, "e2e_ms"),
         data_class=b.data_class or DEFAULT_DATA_CLASS, priority=b.priority, id=b.id,
     )
+
+
+_BATCH_FIELDS = ("region", "model", "input_tokens", "output_tokens", "requests", "ttft_ms", "e2e_ms", "data_class",
+                 "priority", "id")
+_new = object.__new__
+
+
+def _batch_from_pb_direct(b: types_pb2.Batch) -> Batch:
+    # The frozen dataclass's __init__ sets each field through object.__setattr__, half the cost of a 10,000-batch
+    # PlaceBatch's request decoding; filling the instance dict directly makes the same object (equal, same hash).
+    obj = _new(Batch)
+    f = obj.__dict__
+    f["region"] = b.region
+    f["model"] = b.model
+    f["input_tokens"] = b.input_tokens
+    f["output_tokens"] = b.output_tokens
+    f["requests"] = b.requests or 1
+    f["ttft_ms"] = b.ttft_ms if b.HasField("ttft_ms") else None
+    f["e2e_ms"] = b.e2e_ms if b.HasField("e2e_ms") else None
+    f["data_class"] = b.data_class or DEFAULT_DATA_CLASS
+    f["priority"] = b.priority
+    f["id"] = b.id
+    return obj
+
+
+# Only while Batch stays a plain dataclass of exactly these fields (no __post_init__, no slots); else its __init__.
+batch_from_pb = (_batch_from_pb_direct
+                 if tuple(Batch.__dataclass_fields__) == _BATCH_FIELDS and not hasattr(Batch, "__post_init__")
+                 and "__slots__" not in vars(Batch) else _batch_from_pb_init)
 
 
 def batch_to_pb(b: Batch) -> types_pb2.Batch:
@@ -76,16 +105,24 @@ def route_to_pb(r: Route) -> types_pb2.Route:
 
 
 class MessageCache:
-    """Decisions of one response share a handful of Route and Slo objects; build each message once (a 10,000
-    decision PlaceBatch answer otherwise spends most of its encoding time rebuilding the same few routes)."""
+    """Route and Slo messages built once and copied into every decision that uses them.
 
-    def __init__(self) -> None:
+    Decisions share a handful of Route objects (the catalog's, alive as long as its topology version) and SLOs, so
+    the server keeps one process-wide cache (`SHARED`): a Place answer copies a ready Route message instead of
+    rebuilding its node, link and cable lists every call. Bounded: past `limit` entries a table starts over (a
+    reload retires the old version's routes). Safe to share between threads: entries are only ever read once
+    stored, and a racing miss builds an equal message."""
+
+    def __init__(self, limit: int = 4096) -> None:
         self._routes: dict[int, tuple[Route, types_pb2.Route]] = {}
         self._slos: dict[tuple[float, float], types_pb2.Slo] = {}
+        self._limit = limit
 
     def route(self, r: Route) -> types_pb2.Route:
         hit = self._routes.get(id(r))
         if hit is None or hit[0] is not r:
+            if len(self._routes) >= self._limit:
+                self._routes = {}
             hit = (r, route_to_pb(r))
             self._routes[id(r)] = hit
         return hit[1]
@@ -94,37 +131,111 @@ class MessageCache:
         key = (slo.ttft_ms, slo.e2e_ms)
         msg = self._slos.get(key)
         if msg is None:
+            if len(self._slos) >= self._limit:
+                self._slos = {}
             msg = self._slos[key] = types_pb2.Slo(ttft_ms=_finite(slo.ttft_ms), e2e_ms=_finite(slo.e2e_ms))
         return msg
 
 
-def decision_fields(d: Decision, cache: MessageCache) -> dict:
-    """Keyword arguments of a types_pb2.Decision (so callers can construct it in place with `repeated.add`)."""
-    out = dict(batch_id=d.batch.id, placed=d.placed, reason=REASON_TO_PB[d.reason], message=d.message,
-               slo=cache.slo(d.slo) if d.slo else None, reservation_ids=d.reservation_ids)
+SHARED = MessageCache()
+
+
+class RouteTable:
+    """The routes of one compact PlaceBatch answer, each listed once in `target` (PlaceBatchResponse.routes);
+    decisions name theirs by index."""
+
+    def __init__(self, target, cache: MessageCache = SHARED) -> None:
+        self._target = target
+        self._cache = cache
+        self._index: dict[int, int] = {}
+        self._keep: list[Route] = []  # the keys are ids: keep their objects alive while the table is
+
+    def index(self, r: Route) -> int:
+        i = self._index.get(id(r))
+        if i is None:
+            i = self._index[id(r)] = len(self._keep)
+            self._keep.append(r)
+            self._target.add().CopyFrom(self._cache.route(r))
+        return i
+
+
+def fill_decision(m: types_pb2.Decision, d: Decision, cache: MessageCache = SHARED,
+                  routes: RouteTable | None = None) -> types_pb2.Decision:
+    """Write `d` into the (empty) message `m` in place, field by field: no Decision built on the side and then
+    copied into its parent (a PlaceResponse, or one of a PlaceBatchResponse's decisions). With `routes`, the route
+    goes into that table and `m.route_index` names it (a compact answer)."""
+    m.batch_id = d.batch.id
+    m.placed = d.placed
+    m.reason = REASON_TO_PB[d.reason]
+    m.message = d.message
+    if d.slo:
+        m.slo.CopyFrom(cache.slo(d.slo))
+    if d.reservation_ids:
+        m.reservation_ids.extend(d.reservation_ids)
     if d.placed:
-        out.update(site=d.site, pool=d.pool, route=cache.route(d.route) if d.route is not None else None,
-                   rtt_ms=d.rtt_ms, ttft_ms=d.ttft_ms, e2e_ms=d.e2e_ms, cost_cny=d.cost_cny, energy_kwh=d.kwh,
-                   g_co2=d.g_co2, accelerators=d.load, hold_s=d.hold_s)
+        if d.site is not None:
+            m.site = d.site
+        if d.pool is not None:
+            m.pool = d.pool
+        if d.route is not None:
+            if routes is None:
+                m.route.CopyFrom(cache.route(d.route))
+            else:
+                m.route_index = routes.index(d.route)
+        m.rtt_ms = d.rtt_ms
+        m.ttft_ms = d.ttft_ms
+        m.e2e_ms = d.e2e_ms
+        m.cost_cny = d.cost_cny
+        m.energy_kwh = d.kwh
+        m.g_co2 = d.g_co2
+        m.accelerators = d.load
+        m.hold_s = d.hold_s
     if d.alternatives:
-        out["alternatives"] = [types_pb2.Alternative(site=a.site, pool=a.pool, cost_cny=a.cost_cny, rtt_ms=a.rtt_ms,
-                                                     ttft_ms=a.ttft_ms, e2e_ms=a.e2e_ms) for a in d.alternatives]
+        add = m.alternatives.add
+        for a in d.alternatives:
+            add(site=a.site, pool=a.pool, cost_cny=a.cost_cny, rtt_ms=a.rtt_ms, ttft_ms=a.ttft_ms, e2e_ms=a.e2e_ms)
     if d.rejections:
-        out["rejections"] = [types_pb2.Rejection(site=r.site, reason=REASON_TO_PB[r.reason], detail=r.detail)
-                             for r in d.rejections]
-    return out
+        add = m.rejections.add
+        for r in d.rejections:
+            add(site=r.site, reason=REASON_TO_PB[r.reason], detail=r.detail)
+    return m
 
 
 def decision_to_pb(d: Decision) -> types_pb2.Decision:
-    return types_pb2.Decision(**decision_fields(d, MessageCache()))
+    return fill_decision(types_pb2.Decision(), d)
 
 
-def add_decisions(target, decisions: Iterable[Decision]) -> None:
-    """Append decisions to a repeated Decision field, built in place (no copy per message)."""
-    cache = MessageCache()
+def add_decisions(target, decisions: Iterable[Decision], routes: RouteTable | None = None) -> None:
+    """Append decisions to a repeated Decision field, built in place (no copy per message); with `routes`, compact
+    (each decision's route_index into that table instead of its own copy of the route)."""
     add = target.add
+    fill = fill_decision
+    cache = SHARED
     for d in decisions:
-        add(**decision_fields(d, cache))
+        fill(add(), d, cache, routes)
+
+
+def route_of(response: placement_pb2.PlaceBatchResponse, d: types_pb2.Decision) -> types_pb2.Route | None:
+    """A decision's route, from a full or a compact PlaceBatch answer alike; None when it has none."""
+    if d.HasField("route"):
+        return d.route
+    if d.HasField("route_index"):
+        return response.routes[d.route_index]
+    return None
+
+
+def expand_routes(response: placement_pb2.PlaceBatchResponse) -> placement_pb2.PlaceBatchResponse:
+    """Turn a compact PlaceBatch answer into the full form, in place: each decision gets a copy of its route
+    (route_index cleared) and the route table is emptied. A full answer is returned as it is."""
+    if not response.routes:
+        return response
+    routes = response.routes
+    for d in response.decisions:
+        if d.HasField("route_index"):
+            d.route.CopyFrom(routes[d.route_index])
+            d.ClearField("route_index")
+    response.ClearField("routes")
+    return response
 
 
 def plan_row_to_pb(row: PlanRow) -> types_pb2.PlanRow:

@@ -14,11 +14,12 @@ grpc.health.v1 is open to anyone and never limited, so load balancers and probes
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -54,8 +55,15 @@ def permission_of(method: str) -> str | None:
     return SERVICE_PERMISSION.get(service, READ)
 
 
+# Made-up request ids: 8 random hex digits per process, then a counter (16 hex digits in all, like a uuid4 prefix
+# but without a urandom call and a UUID object per call). Unique within a process; across processes as unique as
+# the random prefix.
+_ID_PREFIX = os.urandom(4).hex()
+_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex[:16]
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
 
 
 def request_id_of(metadata) -> str:
@@ -93,6 +101,13 @@ class CallContext:
         self.trailers_set = True
         self._ctx.set_trailing_metadata((*metadata, (REQUEST_ID_KEY, self.request_id)))
 
+    # Asked on every call: direct, not through __getattr__.
+    def code(self):
+        return self._ctx.code()
+
+    def is_active(self) -> bool:
+        return self._ctx.is_active()
+
     def __getattr__(self, name: str):
         return getattr(self._ctx, name)
 
@@ -111,12 +126,22 @@ class Gate(grpc.ServerInterceptor):
         self.metrics = metrics
         n = self.limits.max_concurrent
         self._slots = threading.BoundedSemaphore(n) if n else None
+        self._wrapped: dict[str, tuple] = {}  # method -> (grpc's handler, the same wrapped)
 
     def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         handler = continuation(details)
         if handler is None:
             return None  # UNIMPLEMENTED, answered by grpc itself
         method = details.method
+        # grpc asks on every call; a method's handler is the same object each time, so wrap it once.
+        hit = self._wrapped.get(method)
+        if hit is not None and hit[0] is handler:
+            return hit[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler, method: str):
         name = method.rsplit("/", 1)[-1]
         permission = permission_of(method)
         if handler.unary_unary is not None:
@@ -158,42 +183,64 @@ class Gate(grpc.ServerInterceptor):
                        f"authorization: {principal.name!r} (role {principal.role}) may not call {method}; "
                        f"it needs the {permission} permission", "authorization")
 
-    def _end(self, ctx: CallContext, name: str, method: str, started: float, failed: bool) -> None:
-        code = ctx.code()
-        if code is None:
-            code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
-        seconds = time.perf_counter() - started
+    def _ender(self, method: str, name: str) -> Callable[[CallContext, float, bool], None]:
+        """What runs when a call of `method` ends: its latency and status in the metrics (the method's labelled
+        series bound once, not looked up per call) and the access log line."""
         m = self.metrics
-        if m is not None:
-            m.rpc_seconds.labels(name).observe(seconds)
-            if code is not grpc.StatusCode.OK:
-                m.rpc_errors.labels(name, code.name).inc()
-        if log.isEnabledFor(logging.DEBUG):
-            who = ctx.principal.name if ctx.principal else ""
-            log.debug("%s %s %.2f ms", method, code.name, seconds * 1000,
-                      extra={"method": method, "code": code.name, "ms": round(seconds * 1000, 3),
-                             "principal": who})
+        observe = m.rpc_seconds.labels(name).observe if m is not None else None
+        errors: dict[grpc.StatusCode, Callable[[], None]] = {}
+        ok, unknown = grpc.StatusCode.OK, grpc.StatusCode.UNKNOWN
+        clock = time.perf_counter
+
+        def end(ctx: CallContext, started: float, failed: bool) -> None:
+            code = ctx.code()
+            if code is None:
+                code = unknown if failed else ok
+            seconds = clock() - started
+            if observe is not None:
+                observe(seconds)
+                if code is not ok:
+                    inc = errors.get(code)
+                    if inc is None:
+                        inc = errors[code] = m.rpc_errors.labels(name, code.name).inc
+                    inc()
+            if log.isEnabledFor(logging.DEBUG):
+                who = ctx.principal.name if ctx.principal else ""
+                log.debug("%s %s %.2f ms", method, code.name, seconds * 1000,
+                          extra={"method": method, "code": code.name, "ms": round(seconds * 1000, 3),
+                                 "principal": who})
+
+        return end
 
     # --- wrappers ------------------------------------------------------------------------------------------------
     def _unary(self, behavior: Callable, method: str, name: str, permission: str | None) -> Callable:
         limited = permission is not None and self._slots is not None
         deadline = self.limits.default_deadline_s if permission is not None else None
+        end = self._ender(method, name)
+        authorize = self._authorize if self.tokens is not None and permission is not None else None
+        slots = self._slots
+        m = self.metrics
+        inflight_inc = m.inflight.inc if m is not None else None
+        inflight_dec = m.inflight.dec if m is not None else None
+        clock = time.perf_counter
+        rid = logs.request_id
 
         def call(request, context):
-            started = time.perf_counter()
+            started = clock()
             ctx = CallContext(context, request_id_of(context.invocation_metadata()), deadline)
-            token = logs.request_id.set(ctx.request_id)
+            token = rid.set(ctx.request_id)
             failed = True
             held = False
-            if self.metrics is not None:
-                self.metrics.inflight.inc()
+            if inflight_inc is not None:
+                inflight_inc()
             try:
-                self._authorize(ctx, method, permission)
+                if authorize is not None:
+                    authorize(ctx, method, permission)
                 if limited:
-                    held = self._slots.acquire(blocking=False)
+                    held = slots.acquire(blocking=False)
                     if not held:
-                        if self.metrics is not None:
-                            self.metrics.overloaded.inc()
+                        if m is not None:
+                            m.overloaded.inc()
                         self._deny(ctx, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                    f"server: busy with its maximum of {self.limits.max_concurrent} concurrent "
                                    f"calls; retry with backoff or use another replica", "server")
@@ -204,15 +251,17 @@ class Gate(grpc.ServerInterceptor):
                 return response
             finally:
                 if held:
-                    self._slots.release()
-                if self.metrics is not None:
-                    self.metrics.inflight.dec()
-                self._end(ctx, name, method, started, failed)
-                logs.request_id.reset(token)
+                    slots.release()
+                if inflight_dec is not None:
+                    inflight_dec()
+                end(ctx, started, failed)
+                rid.reset(token)
 
         return call
 
     def _stream(self, behavior: Callable, method: str, name: str, permission: str | None) -> Callable:
+        end = self._ender(method, name)
+
         def call(request, context) -> Iterator:
             started = time.perf_counter()
             ctx = CallContext(context, request_id_of(context.invocation_metadata()), None)
@@ -222,7 +271,7 @@ class Gate(grpc.ServerInterceptor):
                 self._authorize(ctx, method, permission)
                 ctx.set_trailing_metadata(())
             except BaseException:
-                self._end(ctx, name, method, started, True)
+                end(ctx, started, True)
                 raise
             finally:
                 logs.request_id.reset(token)
@@ -230,6 +279,6 @@ class Gate(grpc.ServerInterceptor):
                 yield from behavior(request, ctx)
                 failed = False
             finally:
-                self._end(ctx, name, method, started, failed)
+                end(ctx, started, failed)
 
         return call

@@ -10,7 +10,7 @@ and the topology version being served.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
@@ -47,6 +47,7 @@ class Metrics:
                                "refused)", ["result"], registry=r)
         self.reload_failures = Counter("scheduler_topology_reload_failures", "Topology edits refused (the "
                                        "previous version kept serving)", registry=r)
+        self._placement_counters: dict[tuple[str, Reason | None], Callable[[float], None]] = {}
         self.reloads.labels("applied")
         self.reloads.labels("refused")
         r.register(StateCollector(state))
@@ -60,8 +61,15 @@ class Metrics:
             self.reload_failures.inc()
 
     def decided(self, rpc: str, reasons: Iterable[Reason | None]) -> None:
-        for label, n in Tally(outcome_label(x) for x in reasons).items():
-            self.placements.labels(rpc, label).inc(n)
+        for reason, n in Tally(reasons).items():
+            self.decided_one(rpc, reason, n)
+
+    def decided_one(self, rpc: str, reason: Reason | None, n: int = 1) -> None:
+        """`n` batches of one outcome; the labelled counter is looked up once per (rpc, reason), not per call."""
+        inc = self._placement_counters.get((rpc, reason))
+        if inc is None:
+            inc = self._placement_counters[(rpc, reason)] = self.placements.labels(rpc, outcome_label(reason)).inc
+        inc(n)
 
     def serve(self, host: str, port: int) -> int:
         """Expose /metrics over HTTP; returns the port (useful with 0)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import grpc
 
@@ -87,7 +87,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
     def engine(self) -> Engine:
         return self.state.engine
 
-    def _give_back(self, context: grpc.ServicerContext, reservation_ids: list[int], what: str) -> None:
+    def _give_back(self, context: grpc.ServicerContext, reservation_ids: Sequence[int], what: str) -> None:
         """A client that has gone (deadline passed or cancelled) will not use what we reserved for it."""
         left = remaining(context)
         expired = left is not None and left <= 0
@@ -106,7 +106,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         reserve = not request.dry_run
         d = self.engine.place(convert.batch_from_pb(request.batch), hour=convert.hour_of(request), reserve=reserve)
         if self.metrics is not None:
-            self.metrics.decided("Place", (d.reason,))
+            self.metrics.decided_one("Place", d.reason)
         if not d.placed:
             raise unplaced(d.reason, d.message, d.topology_version, trailer_decision(convert.decision_to_pb(d)))
         if reserve and not d.reservation_ids:
@@ -114,10 +114,12 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                "batch: capacity kept changing under concurrent placements; retry", "batch",
                                d.topology_version)
-        self._give_back(context, list(d.reservation_ids), "placing")
-        self.holds.add(_owner(context), d.reservation_ids)
-        return placement_pb2.PlaceResponse(topology_version=d.topology_version, hour=d.hour,
-                                           decision=convert.decision_to_pb(d))
+        self._give_back(context, d.reservation_ids, "placing")
+        if d.reservation_ids:
+            self.holds.add(_owner(context), d.reservation_ids)
+        response = placement_pb2.PlaceResponse(topology_version=d.topology_version, hour=d.hour)
+        convert.fill_decision(response.decision, d)
+        return response
 
     @translated(_version)
     def PlaceBatch(self, request: placement_pb2.PlaceBatchRequest,
@@ -136,26 +138,29 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
                                    f"deadline: {left * 1000:.0f} ms left is too little to place {n} batches",
                                    "deadline")
             limit = min(limit, budget)
-        batches = [convert.batch_from_pb(b) for b in request.batches]
+        from_pb = convert.batch_from_pb
+        batches = [from_pb(b) for b in request.batches]
         result = self.engine.place_many(batches, hour=convert.hour_of(request), time_limit_s=limit,
                                         reserve=not request.dry_run)
         if self.metrics is not None:
-            self.metrics.decided("PlaceBatch", (d.reason for d in result.decisions))
-        self._give_back(context, [r for d in result.decisions for r in d.reservation_ids], "placing the batches")
+            self.metrics.decided("PlaceBatch", [d.reason for d in result.decisions])
+        held = [r for d in result.decisions for r in d.reservation_ids]
+        self._give_back(context, held, "placing the batches")
         s = result.solution
         response = placement_pb2.PlaceBatchResponse(
             topology_version=result.topology_version, hour=result.hour, placed=result.placed,
             solver_status=s.status, method=s.method, cost_cny=s.cost, gap=result.gap, solve_seconds=s.seconds,
         )
-        convert.add_decisions(response.decisions, result.decisions)
+        routes = convert.RouteTable(response.routes) if request.compact else None
+        convert.add_decisions(response.decisions, result.decisions, routes)
         if self.max_response_bytes is not None and (size := response.ByteSize()) > self.max_response_bytes:
             # grpc would fail the send after we reserved; give the capacity back and say why instead.
-            self.engine.release([r for d in result.decisions for r in d.reservation_ids])
+            self.engine.release(held)
             raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"batches: the answer would be {size} bytes, over the server's "
                                f"{self.max_response_bytes}-byte message limit; nothing was reserved (send fewer "
                                f"batches per call)", "batches", result.topology_version)
-        self.holds.add(_owner(context), (r for d in result.decisions for r in d.reservation_ids))
+        self.holds.add(_owner(context), held)
         return response
 
     @translated(_version)

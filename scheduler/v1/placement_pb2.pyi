@@ -28,19 +28,21 @@ class PlaceResponse(_message.Message):
     def __init__(self, topology_version: _Optional[str] = ..., hour: _Optional[int] = ..., decision: _Optional[_Union[_types_pb2.Decision, _Mapping]] = ...) -> None: ...
 
 class PlaceBatchRequest(_message.Message):
-    __slots__ = ("batches", "hour", "dry_run", "time_limit_ms")
+    __slots__ = ("batches", "hour", "dry_run", "time_limit_ms", "compact")
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     HOUR_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     TIME_LIMIT_MS_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_FIELD_NUMBER: _ClassVar[int]
     batches: _containers.RepeatedCompositeFieldContainer[_types_pb2.Batch]
     hour: int
     dry_run: bool
     time_limit_ms: int
-    def __init__(self, batches: _Optional[_Iterable[_Union[_types_pb2.Batch, _Mapping]]] = ..., hour: _Optional[int] = ..., dry_run: _Optional[bool] = ..., time_limit_ms: _Optional[int] = ...) -> None: ...
+    compact: bool
+    def __init__(self, batches: _Optional[_Iterable[_Union[_types_pb2.Batch, _Mapping]]] = ..., hour: _Optional[int] = ..., dry_run: _Optional[bool] = ..., time_limit_ms: _Optional[int] = ..., compact: _Optional[bool] = ...) -> None: ...
 
 class PlaceBatchResponse(_message.Message):
-    __slots__ = ("topology_version", "hour", "decisions", "placed", "solver_status", "method", "cost_cny", "gap", "solve_seconds")
+    __slots__ = ("topology_version", "hour", "decisions", "placed", "solver_status", "method", "cost_cny", "gap", "solve_seconds", "routes")
     TOPOLOGY_VERSION_FIELD_NUMBER: _ClassVar[int]
     HOUR_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +52,7 @@ class PlaceBatchResponse(_message.Message):
     COST_CNY_FIELD_NUMBER: _ClassVar[int]
     GAP_FIELD_NUMBER: _ClassVar[int]
     SOLVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
     topology_version: str
     hour: int
     decisions: _containers.RepeatedCompositeFieldContainer[_types_pb2.Decision]
@@ -59,7 +62,8 @@ class PlaceBatchResponse(_message.Message):
     cost_cny: float
     gap: float
     solve_seconds: float
-    def __init__(self, topology_version: _Optional[str] = ..., hour: _Optional[int] = ..., decisions: _Optional[_Iterable[_Union[_types_pb2.Decision, _Mapping]]] = ..., placed: _Optional[int] = ..., solver_status: _Optional[str] = ..., method: _Optional[str] = ..., cost_cny: _Optional[float] = ..., gap: _Optional[float] = ..., solve_seconds: _Optional[float] = ...) -> None: ...
+    routes: _containers.RepeatedCompositeFieldContainer[_types_pb2.Route]
+    def __init__(self, topology_version: _Optional[str] = ..., hour: _Optional[int] = ..., decisions: _Optional[_Iterable[_Union[_types_pb2.Decision, _Mapping]]] = ..., placed: _Optional[int] = ..., solver_status: _Optional[str] = ..., method: _Optional[str] = ..., cost_cny: _Optional[float] = ..., gap: _Optional[float] = ..., solve_seconds: _Optional[float] = ..., routes: _Optional[_Iterable[_Union[_types_pb2.Route, _Mapping]]] = ...) -> None: ...
 
 class GetPlanRequest(_message.Message):
     __slots__ = ("demand", "hour", "policy", "use_ledger")

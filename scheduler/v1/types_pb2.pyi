@@ -107,7 +107,7 @@ class Rejection(_message.Message):
     def __init__(self, site: _Optional[str] = ..., reason: _Optional[_Union[Reason, str]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("batch_id", "placed", "reason", "message", "site", "pool", "route", "rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "energy_kwh", "g_co2", "accelerators", "hold_s", "slo", "alternatives", "rejections", "reservation_ids")
+    __slots__ = ("batch_id", "placed", "reason", "message", "site", "pool", "route", "rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "energy_kwh", "g_co2", "accelerators", "hold_s", "slo", "alternatives", "rejections", "reservation_ids", "route_index")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     PLACED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,7 @@ class Decision(_message.Message):
     ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
     REJECTIONS_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_INDEX_FIELD_NUMBER: _ClassVar[int]
     batch_id: str
     placed: bool
     reason: Reason
@@ -146,7 +147,8 @@ class Decision(_message.Message):
     alternatives: _containers.RepeatedCompositeFieldContainer[Alternative]
     rejections: _containers.RepeatedCompositeFieldContainer[Rejection]
     reservation_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, batch_id: _Optional[str] = ..., placed: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., message: _Optional[str] = ..., site: _Optional[str] = ..., pool: _Optional[str] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., rtt_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ..., cost_cny: _Optional[float] = ..., energy_kwh: _Optional[float] = ..., g_co2: _Optional[float] = ..., accelerators: _Optional[float] = ..., hold_s: _Optional[float] = ..., slo: _Optional[_Union[Slo, _Mapping]] = ..., alternatives: _Optional[_Iterable[_Union[Alternative, _Mapping]]] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., reservation_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    route_index: int
+    def __init__(self, batch_id: _Optional[str] = ..., placed: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., message: _Optional[str] = ..., site: _Optional[str] = ..., pool: _Optional[str] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., rtt_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ..., cost_cny: _Optional[float] = ..., energy_kwh: _Optional[float] = ..., g_co2: _Optional[float] = ..., accelerators: _Optional[float] = ..., hold_s: _Optional[float] = ..., slo: _Optional[_Union[Slo, _Mapping]] = ..., alternatives: _Optional[_Iterable[_Union[Alternative, _Mapping]]] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., reservation_ids: _Optional[_Iterable[int]] = ..., route_index: _Optional[int] = ...) -> None: ...
 
 class DemandCell(_message.Message):
     __slots__ = ("region", "model", "tokens_per_s", "data_class", "input_tokens", "output_tokens", "ttft_ms", "e2e_ms")
