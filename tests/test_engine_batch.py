@@ -9,6 +9,7 @@ import pytest
 from scheduler import synth
 from scheduler.engine import batch as joint
 from scheduler.engine.core import batch_decisions
+from scheduler.engine.ledger import Reservation
 from scheduler.engine.place import Decision
 from scheduler.engine.request import Batch, Reason
 from scheduler.model.loader import load_topology
@@ -170,16 +171,15 @@ def test_batch_reservations_are_the_items_place_would_reserve_one_by_one():
     result = eng.place_many(batches, hour=14)
     placed = [d for d in result.decisions if d.placed]
     assert len(placed) > 300 and any(d.route.cables for d in placed)
-    live = dict(eng.ledger._live)
-    expires = {rid: at for at, rid, _, _ in eng.ledger._expiry}
+    live = eng.ledger.reservations()
     ids = [rid for d in placed for rid in d.reservation_ids]
     assert ids == list(range(ids[0], ids[0] + len(ids))) and len(live) == len(ids)
     for d in placed:
         items = eng._items(cat, d)
         assert len(d.reservation_ids) == len(items) == 1 + len(d.route.cables)
         for rid, item in zip(d.reservation_ids, items):
-            assert live[rid] == (item[0], item[1], item[3] if len(item) > 3 else float("inf"))
-            assert expires[rid] == 500.0 + item[2]
+            assert live[rid] == Reservation(rid, item[0], item[1], 500.0 + item[2],
+                                            item[3] if len(item) > 3 else float("inf"))
     # Each decision's ids free exactly its own items.
     d = max(placed, key=lambda d: len(d.route.cables))
     before = eng.ledger.snapshot()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 import threading
@@ -9,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from scheduler.engine.ledger import Ledger
+from scheduler.engine.ledger import TOLERANCE, Ledger, Reservation
 from scheduler.engine.request import Batch
 from test_engine_support import TINY, engine, shrink
 
@@ -142,41 +143,97 @@ def test_concurrent_engine_placements_never_overcommit_or_break_a_promise():
     assert {k: v for k, v in eng.ledger.snapshot().items() if not k.startswith("cable:")} == pytest.approx(held)
 
 
-def _state(ledger: Ledger) -> tuple:
-    with ledger._lock:
-        return (sorted(ledger._used.items()), sorted(ledger._live.items()), sorted(ledger._expiry),
-                {k: sorted(v) for k, v in ledger._ceilings.items() if v}, ledger._next_id)
+class ReferenceLedger:
+    """The ledger as first written, one heap entry and one record per item: the specification the bulk
+    bookkeeping (blocks of items, one expiry entry per block) must match float for float."""
+
+    def __init__(self, clock):
+        self.clock, self.used, self.expiry, self.live, self.ceilings, self.next_id = clock, {}, [], {}, {}, 1
+
+    def _expire(self):
+        while self.expiry and self.expiry[0][0] <= self.clock():
+            _, rid, pool, amount = heapq.heappop(self.expiry)
+            if self.live.pop(rid, None) is not None:
+                self._free(pool, amount)
+
+    def _free(self, pool, amount):
+        left = self.used.get(pool, 0.0) - amount
+        self.used[pool] = left if left > TOLERANCE else 0.0
+
+    def _ceiling(self, pool):
+        heap = self.ceilings.get(pool)
+        while heap and heap[0][1] not in self.live:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else math.inf
+
+    def try_reserve(self, items, capacity):
+        self._expire()
+        need, lowest = {}, {}
+        for pool, amount, _, ceiling in items:
+            need[pool] = need.get(pool, 0.0) + amount
+            lowest[pool] = min(lowest.get(pool, math.inf), ceiling)
+        for pool, amount in need.items():
+            if self.used.get(pool, 0.0) + amount > min(capacity[pool], self._ceiling(pool), lowest[pool]) + TOLERANCE:
+                return None
+        out = []
+        for pool, amount, hold, ceiling in items:
+            r = Reservation(self.next_id, pool, amount, self.clock() + hold, ceiling)
+            self.next_id += 1
+            self.used[pool] = self.used.get(pool, 0.0) + amount
+            self.live[r.id] = r
+            heapq.heappush(self.expiry, (r.expires_at, r.id, pool, amount))
+            if ceiling < math.inf:
+                heapq.heappush(self.ceilings.setdefault(pool, []), (ceiling, r.id))
+            out.append(r)
+        return out
+
+    def release(self, rid):
+        r = self.live.pop(rid, None)
+        if r is not None:
+            self._free(r.pool, r.accelerators)
+        return r is not None
+
+    def state(self, keys):
+        self._expire()
+        return ([self.used.get(k, 0.0) for k in keys], [self._ceiling(k) for k in keys], dict(self.live))
 
 
 @pytest.mark.parametrize("seed", range(30))
-def test_reserve_many_judges_and_books_exactly_as_try_reserve(seed):
-    """The column-wise call is `try_reserve` on the same items: same refusals, same ids, same floats in the books."""
+def test_the_ledger_books_exactly_as_one_record_per_item_would(seed):
+    """try_reserve and reserve_many against the per-item reference: same refusals, same ids, the same floats for
+    usage and ceilings after any mix of reservations, releases and expiries."""
     rng = random.Random(seed)
     keys = ["a", "b", "cable:x", "c"]
     capacity = {"a": 10.0, "b": 6.0, "cable:x": 2.0, "c": 1e9}
-    clocks = [Clock(), Clock()]
-    one, many = Ledger(clocks[0]), Ledger(clocks[1])
-    for step in range(40):
+    clock = Clock()
+    ref, one, many = ReferenceLedger(clock), Ledger(clock), Ledger(clock)
+    refused = 0
+    for step in range(60):
         items = []
         for _ in range(rng.randint(0, 12)):
             k = rng.randrange(len(keys))
             ceiling = rng.choice([math.inf, rng.uniform(0.5, 12.0)])
-            items.append((k, rng.uniform(0.0, 1.5) * rng.choice([1, 1, 0.1]), rng.uniform(1.0, 50.0), ceiling))
-        got = one.try_reserve([(keys[k], a, h, c) for k, a, h, c in items], capacity)
-        cols = [np.array([it[j] for it in items], dtype=np.int64 if j == 0 else float) for j in range(4)]
-        first = many.reserve_many(keys, *cols, np.array([capacity[k] for k in keys]))
-        assert (got is None) == (first is None)
-        if got:
-            assert [r.id for r in got] == list(range(first, first + len(items)))
-        if rng.random() < 0.3 and one._live:  # release a few, and let time pass
-            for rid in rng.sample(sorted(one._live), k=min(3, len(one._live))):
-                assert one.release(rid) == many.release(rid)
-        dt = rng.uniform(0.0, 8.0)
-        for c in clocks:
-            c.now += dt
-        assert _state(one) == _state(many)
-        assert one.used(keys).tolist() == many.used(keys).tolist()
-        assert one.ceilings(keys).tolist() == many.ceilings(keys).tolist()
+            hold = rng.choice([rng.uniform(1.0, 50.0), 10.0])  # ties in expiry too
+            items.append((keys[k], rng.uniform(0.0, 1.5) * rng.choice([1, 1, 0.1]), hold, ceiling))
+        want = ref.try_reserve(items, capacity)
+        refused += want is None
+        assert one.try_reserve(items, capacity) == want
+        first = many.reserve_many(keys, np.array([keys.index(it[0]) for it in items], dtype=np.int64),
+                                  *(np.array([it[j] for it in items], dtype=float) for j in (1, 2, 3)),
+                                  np.array([capacity[k] for k in keys]))
+        assert (first is None) == (want is None)
+        if want:
+            assert [r.id for r in want] == list(range(first, first + len(items)))
+        live = sorted(ref.live)
+        if rng.random() < 0.4 and live:  # release a few (some twice), and let time pass
+            for rid in rng.sample(live, k=min(4, len(live))) + live[:1]:
+                assert one.release(rid) == ref.release(rid) == many.release(rid)
+        clock.now += rng.choice([0.0, 5.0, rng.uniform(0.0, 12.0)])
+        used, ceilings, reservations = ref.state(keys)
+        for ledger in (one, many):
+            assert ledger.used(keys).tolist() == used and ledger.ceilings(keys).tolist() == ceilings
+            assert ledger.reservations() == reservations
+    assert 0 < refused < 60
 
 
 def test_reserve_many_is_all_or_nothing_and_each_id_releases_its_own_item():

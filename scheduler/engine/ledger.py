@@ -31,6 +31,24 @@ class Reservation:
     ceiling: float = math.inf
 
 
+class _Block:
+    """The items one reserving call took, ids `first` .. `first + n - 1`, column-wise. Expiry walks them in order of
+    (expiry, id) through `order`, one heap entry per block rather than per item."""
+
+    __slots__ = ("first", "pools", "amounts", "ceilings", "expires", "order", "cursor", "live")
+
+    def __init__(self, first: int, pools: list[str], amounts: list[float], ceilings: list[float],
+                 expires: list[float], order: list[int]):
+        self.first, self.pools, self.amounts, self.ceilings = first, pools, amounts, ceilings
+        self.expires, self.order = expires, order
+        self.cursor = 0  # position in `order` of the next item to expire
+        self.live = len(pools)  # items neither released nor expired
+
+    def head(self) -> tuple[float, int, _Block]:
+        i = self.order[self.cursor]
+        return self.expires[i], self.first + i, self
+
+
 class Ledger:
     """Keyed by pool key (`site/accelerator#j`) so it survives topology reloads that keep the pool."""
 
@@ -38,16 +56,24 @@ class Ledger:
         self._clock = clock
         self._lock = threading.Lock()
         self._used: dict[str, float] = {}
-        self._expiry: list[tuple[float, int, str, float]] = []
-        self._live: dict[int, tuple[str, float, float]] = {}  # id -> (pool, amount, ceiling)
+        # Per block with items pending, its next (expiry, id): popping the heap visits every item in (expiry, id)
+        # order, as one heap entry per item would, at one entry per reserving call.
+        self._expiry: list[tuple[float, int, _Block]] = []
+        self._live: dict[int, _Block] = {}  # id of every live item -> its block
         self._ceilings: dict[str, list[tuple[float, int]]] = {}  # per pool, a min-heap; dead entries dropped lazily
         self._next_id = 1
 
     def _expire(self, now: float) -> None:
-        while self._expiry and self._expiry[0][0] <= now:
-            _, rid, pool, amount = heapq.heappop(self._expiry)
-            if self._live.pop(rid, None) is not None:
-                self._release(pool, amount)
+        heap, live = self._expiry, self._live
+        while heap and heap[0][0] <= now:
+            _, rid, block = heapq.heappop(heap)
+            if live.pop(rid, None) is not None:
+                i = rid - block.first
+                self._release(block.pools[i], block.amounts[i])
+                block.live -= 1
+            block.cursor += 1
+            if block.live and block.cursor < len(block.order):
+                heapq.heappush(heap, block.head())
 
     def _release(self, pool: str, amount: float) -> None:
         left = self._used.get(pool, 0.0) - amount
@@ -90,18 +116,20 @@ class Ledger:
                 limit = min(capacity[pool], self._ceiling(pool), lowest.get(pool, math.inf))
                 if self._used.get(pool, 0.0) + amount > limit + TOLERANCE:
                     return None
-            out = []
-            for item in items:
-                pool, amount, hold = item[0], item[1], item[2]
-                ceiling = float(item[3]) if len(item) > 3 else math.inf
-                r = Reservation(self._next_id, pool, amount, now + hold, ceiling)
-                self._next_id += 1
-                self._used[pool] = self._used.get(pool, 0.0) + amount
-                self._live[r.id] = (pool, amount, ceiling)
-                heapq.heappush(self._expiry, (r.expires_at, r.id, pool, amount))
-                if ceiling < math.inf:
-                    heapq.heappush(self._ceilings.setdefault(pool, []), (ceiling, r.id))
-                out.append(r)
+            first = self._next_id
+            out = [Reservation(first + i, item[0], item[1], now + item[2], float(item[3]) if len(item) > 3 else math.inf)
+                   for i, item in enumerate(items)]
+            if not out:
+                return out
+            self._next_id += len(out)
+            for r in out:
+                self._used[r.pool] = self._used.get(r.pool, 0.0) + r.accelerators
+            expires = [r.expires_at for r in out]
+            self._book(first, [r.pool for r in out], [r.accelerators for r in out], [r.ceiling for r in out], expires,
+                       sorted(range(len(out)), key=expires.__getitem__))
+            for r in out:
+                if r.ceiling < math.inf:
+                    heapq.heappush(self._ceilings.setdefault(r.pool, []), (r.ceiling, r.id))
             self._compact()
             return out
 
@@ -117,6 +145,7 @@ class Ledger:
         key = np.asarray(key, dtype=np.int64)
         amount = np.asarray(amount, dtype=float)
         ceiling = np.asarray(ceiling, dtype=float)
+        hold = np.asarray(hold, dtype=float)
         n, n_keys = len(key), len(keys)
         present = np.flatnonzero(np.bincount(key, minlength=n_keys)).tolist()
         # bincount adds in item order from 0.0, as try_reserve's running sums do: the same floats, bit for bit.
@@ -134,27 +163,19 @@ class Ledger:
                 limit = min(capacity[k], self._ceiling(pool), lowest[k])
                 if used.get(pool, 0.0) + need[k] > limit + TOLERANCE:
                     return None
-            if n == 0:
-                return self._next_id
             first = self._next_id
+            if n == 0:
+                return first
             self._next_id += n
             after = np.array([used.get(pool, 0.0) for pool in keys])
             np.add.at(after, key, amount)  # in item order, as try_reserve adds them one by one
             after = after.tolist()
             for k in present:
                 used[keys[k]] = after[k]
-            ids = range(first, first + n)
             pools = [keys[k] for k in key.tolist()]
-            amounts = amount.tolist()
-            ceilings = ceiling.tolist()
-            self._live.update(zip(ids, zip(pools, amounts, ceilings)))
-            expiry = list(zip((now + np.asarray(hold, dtype=float)).tolist(), ids, pools, amounts))
-            if 8 * len(expiry) > len(self._expiry):
-                self._expiry.extend(expiry)
-                heapq.heapify(self._expiry)
-            else:
-                for entry in expiry:
-                    heapq.heappush(self._expiry, entry)
+            expires = now + hold
+            self._book(first, pools, amount.tolist(), ceiling.tolist(), expires.tolist(),
+                       np.argsort(expires, kind="stable").tolist())
             capped = np.flatnonzero(ceiling < math.inf)
             if len(capped):  # per pool, its new ceilings joined to its heap in one go
                 capped = capped[np.argsort(key[capped], kind="stable")]
@@ -171,13 +192,21 @@ class Ledger:
             self._compact()
             return first
 
+    def _book(self, first: int, pools: list[str], amounts: list[float], ceilings: list[float], expires: list[float],
+              order: list[int]) -> None:
+        """Make items `first`.. live as one block (`order`: their indices by expiry, ties by id)."""
+        block = _Block(first, pools, amounts, ceilings, expires, order)
+        self._live.update(dict.fromkeys(range(first, first + len(pools)), block))
+        heapq.heappush(self._expiry, block.head())
+
     def _compact(self) -> None:
         """Drop dead ceiling entries once they outnumber the live placements (amortized, keeps memory bounded)."""
         if sum(map(len, self._ceilings.values())) > 2 * len(self._live) + 1024:
             heaps: dict[str, list[tuple[float, int]]] = {}
-            for rid, (pool, _, ceiling) in self._live.items():
-                if ceiling < math.inf:
-                    heaps.setdefault(pool, []).append((ceiling, rid))
+            for rid, block in self._live.items():
+                i = rid - block.first
+                if block.ceilings[i] < math.inf:
+                    heaps.setdefault(block.pools[i], []).append((block.ceilings[i], rid))
             for heap in heaps.values():
                 heapq.heapify(heap)
             self._ceilings = heaps
@@ -193,11 +222,23 @@ class Ledger:
             return sum(self._release_one(rid) for rid in reservation_ids)
 
     def _release_one(self, reservation_id: int) -> bool:
-        r = self._live.pop(reservation_id, None)
-        if r is None:
+        block = self._live.pop(reservation_id, None)
+        if block is None:
             return False
-        self._release(r[0], r[1])
+        i = reservation_id - block.first
+        self._release(block.pools[i], block.amounts[i])
+        block.live -= 1
         return True
+
+    def reservations(self) -> dict[int, Reservation]:
+        """Every live reservation by id (for inspection; placing and releasing never need it)."""
+        with self._lock:
+            self._expire(self._clock())
+            out = {}
+            for rid, block in self._live.items():
+                i = rid - block.first
+                out[rid] = Reservation(rid, block.pools[i], block.amounts[i], block.expires[i], block.ceilings[i])
+            return out
 
     def snapshot(self) -> dict[str, float]:
         with self._lock:
