@@ -9,8 +9,8 @@ got (deserialized and re-serialized as a PlaceRequest: the framework's floor, no
 drive both, closed loop, so the ratio isolates what the engine and the message translation add. Every loop is
 bounded in count and in time. The last line is one JSON object.
 
-PlaceBatch runs twice: with the full answer (every decision carries its route) and the compact one (routes listed
-once per response, `PlaceBatchRequest.compact`); the target counts the faster.
+PlaceBatch runs twice: with the full answer (one Decision message per batch) and the compact one
+(`PlaceBatchRequest.compact`: the decisions column by column, routes listed once); the target counts the faster.
 
 Targets: `Place` p99 <= 2x echo p99; >= 50,000 placements/s through PlaceBatch.
 """
@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scheduler.paths import DEFAULT_TOPOLOGY, TOPOLOGY_DIR  # noqa: E402
+from scheduler.service import convert  # noqa: E402
 from scheduler.service.client import Client  # noqa: E402
 from scheduler.service.server import DEFAULT_WORKERS  # noqa: E402
 from scheduler.v1 import placement_pb2, types_pb2  # noqa: E402
@@ -145,7 +146,7 @@ def closed_loop(target: str, method: str, reqs: list[placement_pb2.PlaceRequest]
 def batched(target: str, regions: list[str], model: str, batch_size: int, calls: int, seconds: float,
             clients: int, compact: bool = False) -> dict:
     """PlaceBatch with real reservations; each client releases its holds between calls (untimed), so every call
-    places onto the same free fleet. `compact`: ask for the compact answer (routes listed once per response)."""
+    places onto the same free fleet. `compact`: ask for the compact (column by column) answer."""
     rng = random.Random(7)
     payloads = [[types_pb2.Batch(id=str(i), region=rng.choice(regions), model=model,
                                  input_tokens=rng.randint(200, 4000), output_tokens=rng.randint(50, 800))
@@ -163,10 +164,10 @@ def batched(target: str, regions: list[str], model: str, batch_size: int, calls:
                 t0 = time.perf_counter()
                 resp = c.place_batch(payloads[(k + j) % len(payloads)], compact=compact)
                 dt = time.perf_counter() - t0
-                c.release([r for d in resp.decisions for r in d.reservation_ids])
+                c.release(convert.reservation_ids_of(resp))
                 with lock:
                     totals["calls"] += 1
-                    totals["decisions"] += len(resp.decisions)
+                    totals["decisions"] += convert.decision_count(resp)
                     totals["placed"] += resp.placed
                     totals["busy_s"] += dt
                     totals["server_solve_s"] += resp.solve_seconds

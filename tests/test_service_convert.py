@@ -1,6 +1,6 @@
 """The message translation the servicers' fast paths rely on: decisions written in place field by field must be
 exactly the messages the field list describes, batches decoded without the dataclass __init__ must be the same
-batches, and a compact PlaceBatch answer must carry the same decisions as the full one."""
+batches, and a compact (column by column) PlaceBatch answer must carry the same decisions as the full one."""
 
 from __future__ import annotations
 
@@ -89,22 +89,22 @@ def test_the_shared_message_cache_is_bounded():
     assert len(cache._slos) <= 3
 
 
-def test_compact_routes_name_a_table_entry_and_expand_to_the_full_message(engine):
-    decisions = sample_decisions(engine)
+def test_compact_columns_hold_the_same_decisions_as_the_full_answer(engine):
+    decisions = [d for d in sample_decisions(engine) if not d.alternatives and not d.rejections]
+    assert any(d.placed for d in decisions) and any(not d.placed for d in decisions)
+    assert convert.columnar(decisions) and not convert.columnar(sample_decisions(engine))
     full = placement_pb2.PlaceBatchResponse()
     convert.add_decisions(full.decisions, decisions)
     compact = placement_pb2.PlaceBatchResponse()
-    convert.add_decisions(compact.decisions, decisions, convert.RouteTable(compact.routes))
+    convert.fill_columns(compact.columns, compact.routes, decisions)
+    assert not compact.decisions and compact.HasField("columns") and not full.HasField("columns")
+    assert convert.decisions_of(compact) == convert.decisions_of(full) == list(full.decisions)
+    assert convert.decision_count(compact) == convert.decision_count(full) == len(decisions)
+    assert convert.reservation_ids_of(compact) == convert.reservation_ids_of(full)
     routed = [d for d in decisions if d.placed and d.route is not None]
     assert len(compact.routes) == len({id(d.route) for d in routed}) < len(routed)  # each route listed once
-    for c, f in zip(compact.decisions, full.decisions):
-        assert not c.HasField("route")
-        assert c.HasField("route_index") == f.HasField("route")
-        assert convert.route_of(compact, c) == (f.route if f.HasField("route") else None)
-        assert convert.route_of(full, f) == (f.route if f.HasField("route") else None)
+    assert len(compact.columns.sites) == len({d.site for d in routed} | {""})
     assert compact.ByteSize() < full.ByteSize()
-    assert convert.expand_routes(compact) == full
-    assert convert.expand_routes(full) == full  # a full answer is left as it is
 
 
 @pytest.mark.parametrize("fields", [
@@ -142,15 +142,24 @@ def test_compact_place_batch_over_the_wire_matches_the_full_answer():
     with ControlPlane(TINY, port=0, hour=lambda: HOUR) as plane, Client(plane.target, timeout=20) as c:
         full = c.place_batch(batches, dry_run=True)
         compact = c.place_batch(batches, dry_run=True, compact=True)
-        assert not full.routes and all(not d.HasField("route_index") for d in full.decisions)
-        assert compact.routes and all(not d.HasField("route") for d in compact.decisions)
+        assert not full.HasField("columns") and not full.routes and len(full.decisions) == len(batches)
+        assert compact.HasField("columns") and compact.routes and not compact.decisions
         assert compact.placed == full.placed == 30
-        for d in compact.decisions:
-            if d.placed:
-                assert convert.route_of(compact, d).nodes[-1] == d.site
-        assert convert.expand_routes(compact).decisions == full.decisions
+        assert (compact.topology_version, compact.hour, compact.solver_status) == (
+            full.topology_version, full.hour, full.solver_status)
+        assert convert.decisions_of(compact) == list(full.decisions)
         # reserving: the compact answer holds the same capacity and its ids release as usual
         held = c.place_batch(batches, compact=True)
-        ids = [r for d in held.decisions for r in d.reservation_ids]
-        assert ids and plane.engine.ledger.snapshot()
+        ids = convert.reservation_ids_of(held)
+        snapshot = plane.engine.ledger.snapshot()
+        assert ids and snapshot
         assert c.release(ids).released == len(ids)
+        assert not any(plane.engine.ledger.snapshot().values())
+        held_full = c.place_batch(batches)  # the full form of the same call holds as much, in as many holds
+        assert plane.engine.ledger.snapshot() == pytest.approx(snapshot)
+        assert len(convert.reservation_ids_of(held_full)) == len(ids)
+        for a, b in zip(convert.decisions_of(held), held_full.decisions):
+            assert len(a.reservation_ids) == len(b.reservation_ids)
+            a.ClearField("reservation_ids")
+            b.ClearField("reservation_ids")
+            assert a == b

@@ -112,10 +112,10 @@ class Client:
     def place_batch(self, batches: Iterable[Batch | types_pb2.Batch], hour: int | None = None,
                     dry_run: bool = False, time_limit_ms: int = 0, timeout: float | None = None,
                     compact: bool = False) -> placement_pb2.PlaceBatchResponse:
-        """`compact`: ask for the compact answer (each route once in `routes`, decisions naming theirs by
-        `route_index`): smaller and quicker to build, send and read; read a decision's route with
-        `convert.route_of(response, decision)`, or turn the answer into the full form with
-        `convert.expand_routes`."""
+        """`compact`: ask for the compact answer (the decisions column by column in `response.columns`, routes
+        listed once in `response.routes`): ~1/5 of the bytes and much quicker to build and read for large calls.
+        `convert.decisions_of(response)` gives Decision messages from either form, `convert.reservation_ids_of`
+        the holds to release."""
         msgs = [b if isinstance(b, types_pb2.Batch) else convert.batch_to_pb(b) for b in batches]
         request = placement_pb2.PlaceBatchRequest(batches=msgs, hour=hour, dry_run=dry_run,
                                                   time_limit_ms=time_limit_ms, compact=compact)

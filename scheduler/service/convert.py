@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from operator import attrgetter
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -142,7 +143,7 @@ SHARED = MessageCache()
 
 class RouteTable:
     """The routes of one compact PlaceBatch answer, each listed once in `target` (PlaceBatchResponse.routes);
-    decisions name theirs by index."""
+    decisions name theirs by index (-1: none)."""
 
     def __init__(self, target, cache: MessageCache = SHARED) -> None:
         self._target = target
@@ -150,7 +151,9 @@ class RouteTable:
         self._index: dict[int, int] = {}
         self._keep: list[Route] = []  # the keys are ids: keep their objects alive while the table is
 
-    def index(self, r: Route) -> int:
+    def index(self, r: Route | None) -> int:
+        if r is None:
+            return -1
         i = self._index.get(id(r))
         if i is None:
             i = self._index[id(r)] = len(self._keep)
@@ -159,11 +162,9 @@ class RouteTable:
         return i
 
 
-def fill_decision(m: types_pb2.Decision, d: Decision, cache: MessageCache = SHARED,
-                  routes: RouteTable | None = None) -> types_pb2.Decision:
+def fill_decision(m: types_pb2.Decision, d: Decision, cache: MessageCache = SHARED) -> types_pb2.Decision:
     """Write `d` into the (empty) message `m` in place, field by field: no Decision built on the side and then
-    copied into its parent (a PlaceResponse, or one of a PlaceBatchResponse's decisions). With `routes`, the route
-    goes into that table and `m.route_index` names it (a compact answer)."""
+    copied into its parent (a PlaceResponse, or one of a PlaceBatchResponse's decisions)."""
     m.batch_id = d.batch.id
     m.placed = d.placed
     m.reason = REASON_TO_PB[d.reason]
@@ -178,10 +179,7 @@ def fill_decision(m: types_pb2.Decision, d: Decision, cache: MessageCache = SHAR
         if d.pool is not None:
             m.pool = d.pool
         if d.route is not None:
-            if routes is None:
-                m.route.CopyFrom(cache.route(d.route))
-            else:
-                m.route_index = routes.index(d.route)
+            m.route.CopyFrom(cache.route(d.route))
         m.rtt_ms = d.rtt_ms
         m.ttft_ms = d.ttft_ms
         m.e2e_ms = d.e2e_ms
@@ -205,37 +203,107 @@ def decision_to_pb(d: Decision) -> types_pb2.Decision:
     return fill_decision(types_pb2.Decision(), d)
 
 
-def add_decisions(target, decisions: Iterable[Decision], routes: RouteTable | None = None) -> None:
-    """Append decisions to a repeated Decision field, built in place (no copy per message); with `routes`, compact
-    (each decision's route_index into that table instead of its own copy of the route)."""
+def add_decisions(target, decisions: Iterable[Decision]) -> None:
+    """Append decisions to a repeated Decision field, built in place (no copy per message)."""
     add = target.add
     fill = fill_decision
     cache = SHARED
     for d in decisions:
-        fill(add(), d, cache, routes)
+        fill(add(), d, cache)
 
 
-def route_of(response: placement_pb2.PlaceBatchResponse, d: types_pb2.Decision) -> types_pb2.Route | None:
-    """A decision's route, from a full or a compact PlaceBatch answer alike; None when it has none."""
-    if d.HasField("route"):
-        return d.route
-    if d.HasField("route_index"):
-        return response.routes[d.route_index]
-    return None
+def columnar(decisions: Sequence[Decision]) -> bool:
+    """Whether DecisionColumns can hold these decisions (it has no room for alternatives and rejections)."""
+    return not any(d.alternatives or d.rejections for d in decisions)
 
 
-def expand_routes(response: placement_pb2.PlaceBatchResponse) -> placement_pb2.PlaceBatchResponse:
-    """Turn a compact PlaceBatch answer into the full form, in place: each decision gets a copy of its route
-    (route_index cleared) and the route table is emptied. A full answer is returned as it is."""
-    if not response.routes:
-        return response
-    routes = response.routes
-    for d in response.decisions:
-        if d.HasField("route_index"):
-            d.route.CopyFrom(routes[d.route_index])
-            d.ClearField("route_index")
-    response.ClearField("routes")
-    return response
+def _interned(values: Sequence[str], table) -> list[int]:
+    index: dict[str, int] = {}
+    out = [index.setdefault(v, len(index)) for v in values]
+    table.extend(index)
+    return out
+
+
+_ROW = attrgetter("placed", "reason", "message", "site", "pool", "route", "slo", "reservation_ids", "rtt_ms",
+                  "ttft_ms", "e2e_ms", "cost_cny", "kwh", "g_co2", "load", "hold_s")
+_NUMBERS = ("rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "energy_kwh", "g_co2", "accelerators", "hold_s")
+_BATCH_ID = attrgetter("batch.id")
+
+
+def fill_columns(cols: types_pb2.DecisionColumns, routes, decisions: Sequence[Decision],
+                 cache: MessageCache = SHARED) -> None:
+    """Write decisions (which `columnar` accepts) into the empty `cols` and their routes into `routes`
+    (PlaceBatchResponse.routes): the fields read a decision at a time in C (attrgetter), then handed to the
+    message a column at a time."""
+    (placed, reason, message, site, pool, route, slo, held, *numbers) = zip(*map(_ROW, decisions))
+    everywhere = all(placed)
+
+    def when_placed(column: tuple, empty):
+        return column if everywhere else [x if p else empty for x, p in zip(column, placed)]
+
+    cols.batch_id.extend(list(map(_BATCH_ID, decisions)))
+    cols.placed.extend(placed)
+    to_pb = REASON_TO_PB
+    cols.reason.extend([to_pb[r] for r in reason])
+    cols.message.extend(_interned(message, cols.messages))
+    cols.site.extend(_interned(when_placed(site, ""), cols.sites))
+    cols.pool.extend(_interned(when_placed(pool, ""), cols.pools))
+    table = RouteTable(routes, cache)
+    cols.route.extend(list(map(table.index, when_placed(route, None))))
+    for name, column in zip(_NUMBERS, numbers):
+        getattr(cols, name).extend(when_placed(column, 0.0))
+    # Keyed by object (most decisions share a few Slo objects; equal ones that are not the same object just get
+    # entries of their own): hashing the dataclass per decision would cost more than the rest of this column.
+    slo_index: dict[int, int] = {}
+    slo_column = []
+    for x in slo:
+        i = slo_index.get(id(x)) if x is not None else -1
+        if i is None:
+            i = slo_index[id(x)] = len(slo_index)
+            cols.slos.add().CopyFrom(cache.slo(x))
+        slo_column.append(i)
+    cols.slo.extend(slo_column)
+    cols.reservation_count.extend(list(map(len, held)))
+    cols.reservation_ids.extend([r for ids in held for r in ids])
+
+
+def decisions_of(response: placement_pb2.PlaceBatchResponse) -> list[types_pb2.Decision]:
+    """A PlaceBatch answer's decisions as Decision messages, from the full or the compact form alike (the compact
+    one is expanded here: the same messages the full answer carries)."""
+    if not response.HasField("columns"):
+        return list(response.decisions)
+    c = response.columns
+    routes, slos = response.routes, c.slos
+    out = []
+    at = 0
+    for i, (batch_id, placed, reason, message, n) in enumerate(zip(c.batch_id, c.placed, c.reason, c.message,
+                                                                    c.reservation_count)):
+        m = types_pb2.Decision(batch_id=batch_id, placed=placed, reason=reason, message=c.messages[message],
+                               reservation_ids=c.reservation_ids[at:at + n])
+        at += n
+        if c.slo[i] >= 0:
+            m.slo.CopyFrom(slos[c.slo[i]])
+        if placed:
+            m.site, m.pool = c.sites[c.site[i]], c.pools[c.pool[i]]
+            if c.route[i] >= 0:
+                m.route.CopyFrom(routes[c.route[i]])
+            m.rtt_ms, m.ttft_ms, m.e2e_ms, m.cost_cny = c.rtt_ms[i], c.ttft_ms[i], c.e2e_ms[i], c.cost_cny[i]
+            m.energy_kwh, m.g_co2, m.accelerators, m.hold_s = (c.energy_kwh[i], c.g_co2[i], c.accelerators[i],
+                                                               c.hold_s[i])
+        out.append(m)
+    return out
+
+
+def decision_count(response: placement_pb2.PlaceBatchResponse) -> int:
+    """How many decisions a PlaceBatch answer holds, full or compact."""
+    return len(response.columns.batch_id) if response.HasField("columns") else len(response.decisions)
+
+
+def reservation_ids_of(response: placement_pb2.PlaceBatchResponse) -> list[int]:
+    """Every hold a PlaceBatch answer made, full or compact (what to Release when done)."""
+    if response.HasField("columns"):
+        return list(response.columns.reservation_ids)
+    return [r for d in response.decisions for r in d.reservation_ids]
 
 
 def plan_row_to_pb(row: PlanRow) -> types_pb2.PlanRow:

@@ -151,8 +151,10 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             topology_version=result.topology_version, hour=result.hour, placed=result.placed,
             solver_status=s.status, method=s.method, cost_cny=s.cost, gap=result.gap, solve_seconds=s.seconds,
         )
-        routes = convert.RouteTable(response.routes) if request.compact else None
-        convert.add_decisions(response.decisions, result.decisions, routes)
+        if request.compact and convert.columnar(result.decisions):
+            convert.fill_columns(response.columns, response.routes, result.decisions)
+        else:
+            convert.add_decisions(response.decisions, result.decisions)
         if self.max_response_bytes is not None and (size := response.ByteSize()) > self.max_response_bytes:
             # grpc would fail the send after we reserved; give the capacity back and say why instead.
             self.engine.release(held)

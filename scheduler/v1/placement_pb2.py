@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from scheduler.v1 import types_pb2 as scheduler_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cscheduler/v1/placement.proto\x12\x0cscheduler.v1\x1a\x18scheduler/v1/types.proto\"_\n\x0cPlaceRequest\x12\"\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x13.scheduler.v1.Batch\x12\x11\n\x04hour\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x42\x07\n\x05_hour\"a\n\rPlaceResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12\x0c\n\x04hour\x18\x02 \x01(\x05\x12(\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x16.scheduler.v1.Decision\"\x8e\x01\n\x11PlaceBatchRequest\x12$\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x13.scheduler.v1.Batch\x12\x11\n\x04hour\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x12\x15\n\rtime_limit_ms\x18\x04 \x01(\r\x12\x0f\n\x07\x63ompact\x18\x05 \x01(\x08\x42\x07\n\x05_hour\"\xf9\x01\n\x12PlaceBatchResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12\x0c\n\x04hour\x18\x02 \x01(\x05\x12)\n\tdecisions\x18\x03 \x03(\x0b\x32\x16.scheduler.v1.Decision\x12\x0e\n\x06placed\x18\x04 \x01(\r\x12\x15\n\rsolver_status\x18\x05 \x01(\t\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x10\n\x08\x63ost_cny\x18\x07 \x01(\x01\x12\x0b\n\x03gap\x18\x08 \x01(\x01\x12\x15\n\rsolve_seconds\x18\t \x01(\x01\x12#\n\x06routes\x18\n \x03(\x0b\x32\x13.scheduler.v1.Route\"z\n\x0eGetPlanRequest\x12(\n\x06\x64\x65mand\x18\x01 \x03(\x0b\x32\x18.scheduler.v1.DemandCell\x12\x11\n\x04hour\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\x12\n\nuse_ledger\x18\x04 \x01(\x08\x42\x07\n\x05_hour\"\xf3\x03\n\x0fGetPlanResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12\x0c\n\x04hour\x18\x02 \x01(\x05\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12#\n\x04rows\x18\x05 \x03(\x0b\x32\x15.scheduler.v1.PlanRow\x12\x19\n\x11\x63ost_cny_per_hour\x18\x06 \x01(\x01\x12L\n\x10pool_utilization\x18\x07 \x03(\x0b\x32\x32.scheduler.v1.GetPlanResponse.PoolUtilizationEntry\x12I\n\x0f\x63\x61\x62le_load_gbps\x18\x08 \x03(\x0b\x32\x30.scheduler.v1.GetPlanResponse.CableLoadGbpsEntry\x12\x1b\n\x13served_tokens_per_s\x18\t \x01(\x01\x12\x1d\n\x15unserved_tokens_per_s\x18\n \x01(\x01\x12\x15\n\rsolve_seconds\x18\x0b \x01(\x01\x1a\x36\n\x14PoolUtilizationEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12\x43\x61\x62leLoadGbpsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\")\n\x0eReleaseRequest\x12\x17\n\x0freservation_ids\x18\x01 \x03(\x04\"=\n\x0fReleaseResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12\x10\n\x08released\x18\x02 \x01(\r2\xb5\x02\n\x10PlacementService\x12@\n\x05Place\x12\x1a.scheduler.v1.PlaceRequest\x1a\x1b.scheduler.v1.PlaceResponse\x12O\n\nPlaceBatch\x12\x1f.scheduler.v1.PlaceBatchRequest\x1a .scheduler.v1.PlaceBatchResponse\x12\x46\n\x07GetPlan\x12\x1c.scheduler.v1.GetPlanRequest\x1a\x1d.scheduler.v1.GetPlanResponse\x12\x46\n\x07Release\x12\x1c.scheduler.v1.ReleaseRequest\x1a\x1d.scheduler.v1.ReleaseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cscheduler/v1/placement.proto\x12\x0cscheduler.v1\x1a\x18scheduler/v1/types.proto\"_\n\x0cPlaceRequest\x12\"\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x13.scheduler.v1.Batch\x12\x11\n\x04hour\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x42\x07\n\x05_hour\"a\n\rPlaceResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12\x0c\n\x04hour\x18\x02 \x01(\x05\x12(\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x16.scheduler.v1.Decision\"\x8e\x01\n\x11PlaceBatchRequest\x12$\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x13.scheduler.v1.Batch\x12\x11\n\x04hour\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x12\x15\n\rtime_limit_ms\x18\x04 \x01(\r\x12\x0f\n\x07\x63ompact\x18\x05 \x01(\x08\x42\x07\n\x05_hour\"\xa9\x02\n\x12PlaceBatchResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12\x0c\n\x04hour\x18\x02 \x01(\x05\x12)\n\tdecisions\x18\x03 \x03(\x0b\x32\x16.scheduler.v1.Decision\x12\x0e\n\x06placed\x18\x04 \x01(\r\x12\x15\n\rsolver_status\x18\x05 \x01(\t\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x10\n\x08\x63ost_cny\x18\x07 \x01(\x01\x12\x0b\n\x03gap\x18\x08 \x01(\x01\x12\x15\n\rsolve_seconds\x18\t \x01(\x01\x12#\n\x06routes\x18\n \x03(\x0b\x32\x13.scheduler.v1.Route\x12.\n\x07\x63olumns\x18\x0b \x01(\x0b\x32\x1d.scheduler.v1.DecisionColumns\"z\n\x0eGetPlanRequest\x12(\n\x06\x64\x65mand\x18\x01 \x03(\x0b\x32\x18.scheduler.v1.DemandCell\x12\x11\n\x04hour\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\x12\n\nuse_ledger\x18\x04 \x01(\x08\x42\x07\n\x05_hour\"\xf3\x03\n\x0fGetPlanResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12\x0c\n\x04hour\x18\x02 \x01(\x05\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12#\n\x04rows\x18\x05 \x03(\x0b\x32\x15.scheduler.v1.PlanRow\x12\x19\n\x11\x63ost_cny_per_hour\x18\x06 \x01(\x01\x12L\n\x10pool_utilization\x18\x07 \x03(\x0b\x32\x32.scheduler.v1.GetPlanResponse.PoolUtilizationEntry\x12I\n\x0f\x63\x61\x62le_load_gbps\x18\x08 \x03(\x0b\x32\x30.scheduler.v1.GetPlanResponse.CableLoadGbpsEntry\x12\x1b\n\x13served_tokens_per_s\x18\t \x01(\x01\x12\x1d\n\x15unserved_tokens_per_s\x18\n \x01(\x01\x12\x15\n\rsolve_seconds\x18\x0b \x01(\x01\x1a\x36\n\x14PoolUtilizationEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12\x43\x61\x62leLoadGbpsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\")\n\x0eReleaseRequest\x12\x17\n\x0freservation_ids\x18\x01 \x03(\x04\"=\n\x0fReleaseResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12\x10\n\x08released\x18\x02 \x01(\r2\xb5\x02\n\x10PlacementService\x12@\n\x05Place\x12\x1a.scheduler.v1.PlaceRequest\x1a\x1b.scheduler.v1.PlaceResponse\x12O\n\nPlaceBatch\x12\x1f.scheduler.v1.PlaceBatchRequest\x1a .scheduler.v1.PlaceBatchResponse\x12\x46\n\x07GetPlan\x12\x1c.scheduler.v1.GetPlanRequest\x1a\x1d.scheduler.v1.GetPlanResponse\x12\x46\n\x07Release\x12\x1c.scheduler.v1.ReleaseRequest\x1a\x1d.scheduler.v1.ReleaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,19 +43,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLACEBATCHREQUEST']._serialized_start=269
   _globals['_PLACEBATCHREQUEST']._serialized_end=411
   _globals['_PLACEBATCHRESPONSE']._serialized_start=414
-  _globals['_PLACEBATCHRESPONSE']._serialized_end=663
-  _globals['_GETPLANREQUEST']._serialized_start=665
-  _globals['_GETPLANREQUEST']._serialized_end=787
-  _globals['_GETPLANRESPONSE']._serialized_start=790
-  _globals['_GETPLANRESPONSE']._serialized_end=1289
-  _globals['_GETPLANRESPONSE_POOLUTILIZATIONENTRY']._serialized_start=1181
-  _globals['_GETPLANRESPONSE_POOLUTILIZATIONENTRY']._serialized_end=1235
-  _globals['_GETPLANRESPONSE_CABLELOADGBPSENTRY']._serialized_start=1237
-  _globals['_GETPLANRESPONSE_CABLELOADGBPSENTRY']._serialized_end=1289
-  _globals['_RELEASEREQUEST']._serialized_start=1291
-  _globals['_RELEASEREQUEST']._serialized_end=1332
-  _globals['_RELEASERESPONSE']._serialized_start=1334
-  _globals['_RELEASERESPONSE']._serialized_end=1395
-  _globals['_PLACEMENTSERVICE']._serialized_start=1398
-  _globals['_PLACEMENTSERVICE']._serialized_end=1707
+  _globals['_PLACEBATCHRESPONSE']._serialized_end=711
+  _globals['_GETPLANREQUEST']._serialized_start=713
+  _globals['_GETPLANREQUEST']._serialized_end=835
+  _globals['_GETPLANRESPONSE']._serialized_start=838
+  _globals['_GETPLANRESPONSE']._serialized_end=1337
+  _globals['_GETPLANRESPONSE_POOLUTILIZATIONENTRY']._serialized_start=1229
+  _globals['_GETPLANRESPONSE_POOLUTILIZATIONENTRY']._serialized_end=1283
+  _globals['_GETPLANRESPONSE_CABLELOADGBPSENTRY']._serialized_start=1285
+  _globals['_GETPLANRESPONSE_CABLELOADGBPSENTRY']._serialized_end=1337
+  _globals['_RELEASEREQUEST']._serialized_start=1339
+  _globals['_RELEASEREQUEST']._serialized_end=1380
+  _globals['_RELEASERESPONSE']._serialized_start=1382
+  _globals['_RELEASERESPONSE']._serialized_end=1443
+  _globals['_PLACEMENTSERVICE']._serialized_start=1446
+  _globals['_PLACEMENTSERVICE']._serialized_end=1755
 # @@protoc_insertion_point(module_scope)

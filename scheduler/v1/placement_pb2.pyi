@@ -42,7 +42,7 @@ class PlaceBatchRequest(_message.Message):
     def __init__(self, batches: _Optional[_Iterable[_Union[_types_pb2.Batch, _Mapping]]] = ..., hour: _Optional[int] = ..., dry_run: _Optional[bool] = ..., time_limit_ms: _Optional[int] = ..., compact: _Optional[bool] = ...) -> None: ...
 
 class PlaceBatchResponse(_message.Message):
-    __slots__ = ("topology_version", "hour", "decisions", "placed", "solver_status", "method", "cost_cny", "gap", "solve_seconds", "routes")
+    __slots__ = ("topology_version", "hour", "decisions", "placed", "solver_status", "method", "cost_cny", "gap", "solve_seconds", "routes", "columns")
     TOPOLOGY_VERSION_FIELD_NUMBER: _ClassVar[int]
     HOUR_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class PlaceBatchResponse(_message.Message):
     GAP_FIELD_NUMBER: _ClassVar[int]
     SOLVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     topology_version: str
     hour: int
     decisions: _containers.RepeatedCompositeFieldContainer[_types_pb2.Decision]
@@ -63,7 +64,8 @@ class PlaceBatchResponse(_message.Message):
     gap: float
     solve_seconds: float
     routes: _containers.RepeatedCompositeFieldContainer[_types_pb2.Route]
-    def __init__(self, topology_version: _Optional[str] = ..., hour: _Optional[int] = ..., decisions: _Optional[_Iterable[_Union[_types_pb2.Decision, _Mapping]]] = ..., placed: _Optional[int] = ..., solver_status: _Optional[str] = ..., method: _Optional[str] = ..., cost_cny: _Optional[float] = ..., gap: _Optional[float] = ..., solve_seconds: _Optional[float] = ..., routes: _Optional[_Iterable[_Union[_types_pb2.Route, _Mapping]]] = ...) -> None: ...
+    columns: _types_pb2.DecisionColumns
+    def __init__(self, topology_version: _Optional[str] = ..., hour: _Optional[int] = ..., decisions: _Optional[_Iterable[_Union[_types_pb2.Decision, _Mapping]]] = ..., placed: _Optional[int] = ..., solver_status: _Optional[str] = ..., method: _Optional[str] = ..., cost_cny: _Optional[float] = ..., gap: _Optional[float] = ..., solve_seconds: _Optional[float] = ..., routes: _Optional[_Iterable[_Union[_types_pb2.Route, _Mapping]]] = ..., columns: _Optional[_Union[_types_pb2.DecisionColumns, _Mapping]] = ...) -> None: ...
 
 class GetPlanRequest(_message.Message):
     __slots__ = ("demand", "hour", "policy", "use_ledger")

@@ -107,7 +107,7 @@ class Rejection(_message.Message):
     def __init__(self, site: _Optional[str] = ..., reason: _Optional[_Union[Reason, str]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("batch_id", "placed", "reason", "message", "site", "pool", "route", "rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "energy_kwh", "g_co2", "accelerators", "hold_s", "slo", "alternatives", "rejections", "reservation_ids", "route_index")
+    __slots__ = ("batch_id", "placed", "reason", "message", "site", "pool", "route", "rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "energy_kwh", "g_co2", "accelerators", "hold_s", "slo", "alternatives", "rejections", "reservation_ids")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     PLACED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -127,7 +127,6 @@ class Decision(_message.Message):
     ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
     REJECTIONS_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_IDS_FIELD_NUMBER: _ClassVar[int]
-    ROUTE_INDEX_FIELD_NUMBER: _ClassVar[int]
     batch_id: str
     placed: bool
     reason: Reason
@@ -147,8 +146,55 @@ class Decision(_message.Message):
     alternatives: _containers.RepeatedCompositeFieldContainer[Alternative]
     rejections: _containers.RepeatedCompositeFieldContainer[Rejection]
     reservation_ids: _containers.RepeatedScalarFieldContainer[int]
-    route_index: int
-    def __init__(self, batch_id: _Optional[str] = ..., placed: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., message: _Optional[str] = ..., site: _Optional[str] = ..., pool: _Optional[str] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., rtt_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ..., cost_cny: _Optional[float] = ..., energy_kwh: _Optional[float] = ..., g_co2: _Optional[float] = ..., accelerators: _Optional[float] = ..., hold_s: _Optional[float] = ..., slo: _Optional[_Union[Slo, _Mapping]] = ..., alternatives: _Optional[_Iterable[_Union[Alternative, _Mapping]]] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., reservation_ids: _Optional[_Iterable[int]] = ..., route_index: _Optional[int] = ...) -> None: ...
+    def __init__(self, batch_id: _Optional[str] = ..., placed: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., message: _Optional[str] = ..., site: _Optional[str] = ..., pool: _Optional[str] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., rtt_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ..., cost_cny: _Optional[float] = ..., energy_kwh: _Optional[float] = ..., g_co2: _Optional[float] = ..., accelerators: _Optional[float] = ..., hold_s: _Optional[float] = ..., slo: _Optional[_Union[Slo, _Mapping]] = ..., alternatives: _Optional[_Iterable[_Union[Alternative, _Mapping]]] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., reservation_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class DecisionColumns(_message.Message):
+    __slots__ = ("batch_id", "placed", "reason", "message", "site", "pool", "route", "rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "energy_kwh", "g_co2", "accelerators", "hold_s", "slo", "reservation_count", "reservation_ids", "messages", "sites", "pools", "slos")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    PLACED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    E2E_MS_FIELD_NUMBER: _ClassVar[int]
+    COST_CNY_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_KWH_FIELD_NUMBER: _ClassVar[int]
+    G_CO2_FIELD_NUMBER: _ClassVar[int]
+    ACCELERATORS_FIELD_NUMBER: _ClassVar[int]
+    HOLD_S_FIELD_NUMBER: _ClassVar[int]
+    SLO_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    POOLS_FIELD_NUMBER: _ClassVar[int]
+    SLOS_FIELD_NUMBER: _ClassVar[int]
+    batch_id: _containers.RepeatedScalarFieldContainer[str]
+    placed: _containers.RepeatedScalarFieldContainer[bool]
+    reason: _containers.RepeatedScalarFieldContainer[Reason]
+    message: _containers.RepeatedScalarFieldContainer[int]
+    site: _containers.RepeatedScalarFieldContainer[int]
+    pool: _containers.RepeatedScalarFieldContainer[int]
+    route: _containers.RepeatedScalarFieldContainer[int]
+    rtt_ms: _containers.RepeatedScalarFieldContainer[float]
+    ttft_ms: _containers.RepeatedScalarFieldContainer[float]
+    e2e_ms: _containers.RepeatedScalarFieldContainer[float]
+    cost_cny: _containers.RepeatedScalarFieldContainer[float]
+    energy_kwh: _containers.RepeatedScalarFieldContainer[float]
+    g_co2: _containers.RepeatedScalarFieldContainer[float]
+    accelerators: _containers.RepeatedScalarFieldContainer[float]
+    hold_s: _containers.RepeatedScalarFieldContainer[float]
+    slo: _containers.RepeatedScalarFieldContainer[int]
+    reservation_count: _containers.RepeatedScalarFieldContainer[int]
+    reservation_ids: _containers.RepeatedScalarFieldContainer[int]
+    messages: _containers.RepeatedScalarFieldContainer[str]
+    sites: _containers.RepeatedScalarFieldContainer[str]
+    pools: _containers.RepeatedScalarFieldContainer[str]
+    slos: _containers.RepeatedCompositeFieldContainer[Slo]
+    def __init__(self, batch_id: _Optional[_Iterable[str]] = ..., placed: _Optional[_Iterable[bool]] = ..., reason: _Optional[_Iterable[_Union[Reason, str]]] = ..., message: _Optional[_Iterable[int]] = ..., site: _Optional[_Iterable[int]] = ..., pool: _Optional[_Iterable[int]] = ..., route: _Optional[_Iterable[int]] = ..., rtt_ms: _Optional[_Iterable[float]] = ..., ttft_ms: _Optional[_Iterable[float]] = ..., e2e_ms: _Optional[_Iterable[float]] = ..., cost_cny: _Optional[_Iterable[float]] = ..., energy_kwh: _Optional[_Iterable[float]] = ..., g_co2: _Optional[_Iterable[float]] = ..., accelerators: _Optional[_Iterable[float]] = ..., hold_s: _Optional[_Iterable[float]] = ..., slo: _Optional[_Iterable[int]] = ..., reservation_count: _Optional[_Iterable[int]] = ..., reservation_ids: _Optional[_Iterable[int]] = ..., messages: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., pools: _Optional[_Iterable[str]] = ..., slos: _Optional[_Iterable[_Union[Slo, _Mapping]]] = ...) -> None: ...
 
 class DemandCell(_message.Message):
     __slots__ = ("region", "model", "tokens_per_s", "data_class", "input_tokens", "output_tokens", "ttft_ms", "e2e_ms")
