@@ -14,7 +14,8 @@ The running state (`_State`) and `place_first` are shared with the one-at-a-time
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,6 +35,7 @@ REPAIR_ROUNDS = 3
 REPAIR_POOLS = 3  # pools re-packed around each
 REPACK_OPTIONS = 3  # targets outside the re-packed pools each batch may move to
 BOUND_STEPS = 20  # subgradient steps on the pool prices that tighten the Lagrangian bound after the assignment
+RANKED = 16  # targets ranked up front per batch in the greedy; a batch that needs more ranks the rest itself
 
 
 @dataclass
@@ -50,6 +52,19 @@ class _Model:
     gbps: np.ndarray  # (B_m,)
     cables: np.ndarray  # (R, T_m, C) route crosses cable, by region
     region: np.ndarray  # (B_m,)
+    _crossed: dict = field(default_factory=dict, repr=False)
+
+    def crossed(self, region: int) -> list[tuple[int, ...]]:
+        """Per target, the cables its route from `region` crosses, as Python tuples: the greedy's inner loop
+        checks them one by one instead of masking a (C,) array per candidate."""
+        out = self._crossed.get(region)
+        if out is None:
+            ks, cs = np.nonzero(self.cables[region])
+            cuts = np.searchsorted(ks, np.arange(self.cables.shape[1] + 1)).tolist()
+            cs = cs.tolist()
+            out = [tuple(cs[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+            self._crossed[region] = out
+        return out
 
 
 @dataclass
@@ -215,19 +230,51 @@ def _greedy(p: Problem, parts: list[_Model], s: transport.TransportSolution) -> 
     falls as it fills), each to its cheapest target at the LP's prices where the pool has room under its cap and
     every ceiling on it, its own included, and the route's cables have bandwidth."""
     state = fresh_state(p)
-    queue, orders = [], []
+    keys, ranked = [], []
     for j, part in enumerate(parts):
         rc = _priced_cost(part, s.pool_price, s.cable_price)
-        order = np.argsort(rc, axis=1, kind="stable")
-        orders.append(order)
+        ranked.append(_Ranking(rc))
         nfeas = part.ok.sum(axis=1)
-        tolerance = _tolerance(p, part, rc)
-        for r in np.flatnonzero(nfeas).tolist():
-            queue.append((nfeas[r] > FEW_OPTIONS, -float(tolerance[r]), int(part.rows[r]), j, r, int(nfeas[r])))
-    queue.sort()
-    for _, _, i, j, r, nf in queue:
-        place_first(p, parts[j], state, i, r, orders[j][r, :nf].tolist())
+        rows = np.flatnonzero(nfeas)
+        keys.append((nfeas[rows] > FEW_OPTIONS, -_tolerance(p, part, rc)[rows], part.rows[rows],
+                     np.full(len(rows), j), rows))
+    if not keys:
+        return state
+    few, tolerance, batch, part_of, row = (np.concatenate(x) for x in zip(*keys))
+    order = np.lexsort((batch, tolerance, few))
+    for i, j, r in zip(batch[order].tolist(), part_of[order].tolist(), row[order].tolist()):
+        place_first(p, parts[j], state, i, r, ranked[j].candidates(r))
     return state
+
+
+class _Ranking:
+    """Each batch's feasible targets from the cheapest at the prices, in the order of a stable argsort. Wide parts
+    rank only the RANKED cheapest of each row up front (one partition over the whole matrix); the few batches that
+    find none of those with room rank their row in full when they get there."""
+
+    def __init__(self, rc: np.ndarray):
+        self.rc = rc
+        B, T = rc.shape
+        self.nfeas = np.isfinite(rc).sum(axis=1)
+        if T <= 2 * RANKED:
+            self.full = np.argsort(rc, axis=1, kind="stable")
+            self.head = None
+            return
+        kth = np.partition(rc, RANKED - 1, axis=1)[:, RANKED - 1]
+        r, k = np.nonzero((rc <= kth[:, None]) & np.isfinite(rc))  # ties at the kth value all join the head
+        order = np.lexsort((k, rc[r, k], r))  # by row, then as a stable argsort would: value, then index
+        self.head = k[order]
+        self.cuts = np.searchsorted(r[order], np.arange(B + 1))
+
+    def candidates(self, r: int) -> Iterator[int]:
+        nf = int(self.nfeas[r])
+        if self.head is None:
+            yield from self.full[r, :nf].tolist()
+            return
+        a, b = self.cuts[r], self.cuts[r + 1]
+        yield from self.head[a:b].tolist()
+        if b - a < nf:
+            yield from np.argsort(self.rc[r], kind="stable")[b - a:nf].tolist()
 
 
 def _fits(p: Problem, part: _Model, state: _State, r: int, k: int) -> bool:
@@ -245,20 +292,25 @@ def _take(p: Problem, part: _Model, state: _State, i: int, r: int, k: int) -> No
     if state.keep_promises:
         state.cap[q] = min(state.cap[q], part.theta[r, k])
     state.members[q].append(i)
-    crossing = part.cables[part.region[r], k]
-    if crossing.any():
-        state.cable_room[crossing] -= part.gbps[r]
+    gbps = part.gbps[r]
+    room = state.cable_room
+    for c in part.crossed(int(part.region[r]))[k]:
+        room[c] -= gbps
 
 
-def place_first(p: Problem, part: _Model, state: _State, i: int, r: int, candidates: list[int]) -> bool:
-    load_r, theta_r = part.load[r], part.theta[r]
-    cables = part.cables[part.region[r]]
+def place_first(p: Problem, part: _Model, state: _State, i: int, r: int, candidates: Iterable[int]) -> bool:
+    """Take the first of `candidates` (target columns, best first) that fits; False if none does."""
+    load_r, theta_r, pool = part.load[r], part.theta[r], part.pool
+    crossed = part.crossed(int(part.region[r]))
+    gbps = part.gbps[r]
+    load, cap, room = state.load, state.cap, state.cable_room
     for k in candidates:
-        q = int(part.pool[k])
-        if state.load[q] + load_r[k] > min(state.cap[q], theta_r[k]) + 1e-9:
+        q = pool[k]
+        limit = cap[q]
+        ceiling = theta_r[k]
+        if load[q] + load_r[k] > (limit if limit < ceiling else ceiling) + 1e-9:
             continue
-        crossing = cables[k]
-        if crossing.any() and np.any(state.cable_room[crossing] + 1e-12 < part.gbps[r]):
+        if any(room[c] + 1e-12 < gbps for c in crossed[k]):
             continue
         _take(p, part, state, i, r, k)
         return True
