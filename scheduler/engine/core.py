@@ -7,9 +7,9 @@ that picked it up at its start sees one consistent topology to its end. The ledg
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -202,9 +202,10 @@ def batch_decisions(p: joint.Problem, a: joint.Assignment, slos: list[Slo]) -> l
     return _Placed.of(p, a).decisions(slos)
 
 
+# Decision's fields in declaration order, and their defaults (MISSING where none), for `_Placed.decisions`, which
+# fills instances without running the dataclass __init__ (tests pin the result to what __init__ builds).
 _FIELDS = tuple(Decision.__dataclass_fields__)
-# The unplaced decision's defaults, in field order, as `decisions` writes them (a test pins these to Decision's own).
-_DEFAULTS = {f: x.default for f, x in Decision.__dataclass_fields__.items()}  # MISSING where there is none
+_DEFAULTS = {f: x.default for f, x in Decision.__dataclass_fields__.items()}
 _REASONS = {int(r): r for r in Reason}
 
 
