@@ -150,15 +150,34 @@ def test_unplaced_batches_carry_their_reason():
 def test_subgradient_steps_tighten_the_lp_price_bound(monkeypatch):
     from scheduler.engine import priced
 
-    topo = synth.generate(sites=20, regions=6, seed=4)
+    topo = load_topology(DEFAULT_TOPOLOGY).value
     eng = engine(topo)
-    p = problem(eng, synth.random_batches(topo, 1500, seed=4), 12)
+    p = problem(eng, synth.random_batches(topo, 3000, seed=11), 14)
     penalty = joint.penalty_of(p)
     tightened = priced.solve(p, penalty, 1.0)
     monkeypatch.setattr(priced, "BOUND_STEPS", 0)
     at_lp_prices = priced.solve(p, penalty, 1.0)
-    assert (tightened[0] == at_lp_prices[0]).all()  # the assignment does not depend on the bound
+    # The greedy re-run at the tightened prices is kept only if it is cheaper.
+    assert joint.objective_of(p, tightened[0], penalty) <= joint.objective_of(p, at_lp_prices[0], penalty)
     assert at_lp_prices[2] < tightened[2] <= joint.objective_of(p, tightened[0], penalty)
+
+
+@pytest.mark.parametrize("time_limit_s, greedy_runs", [(1.0, 2), (0.3, 1)])
+def test_the_greedy_retries_at_the_ascents_prices_as_the_time_limit_allows_and_keeps_the_cheapest(
+        monkeypatch, time_limit_s, greedy_runs):
+    from scheduler.engine import priced
+
+    topo = load_topology(DEFAULT_TOPOLOGY).value
+    eng = engine(topo)
+    p = problem(eng, synth.random_batches(topo, 3000, seed=11), 14)
+    penalty = joint.penalty_of(p)
+    runs = []
+    real = priced._greedy
+    monkeypatch.setattr(priced, "_greedy", lambda *a: runs.append(real(*a)) or runs[-1])
+    target = priced.solve(p, penalty, time_limit_s)[0]
+    assert len(runs) == greedy_runs  # the retry only when the limit has RETRY_EVERY_S for it
+    costs = [joint.objective_of(p, s.target, penalty) for s in runs]
+    assert joint.objective_of(p, target, penalty) == min(costs)
 
 
 def test_batch_reservations_are_the_items_place_would_reserve_one_by_one():
