@@ -281,7 +281,7 @@ class _Ranking:
             return
         kth = np.partition(rc, RANKED - 1, axis=1)[:, RANKED - 1]
         r, k = np.nonzero((rc <= kth[:, None]) & np.isfinite(rc))  # ties at the kth value all join the head
-        order = np.lexsort((k, rc[r, k], r))  # by row, then as a stable argsort would: value, then index
+        order = np.lexsort((rc[r, k], r))  # by row, then value; lexsort is stable and nonzero gave k ascending
         self.head = k[order]
         self.cuts = np.searchsorted(r[order], np.arange(B + 1))
 
