@@ -79,6 +79,20 @@ def start(cmd: list[str]) -> tuple[subprocess.Popen, str]:
     return proc, m.group(1)
 
 
+def server_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) a server process has used so far; None where /proc cannot tell (not Linux).
+
+    On a shared, busy machine wall-clock latencies swing with whatever else runs; the CPU a server spends per call
+    moves much less, so the benchmark reports it next to the latencies."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def stop(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -96,7 +110,7 @@ def requests_for(regions: list[str], model: str, n: int, seed: int) -> list[plac
 
 
 def closed_loop(target: str, method: str, reqs: list[placement_pb2.PlaceRequest], response_type, clients: int,
-                seconds: float, warmup: int = 200) -> dict:
+                seconds: float, warmup: int = 200, pid: int | None = None) -> dict:
     """`clients` threads, one channel each, calling back to back for `seconds` (and at most a bounded count)."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[int] = [0] * clients
@@ -130,21 +144,24 @@ def closed_loop(target: str, method: str, reqs: list[placement_pb2.PlaceRequest]
         t.start()
     deadline[0] = time.perf_counter() + 3600  # set for real once every client is warm
     barrier.wait()
+    cpu0 = server_cpu_s(pid)
     began = time.perf_counter()
     deadline[0] = began + seconds
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - began
+    cpu1 = server_cpu_s(pid)
     lat = sorted(x for per in latencies for x in per)
     return {
         "calls": len(lat), "errors": sum(errors), "seconds": elapsed, "per_s": len(lat) / elapsed,
         "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
         "mean_ms": 1000 * statistics.fmean(lat),
+        "server_cpu_us": None if cpu0 is None or cpu1 is None else 1e6 * (cpu1 - cpu0) / max(len(lat), 1),
     }
 
 
 def batched(target: str, regions: list[str], model: str, batch_size: int, calls: int, seconds: float,
-            clients: int, compact: bool = False) -> dict:
+            clients: int, compact: bool = False, pid: int | None = None) -> dict:
     """PlaceBatch with real reservations; each client releases its holds between calls (untimed), so every call
     places onto the same free fleet. `compact`: ask for the compact (column by column) answer."""
     rng = random.Random(7)
@@ -153,6 +170,7 @@ def batched(target: str, regions: list[str], model: str, batch_size: int, calls:
                  for i in range(batch_size)] for _ in range(3)]
     lock = threading.Lock()
     totals = {"calls": 0, "decisions": 0, "placed": 0, "busy_s": 0.0, "server_solve_s": 0.0}
+    server_cpu: list[float] = []  # per call, with one client (with several, calls overlap)
     end = time.perf_counter() + seconds
 
     def worker(k: int) -> None:
@@ -161,9 +179,13 @@ def batched(target: str, regions: list[str], model: str, batch_size: int, calls:
             for j in range(calls):
                 if time.perf_counter() >= end:
                     break
+                cpu0 = server_cpu_s(pid) if clients == 1 else None
                 t0 = time.perf_counter()
                 resp = c.place_batch(payloads[(k + j) % len(payloads)], compact=compact)
                 dt = time.perf_counter() - t0
+                cpu1 = server_cpu_s(pid) if cpu0 is not None else None
+                if cpu0 is not None and cpu1 is not None:
+                    server_cpu.append(cpu1 - cpu0)
                 c.release(convert.reservation_ids_of(resp))
                 with lock:
                     totals["calls"] += 1
@@ -182,6 +204,7 @@ def batched(target: str, regions: list[str], model: str, batch_size: int, calls:
     # Wall time includes the untimed releases; placements per second of PlaceBatch time is what a caller sees.
     busy = totals["busy_s"] / clients
     return {**totals, "wall_s": wall, "placements_per_s": totals["placed"] / busy,
+            "server_cpu_ms": 1000 * statistics.median(server_cpu) if server_cpu else None,
             "decisions_per_s": totals["decisions"] / busy, "ms_per_call": 1000 * totals["busy_s"] / totals["calls"]}
 
 
@@ -198,20 +221,27 @@ def engine_baseline(topology: Path, regions: list[str], model: str, batch_size: 
     single = [Batch(rng.choice(regions), model, rng.randint(200, 4000), rng.randint(50, 800)) for _ in range(2000)]
     for b in single[:100]:
         engine.place(b, hour=14, reserve=False)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for b in single:
         engine.place(b, hour=14, reserve=False)
     place_us = (time.perf_counter() - t0) / len(single) * 1e6
+    place_cpu_us = (time.process_time() - c0) / len(single) * 1e6
     many = [Batch(rng.choice(regions), model, rng.randint(200, 4000), rng.randint(50, 800)) for _ in range(batch_size)]
     engine.place_many(many, hour=14)
-    runs = []
+    runs, cpus = [], []
     for _ in range(3):
         engine.ledger.clear()  # as the served benchmark releases between calls
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         r = engine.place_many(many, hour=14)
         runs.append((time.perf_counter() - t0, r.placed))
+        cpus.append(time.process_time() - c0)
     best = min(runs)
-    return {"engine_place_us": place_us, "engine_place_many_per_s": best[1] / best[0]}
+    return {"engine_place_us": place_us, "engine_place_cpu_us": place_cpu_us,
+            "engine_place_many_per_s": best[1] / best[0], "engine_place_many_cpu_ms": 1000 * min(cpus)}
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
 
 
 def main() -> int:
@@ -244,15 +274,18 @@ def main() -> int:
                                       "0", "--log-level", "warning"])
     try:
         reqs = requests_for(regions, model, 4096, seed=1)
-        echo1 = closed_loop(echo_target, ECHO_METHOD, reqs, placement_pb2.PlaceRequest, 1, args.seconds / 2)
-        place1 = closed_loop(sched_target, ECHO_METHOD, reqs, placement_pb2.PlaceResponse, 1, args.seconds / 2)
-        echo = closed_loop(echo_target, ECHO_METHOD, reqs, placement_pb2.PlaceRequest, args.clients, args.seconds)
+        ep, sp = echo_proc.pid, sched_proc.pid
+        echo1 = closed_loop(echo_target, ECHO_METHOD, reqs, placement_pb2.PlaceRequest, 1, args.seconds / 2, pid=ep)
+        place1 = closed_loop(sched_target, ECHO_METHOD, reqs, placement_pb2.PlaceResponse, 1, args.seconds / 2,
+                             pid=sp)
+        echo = closed_loop(echo_target, ECHO_METHOD, reqs, placement_pb2.PlaceRequest, args.clients, args.seconds,
+                           pid=ep)
         place = closed_loop(sched_target, ECHO_METHOD, reqs, placement_pb2.PlaceResponse, args.clients,
-                            args.seconds)
+                            args.seconds, pid=sp)
         batch = batched(sched_target, regions, model, args.batch_size, args.batch_calls, 3 * args.seconds,
-                        args.batch_clients)
+                        args.batch_clients, pid=sp)
         compact = batched(sched_target, regions, model, args.batch_size, args.batch_calls, 3 * args.seconds,
-                          args.batch_clients, compact=True)
+                          args.batch_clients, compact=True, pid=sp)
     finally:
         stop(echo_proc)
         stop(sched_proc)
@@ -273,15 +306,23 @@ def main() -> int:
     print(f"  ratios: p50 {place['p50_ms'] / echo['p50_ms']:.2f}x  p99 {p99_ratio:.2f}x  "
           f"throughput {place['per_s'] / echo['per_s']:.2f}x   (target p99 <= {P99_TARGET:g}x: "
           f"{'met' if p99_ratio <= P99_TARGET else 'MISSED'})")
-    print(f"  engine alone (in-process, no gRPC): place {engine['engine_place_us']:.0f} us")
+    cpu = {k: r["server_cpu_us"] for k, r in (("echo1", echo1), ("place1", place1), ("echo", echo), ("place", place))}
+    if None not in cpu.values():
+        print(f"  server CPU per call: one client echo {cpu['echo1']:.0f} us, Place {cpu['place1']:.0f} us "
+              f"({cpu['place1'] / cpu['echo1']:.2f}x); {args.clients} clients echo {cpu['echo']:.0f} us, Place "
+              f"{cpu['place']:.0f} us ({cpu['place'] / cpu['echo']:.2f}x)")
+    print(f"  engine alone (in-process, no gRPC): place {engine['engine_place_us']:.0f} us "
+          f"({engine['engine_place_cpu_us']:.0f} us CPU)")
     print(f"PlaceBatch, {args.batch_size} batches per call, {args.batch_clients} clients, real reservations:")
     for label, b in (("full answer   ", batch), ("compact answer", compact)):
         print(f"  {label} {b['calls']} calls, {b['ms_per_call']:.0f} ms per call, {b['placements_per_s']:.0f} "
               f"placements/s ({b['decisions_per_s']:.0f} decisions/s); server solver time "
-              f"{1000 * b['server_solve_s'] / max(b['calls'], 1):.0f} ms per call")
+              f"{1000 * b['server_solve_s'] / max(b['calls'], 1):.0f} ms per call"
+              + (f"; server CPU {b['server_cpu_ms']:.0f} ms per call" if b["server_cpu_ms"] is not None else ""))
     best = max(batch["placements_per_s"], compact["placements_per_s"])
     print(f"  engine alone (in-process, no gRPC, same batches, reserving): "
-          f"{engine['engine_place_many_per_s']:.0f} placements/s; served/engine: full "
+          f"{engine['engine_place_many_per_s']:.0f} placements/s ({engine['engine_place_many_cpu_ms']:.0f} ms CPU per "
+          f"call); served/engine: full "
           f"{batch['placements_per_s'] / engine['engine_place_many_per_s']:.2f}, compact "
           f"{compact['placements_per_s'] / engine['engine_place_many_per_s']:.2f}   "
           f"(target >= {BATCHED_TARGET:,.0f}/s: {'met' if best >= BATCHED_TARGET else 'MISSED'})")
@@ -301,6 +342,13 @@ def main() -> int:
         "batched_compact_calls": compact["calls"],
         "batched_compact_placements_per_s": round(compact["placements_per_s"], 1),
         "engine_place_us": round(engine["engine_place_us"], 1),
+        "engine_place_cpu_us": round(engine["engine_place_cpu_us"], 1),
+        "engine_place_many_cpu_ms": round(engine["engine_place_many_cpu_ms"], 1),
+        "echo_server_cpu_us": _round(echo["server_cpu_us"]), "place_server_cpu_us": _round(place["server_cpu_us"]),
+        "single_client_echo_server_cpu_us": _round(echo1["server_cpu_us"]),
+        "single_client_place_server_cpu_us": _round(place1["server_cpu_us"]),
+        "batched_server_cpu_ms": _round(batch["server_cpu_ms"]),
+        "batched_compact_server_cpu_ms": _round(compact["server_cpu_ms"]),
         "engine_place_many_per_s": round(engine["engine_place_many_per_s"], 1),
         "place_p99_target_met": p99_ratio <= P99_TARGET,
         "batched_target_met": best >= BATCHED_TARGET,
