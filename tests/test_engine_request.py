@@ -80,3 +80,14 @@ def test_check_batches_columns():
     assert c.ttft_ms.tolist() == [s.ttft_ms for s in c.slos] and c.e2e_ms.tolist() == [s.e2e_ms for s in c.slos]
     empty = check_batches([], CAT.region_by_id, CAT.models, CAT.data_classes)
     assert empty.slos == [] and empty.input_tokens.shape == (0,) and np.isnan(empty.e2e_ms).sum() == 0
+
+
+def test_check_batches_reports_the_first_bad_batch_even_before_a_non_batch():
+    bad = Batch("atlantis", MODELS[0], 10, 10)
+    good = Batch(REGIONS[0], MODELS[0], 10, 10)
+    try:
+        check_batches([good, bad, None], CAT.region_by_id, CAT.models, CAT.data_classes)
+    except InvalidRequest as e:
+        assert e.field == "batches[1].region"
+    else:
+        raise AssertionError("no error")

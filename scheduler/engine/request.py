@@ -128,9 +128,14 @@ def check_batches(batches: Sequence[Batch], regions: Mapping, models, data_class
     it alone decides what is invalid and how the error reads.
     """
     n = len(batches)
-    region, model, dclass = [b.region for b in batches], [b.model for b in batches], [b.data_class for b in batches]
-    inp, out, req = [b.input_tokens for b in batches], [b.output_tokens for b in batches], [b.requests for b in batches]
-    ttft, e2e = [b.ttft_ms for b in batches], [b.e2e_ms for b in batches]
+    try:
+        region, model, dclass = [b.region for b in batches], [b.model for b in batches], [b.data_class for b in batches]
+        inp, out, req = [b.input_tokens for b in batches], [b.output_tokens for b in batches], [b.requests for b in batches]
+        ttft, e2e = [b.ttft_ms for b in batches], [b.e2e_ms for b in batches]
+    except AttributeError:  # not a batch: fail where checking them one by one fails (an earlier one may be invalid)
+        for i, b in enumerate(batches):
+            check_batch(b, regions, models, data_classes, prefix.format(i))
+        raise
     try:
         clear = _screen(n, regions, models, data_classes, region, model, dclass, inp, out, req, ttft, e2e)
     except (TypeError, ValueError, OverflowError):  # values of unexpected types: let check_batch judge each one
