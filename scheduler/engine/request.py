@@ -129,8 +129,9 @@ def check_batches(batches: Sequence[Batch], regions: Mapping, models, data_class
     """
     n = len(batches)
     try:
-        region, model, dclass = [b.region for b in batches], [b.model for b in batches], [b.data_class for b in batches]
-        inp, out, req = [b.input_tokens for b in batches], [b.output_tokens for b in batches], [b.requests for b in batches]
+        region, model = [b.region for b in batches], [b.model for b in batches]
+        dclass, req = [b.data_class for b in batches], [b.requests for b in batches]
+        inp, out = [b.input_tokens for b in batches], [b.output_tokens for b in batches]
         ttft, e2e = [b.ttft_ms for b in batches], [b.e2e_ms for b in batches]
     except AttributeError:  # not a batch: fail where checking them one by one fails (an earlier one may be invalid)
         for i, b in enumerate(batches):
