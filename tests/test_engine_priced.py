@@ -1,10 +1,16 @@
-"""The large solve's greedy internals: the ranking it walks must be exactly a stable argsort of the priced costs."""
+"""The large solve's internals: the greedy's ranking, and the local search that unblocks capped pools."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_engine_support import engine, problem
 
-from scheduler.engine import priced
+from scheduler import synth
+from scheduler.engine import batch as joint
+from scheduler.engine import priced, unblock
+from scheduler.model.loader import load_topology
+from scheduler.paths import DEFAULT_TOPOLOGY
 
 
 @settings(max_examples=60, deadline=None)
@@ -17,3 +23,43 @@ def test_ranking_walks_each_row_like_a_stable_argsort_of_its_feasible_targets(ro
     for r in range(rows):
         expected = np.argsort(rc[r], kind="stable")[: int(np.isfinite(rc[r]).sum())].tolist()
         assert list(ranking.candidates(r)) == expected
+
+
+def _feasible(p, target: np.ndarray) -> None:
+    """From scratch: every pool within its capacity and under every placed batch's ceiling, every cable within its
+    bandwidth."""
+    load = p.used.astype(float).copy()
+    floor = p.pool_cap.astype(float).copy()
+    cable = np.zeros(len(p.cable_free))
+    for m in p.models:
+        t = target[p.rows[m]]
+        r = np.flatnonzero(t >= 0)
+        k = t[r] - p.offset[m]
+        pool = p.cat.by_model[m].pool[k]
+        np.add.at(load, pool, p.est[m].load[r, k])
+        np.minimum.at(floor, pool, p.theta[m][r, k])
+        crossing = p.crosses(p.rows[m][r], t[r])
+        cable += (crossing * p.est[m].gbps[r][:, None]).sum(axis=0)
+    assert (load <= floor + 1e-6).all()
+    assert (cable <= np.maximum(p.cable_free, 0) + 1e-6).all()
+
+
+@pytest.mark.parametrize("n, seed", [(6000, 3), (4000, 8)])
+def test_unblocking_pools_lowers_the_cost_and_keeps_capacity_ceilings_and_cables(n, seed):
+    eng = engine(load_topology(DEFAULT_TOPOLOGY).value)
+    p = problem(eng, synth.random_batches(eng.catalog.topology, n, seed=seed), 14)
+    penalty = joint.penalty_of(p)
+    parts = priced.parts_of(p)
+    prices = priced._price(p, parts, penalty)
+    state = priced._greedy(p, parts, prices)
+    before = joint.objective_of(p, state.target, penalty)
+    placed_before = int((state.target >= 0).sum())
+    saved = unblock.unblock(p, parts, state, priced.where_of(parts), prices.pool_price, penalty, rounds=3)
+    after = joint.objective_of(p, state.target, penalty)
+    assert saved > 0 and after == pytest.approx(before - saved)
+    assert int((state.target >= 0).sum()) >= placed_before
+    _feasible(p, state.target)
+    # The running state agrees with the assignment it holds.
+    placed = np.flatnonzero(state.target >= 0)
+    for q, members in enumerate(state.members):
+        assert sorted(members) == placed[p.pool[state.target[placed]] == q].tolist()

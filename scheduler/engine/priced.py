@@ -36,6 +36,7 @@ REPAIR_POOLS = 3  # pools re-packed around each
 REPACK_OPTIONS = 3  # targets outside the re-packed pools each batch may move to
 BOUND_STEPS = 20  # subgradient steps on the pool prices that tighten the Lagrangian bound after the assignment
 RETRY_EVERY_S = 0.5  # the greedy assigns again at the ascent's prices, once per this much of the time limit
+UNBLOCK_ROUNDS, UNBLOCK_EVERY_S = 5, 0.4  # rounds of unblock.py's local search: at most, one per this much time
 RANKED = 16  # targets ranked up front per batch in the greedy; a batch that needs more ranks the rest itself
 
 
@@ -118,7 +119,16 @@ def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, 
         cost = objective_of(p, retry.target, penalty)
         if cost < upper:
             state, upper = retry, cost
+    from scheduler.engine import unblock  # it builds on this module's moves
+
+    unblock.unblock(p, parts, state, where_of(parts), prices.pool_price, penalty,
+                    min(UNBLOCK_ROUNDS, int(time_limit_s / UNBLOCK_EVERY_S)))
     return state.target, "FEASIBLE", bound
+
+
+def where_of(parts: list[_Model]) -> dict[int, tuple[int, int]]:
+    """Batch index -> (its part, its row in the part)."""
+    return {i: (j, r) for j, part in enumerate(parts) for r, i in enumerate(part.rows.tolist())}
 
 
 def _tolerance(p: Problem, part: _Model, score: np.ndarray) -> np.ndarray:
@@ -341,10 +351,7 @@ def _repair(p: Problem, parts: list[_Model], state: _State, penalty: float, time
     closest to fitting, together with the batches on them (which may move to their cheapest targets that have room
     now), so as to make room. A re-pack is applied only if it costs less than what it replaces (unplaced weight at
     the penalty), so repairs never make the assignment worse."""
-    where = {}
-    for j, part in enumerate(parts):
-        for r, i in enumerate(part.rows.tolist()):
-            where[i] = (j, r)
+    where = where_of(parts)
     budget = time_limit_s * REPAIR_SHARE
     for _ in range(REPAIR_ROUNDS):
         left = [i for i in np.flatnonzero(state.target < 0).tolist()
