@@ -8,14 +8,18 @@
    cheapest target at those prices where the pool has room under its capacity and every ceiling on it (its own
    included) and the cables have bandwidth;
 4. repair: batches that found no room although they fit alone are re-packed with CP-SAT together with the batches
-   on the pools where they come closest to fitting, under a deterministic work budget.
+   on the pools where they come closest to fitting, under a deterministic work budget;
+5. tighten: subgradient steps on the pool prices raise the bound; the greedy (and repair) runs again at the mean
+   prices of those steps, and the cheaper assignment is kept;
+6. unblock (unblock.py): local search that lifts the caps a few latency-tight batches put on priced pools.
+Steps 5 and 6 are sized by the time limit as counts, never by the clock, so the same input gives the same answer.
 The running state (`_State`) and `place_first` are shared with the one-at-a-time baselines.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
