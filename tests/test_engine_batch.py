@@ -227,3 +227,28 @@ def test_batch_decisions_are_ordinary_decisions(reserve):
             assert d == Decision(batch=b, placed=False, reason=d.reason, message=d.reason.label,
                                  topology_version=eng.catalog.version, hour=3, slo=eng.check(b))
     assert len({id(d.alternatives) for d in decisions} | {id(d.rejections) for d in decisions}) == 2 * len(decisions)
+
+
+@pytest.mark.parametrize("reserve", [True, False])
+def test_the_decision_table_holds_what_the_decisions_hold(reserve):
+    """BatchResult.table is the decisions column by column (for callers that write them out a column at a time);
+    the decisions are built from it on first use, once."""
+    eng = engine(load_topology(DEFAULT_TOPOLOGY).value)
+    batches = synth.random_batches(eng.catalog.topology, 1200, seed=8)
+    big = Batch("singapore", batches[0].model, 4000, 10, ttft_ms=1.0)  # no site answers in 1 ms: unplaced
+    result = eng.place_many(batches + [big], hour=14, reserve=reserve)
+    t, decisions = result.table, result.decisions
+    assert result.decisions is decisions and len(t) == len(decisions) == len(batches) + 1
+    assert not decisions[-1].placed and result.placed == sum(d.placed for d in decisions) == int(t.placed.sum())
+    at = 0
+    for i, d in enumerate(decisions):
+        assert t.batches[i] is d.batch and t.slo[i] is d.slo and bool(t.placed[i]) == d.placed
+        assert t.reason[i] is d.reason and t.message[i] == d.message
+        assert (t.site[i], t.pool[i], t.route[i]) == (d.site, d.pool, d.route)
+        for name in ("rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "kwh", "g_co2", "load", "hold_s", "ceiling"):
+            value = getattr(t, name)[i]
+            assert value == getattr(d, name) or (np.isnan(value) and np.isnan(getattr(d, name))), name
+        n = int(t.reservation_count[i])
+        assert tuple(t.reservation_ids[at:at + n].tolist()) == d.reservation_ids
+        at += n
+    assert at == len(t.reservation_ids) and (at > len(batches)) == reserve

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import repeat
 
 import numpy as np
@@ -21,7 +22,7 @@ from scheduler.engine.place import Decision, decide
 from scheduler.engine.request import (Batch, DemandCell, InvalidRequest, Reason, Slo, check_batch,
                                       check_batches)
 from scheduler.model.schema import Topology
-from scheduler.network import NetworkModel
+from scheduler.network import NetworkModel, Route
 
 RESERVE_RETRIES = 4
 
@@ -124,16 +125,16 @@ class Engine:
             solution = solver(problem)
             placed = _Placed.of(problem, solution)
             if not reserve:
-                decisions = placed.decisions(slos)
+                table = placed.table(slos)
                 break
             items = placed.ledger_items()
             first = self.ledger.reserve_many(cat.ledger_keys, *items, cat.ledger_capacity)
             if first is not None:
-                decisions = placed.decisions(slos, first)
+                table = placed.table(slos, first)
                 break
         else:
             raise Overloaded("capacity kept changing under concurrent placements; retry")
-        return BatchResult(decisions, solution, cat.version, h)
+        return BatchResult(table, solution, cat.version, h)
 
     def place_baseline(self, batches: Sequence[Batch], policy: str, hour: int | None = None,
                        reserve: bool = True) -> BatchResult:
@@ -172,16 +173,93 @@ class Overloaded(RuntimeError):
     """The engine could not get a consistent view of capacity; callers should back off and retry."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
+class DecisionTable:
+    """Every batch's decision column by column, in request order: the values `BatchResult.decisions` holds, for
+    callers that write decisions out a column at a time without a Decision object per batch. The rows of unplaced
+    batches hold Decision's defaults (None for site, pool and route, nan for the estimates, 0 for load and hold,
+    inf for the ceiling, no reservation ids)."""
+
+    batches: list[Batch]
+    slo: list[Slo]
+    placed: np.ndarray  # (B,) bool
+    reason: list[Reason]  # OK where placed
+    message: list[str]  # the method where placed, else the reason's label
+    site: list[str | None]
+    pool: list[str | None]
+    route: list[Route | None]
+    rtt_ms: np.ndarray  # (B,) floats
+    ttft_ms: np.ndarray
+    e2e_ms: np.ndarray
+    cost_cny: np.ndarray
+    kwh: np.ndarray
+    g_co2: np.ndarray
+    load: np.ndarray
+    hold_s: np.ndarray
+    ceiling: np.ndarray
+    reservation_count: np.ndarray  # (B,) ints: ids per batch
+    reservation_ids: np.ndarray  # every batch's ids one after another, in request order
+    topology_version: str
+    hour: int
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def decisions(self) -> list[Decision]:
+        """The table as Decision objects, in request order."""
+        n_b = len(self.batches)
+        out: list[Decision | None] = [None] * n_b
+        new = object.__new__
+        placed = np.flatnonzero(self.placed)
+        index = placed.tolist()
+        n = len(index)
+        ends = np.cumsum(self.reservation_count[placed]).tolist()
+        every = tuple(self.reservation_ids.tolist())
+        batches, slos, message = self.batches, self.slo, self.message
+        site, pool, route = self.site, self.pool, self.route
+        # Every field in declaration order, so each instance dict is filled in one pass and keeps the compact,
+        # key-sharing layout (a frozen dataclass __init__ sets its fields one by one, several times slower).
+        columns = {
+            "batch": [batches[i] for i in index], "placed": repeat(True, n), "reason": repeat(Reason.OK, n),
+            "message": [message[i] for i in index], "topology_version": repeat(self.topology_version, n),
+            "hour": repeat(self.hour, n), "site": [site[i] for i in index], "pool": [pool[i] for i in index],
+            "route": [route[i] for i in index], "rtt_ms": self.rtt_ms[placed].tolist(),
+            "ttft_ms": self.ttft_ms[placed].tolist(), "e2e_ms": self.e2e_ms[placed].tolist(),
+            "cost_cny": self.cost_cny[placed].tolist(), "kwh": self.kwh[placed].tolist(),
+            "g_co2": self.g_co2[placed].tolist(), "load": self.load[placed].tolist(),
+            "hold_s": self.hold_s[placed].tolist(), "slo": [slos[i] for i in index],
+            "alternatives": [[] for _ in index], "rejections": [[] for _ in index],
+            "reservation_ids": [every[lo:hi] for lo, hi in zip([0] + ends[:-1], ends)],
+            "ceiling": self.ceiling[placed].tolist(),
+        }
+        for i, values in zip(index, zip(*(columns[f] for f in _FIELDS))):
+            d = new(Decision)
+            d.__dict__.update(zip(_FIELDS, values))
+            out[i] = d
+        base = dict(_DEFAULTS, placed=False, topology_version=self.topology_version, hour=self.hour)
+        for i in np.flatnonzero(~self.placed).tolist():
+            d = new(Decision)
+            d.__dict__.update(base, batch=batches[i], reason=self.reason[i], message=message[i], slo=slos[i],
+                              alternatives=[], rejections=[])
+            out[i] = d
+        return out  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, eq=False)
 class BatchResult:
-    decisions: list[Decision]
+    table: DecisionTable
     solution: joint.Assignment
     topology_version: str
     hour: int
 
+    @cached_property
+    def decisions(self) -> list[Decision]:
+        """One Decision per batch, in request order (built from `table` when first asked for)."""
+        return self.table.decisions()
+
     @property
     def placed(self) -> int:
-        return sum(d.placed for d in self.decisions)
+        return int(self.table.placed.sum())
 
     @property
     def gap(self) -> float:
@@ -292,47 +370,49 @@ class _Placed:
             amount[start[on] + 1 + j] = self.gbps[on]
         return key, amount, hold, ceiling
 
-    def decisions(self, slos: list[Slo], first_id: int | None = None) -> list[Decision]:
-        """One Decision per batch in request order; with `first_id`, the placed ones carry the ids the ledger gave
-        their items (`ledger_items` order, from `first_id` on)."""
+    def table(self, slos: list[Slo], first_id: int | None = None) -> DecisionTable:
+        """Every batch's decision as columns; with `first_id`, the placed ones hold the ids the ledger gave their
+        items (`ledger_items` order, from `first_id` on)."""
         p, a = self.p, self.a
         cat = p.cat
-        batches = p.batches
-        out: list[Decision | None] = [None] * len(batches)
-        new = object.__new__
-        index = self.index.tolist()
-        n = len(index)
-        if first_id is None:
-            ids = repeat((), n)
-        else:
-            ends = np.cumsum(1 + cat.route_cable_index[0][self.route_pairs()]).tolist()
-            every = tuple(range(first_id, first_id + (ends[-1] if ends else 0)))
-            ids = [every[lo:hi] for lo, hi in zip([0] + ends[:-1], ends)]
-        sites, keys, table = cat.sites, cat.pool_keys, cat.route_table
-        # Every field in declaration order, so each instance dict is filled in one pass and keeps the compact,
-        # key-sharing layout (a frozen dataclass __init__ sets its fields one by one, several times slower).
-        columns = {
-            "batch": [batches[i] for i in index], "placed": repeat(True, n), "reason": repeat(Reason.OK, n),
-            "message": repeat(a.method, n), "topology_version": repeat(cat.version, n), "hour": repeat(p.hour, n),
-            "site": [sites[x] for x in self.site.tolist()], "pool": [keys[x] for x in self.pool.tolist()],
-            "route": [table[x] for x in self.route_pairs().tolist()], "rtt_ms": self.rtt_ms.tolist(),
-            "ttft_ms": self.ttft_ms.tolist(), "e2e_ms": self.e2e_ms.tolist(), "cost_cny": self.cost_cny.tolist(),
-            "kwh": self.kwh.tolist(), "g_co2": self.g_co2.tolist(), "load": self.load.tolist(),
-            "hold_s": self.hold_s.tolist(), "slo": [slos[i] for i in index], "alternatives": [[] for _ in index],
-            "rejections": [[] for _ in index], "reservation_ids": ids, "ceiling": self.ceiling.tolist(),
-        }
-        for i, values in zip(index, zip(*(columns[f] for f in _FIELDS))):
-            d = new(Decision)
-            d.__dict__.update(zip(_FIELDS, values))
-            out[i] = d
-        base = dict(_DEFAULTS, placed=False, topology_version=cat.version, hour=p.hour)
-        for i in np.flatnonzero(a.target < 0).tolist():
-            reason = _REASONS[int(a.reason[i])]
-            d = new(Decision)
-            d.__dict__.update(base, batch=batches[i], reason=reason, message=reason.label, slo=slos[i],
-                              alternatives=[], rejections=[])
-            out[i] = d
-        return out  # type: ignore[return-value]
+        n_b = len(p.batches)
+        index = self.index
+        per = 1 + cat.route_cable_index[0][self.route_pairs()] if first_id is not None else np.zeros(len(index))
+        count = np.zeros(n_b, dtype=np.int64)
+        count[index] = per
+        total = int(count.sum())
+        placed = np.zeros(n_b, dtype=bool)
+        placed[index] = True
+
+        def spread(values: list, empty=None) -> list:  # per placed batch -> per batch
+            out = [empty] * n_b
+            for i, v in zip(index.tolist(), values):
+                out[i] = v
+            return out
+
+        def full(x: np.ndarray, empty: float) -> np.ndarray:
+            out = np.full(n_b, empty)
+            out[index] = x
+            return out
+
+        sites, keys, routes = cat.sites, cat.pool_keys, cat.route_table
+        reason = [_REASONS[r] for r in a.reason.tolist()]
+        return DecisionTable(
+            batches=p.batches, slo=list(slos), placed=placed, reason=reason,
+            message=[a.method if ok else r.label for ok, r in zip(placed.tolist(), reason)],
+            site=spread([sites[x] for x in self.site.tolist()]), pool=spread([keys[x] for x in self.pool.tolist()]),
+            route=spread([routes[x] for x in self.route_pairs().tolist()]),
+            rtt_ms=full(self.rtt_ms, np.nan), ttft_ms=full(self.ttft_ms, np.nan), e2e_ms=full(self.e2e_ms, np.nan),
+            cost_cny=full(self.cost_cny, np.nan), kwh=full(self.kwh, np.nan), g_co2=full(self.g_co2, np.nan),
+            load=full(self.load, 0.0), hold_s=full(self.hold_s, 0.0), ceiling=full(self.ceiling, np.inf),
+            reservation_count=count,
+            reservation_ids=np.arange(first_id or 0, (first_id or 0) + total, dtype=np.int64),
+            topology_version=cat.version, hour=p.hour,
+        )
+
+    def decisions(self, slos: list[Slo], first_id: int | None = None) -> list[Decision]:
+        """One Decision per batch in request order (see `table`)."""
+        return self.table(slos, first_id).decisions()
 
 
 def _gbps(batch: Batch, cat: Catalog, hold_s: float) -> float:
