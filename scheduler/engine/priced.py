@@ -41,7 +41,7 @@ REPACK_OPTIONS = 3  # targets outside the re-packed pools each batch may move to
 BOUND_STEPS = 20  # subgradient steps on the pool prices that tighten the Lagrangian bound after the assignment,
 QUICK_STEPS = 5  # or this many when the time limit is under RETRY_EVERY_S (a router's hot path)
 RETRY_EVERY_S = 0.5  # the greedy assigns again at the ascent's prices, once per this much of the time limit
-UNBLOCK_ROUNDS, UNBLOCK_EVERY_S = 5, 0.4  # rounds of unblock.py's local search: at most, one per this much time
+UNBLOCK_ROUNDS, UNBLOCK_EVERY_S = 10, 0.2  # rounds of unblock.py's local search: at most, one per this much time
 RANKED = 16  # targets ranked up front per batch in the greedy; a batch that needs more ranks the rest itself
 
 
@@ -158,7 +158,9 @@ def _price(p: Problem, parts: list[_Model], penalty: float) -> transport.Transpo
         if not len(rows):
             continue
         hold = p.est[part.m].hold_s[rows]
-        dc = np.fromiter((cat.data_class_index[p.batches[i].data_class] for i in part.rows[rows]), np.int64, len(rows))
+        dc = p.arrays[part.m].data_class_index
+        dc = dc[rows] if dc is not None else np.fromiter(
+            (cat.data_class_index[p.batches[i].data_class] for i in part.rows[rows]), np.int64, len(rows))
         key = np.column_stack([np.floor(np.log2(hold) / HOLD_BIN),
                                np.digitize(_tolerance(p, part, part.cost)[rows], TOLERANCE_BINS), dc])
         _, group = np.unique(key, axis=0, return_inverse=True)

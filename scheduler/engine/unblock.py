@@ -24,13 +24,13 @@ if TYPE_CHECKING:
 EVICT = 3  # lowest-ceiling batches taken off a pool, at most, in one move
 POOLS_PER_ROUND = 24  # pools tried per round, the most idle priced capacity first
 REFILL_TRIES = 400  # candidates tried per refill, at most (the best gain per load first)
-MIN_ROUND_GAIN = 2e-4  # a round that saves less than this share of the placed batches' cost is the last
+MIN_ROUND_GAIN = 5e-5  # a round that saves less than this share of the placed batches' cost is the last
 
 
 def unblock(p: Problem, parts: list[priced._Model], state: priced._State, where: dict[int, tuple[int, int]],
             pool_price: np.ndarray, penalty: float, rounds: int) -> float:
     """Apply improving moves for `rounds` rounds (fewer if one finds nothing); returns the cost saved."""
-    column = [{q: k for k, q in enumerate(part.pool.tolist())} for part in parts]  # pool -> the part's target on it
+    index = _Index(p, parts, where)
     saved = 0.0
     for _ in range(rounds):
         idle = pool_price * (p.pool_cap - state.load)
@@ -38,7 +38,7 @@ def unblock(p: Problem, parts: list[priced._Model], state: priced._State, where:
         gained = 0.0
         for q in blocked[np.argsort(-idle[blocked], kind="stable")][:POOLS_PER_ROUND].tolist():
             for k in range(1, EVICT + 1):
-                g = _move(p, parts, state, where, column, q, k, penalty)
+                g = _move(p, parts, state, where, index, q, k, penalty)
                 if g > 0:
                     gained += g
                     break
@@ -48,15 +48,33 @@ def unblock(p: Problem, parts: list[priced._Model], state: priced._State, where:
     return saved
 
 
+class _Index:
+    """Batch -> part and row as arrays, and each part's target on each pool: lookups the moves make in bulk."""
+
+    def __init__(self, p: Problem, parts: list[priced._Model], where: dict[int, tuple[int, int]]):
+        self.p, self.parts = p, parts
+        self.part = np.full(len(p.batches), -1, dtype=np.int64)
+        self.row = np.zeros(len(p.batches), dtype=np.int64)
+        for j, part in enumerate(parts):
+            self.part[part.rows] = j
+            self.row[part.rows] = np.arange(len(part.rows))
+        self.column = [{q: k for k, q in enumerate(part.pool.tolist())} for part in parts]
+
+    def ceilings(self, target: np.ndarray, batches: np.ndarray) -> np.ndarray:
+        """The ceiling of each placed batch's current pair."""
+        out = np.empty(len(batches))
+        part_of = self.part[batches]
+        for j in np.unique(part_of).tolist():
+            sel = part_of == j
+            b = batches[sel]
+            out[sel] = self.parts[j].theta[self.row[b], target[b] - self.p.offset[self.parts[j].m]]
+        return out
+
+
 def _cost(p: Problem, state: priced._State) -> float:
     from scheduler.engine.batch import assigned_cost  # batch imports priced, which imports this module
 
     return assigned_cost(p, state.target)
-
-
-def _ceiling_of(parts: list[priced._Model], state: priced._State, where: dict, p: Problem, i: int) -> float:
-    part, r, k = priced._pair_of(parts, where, state, p, i)
-    return float(part.theta[r, k])
 
 
 def _cost_of(parts: list[priced._Model], target: np.ndarray, where: dict, p: Problem, i: int, penalty: float) -> float:
@@ -66,20 +84,22 @@ def _cost_of(parts: list[priced._Model], target: np.ndarray, where: dict, p: Pro
     return penalty * float(p.weight[i]) if t < 0 else float(part.cost[r, t - p.offset[part.m]])
 
 
-def _move(p: Problem, parts: list[priced._Model], state: priced._State, where: dict, column: list[dict], q: int,
+def _move(p: Problem, parts: list[priced._Model], state: priced._State, where: dict, index: _Index, q: int,
           k: int, penalty: float) -> float:
     """Evict pool q's k lowest-ceiling batches, refill, keep if cheaper; returns the saving (0: undone)."""
-    members = sorted(state.members[q], key=lambda i: (_ceiling_of(parts, state, where, p, i), i))
+    members = np.array(state.members[q], dtype=np.int64)
     if len(members) <= k:
         return 0.0
+    ceiling = index.ceilings(state.target, members)
+    order = np.lexsort((members, ceiling))
     saved = (state.target.copy(), state.load.copy(), state.cap.copy(), state.cable_room.copy(),
              [list(m) for m in state.members])
-    evicted = members[:k]
+    evicted = members[order[:k]].tolist()
     delta = 0.0
     for i in evicted:
         delta -= _cost_of(parts, state.target, where, p, i, penalty)
         priced._remove(p, parts, where, state, i)
-    state.cap[q] = min([float(p.pool_cap[q])] + [_ceiling_of(parts, state, where, p, i) for i in state.members[q]])
+    state.cap[q] = min(float(p.pool_cap[q]), float(ceiling[order[k]]))
     for i in evicted:
         j, r = where[i]
         part = parts[j]
@@ -88,7 +108,7 @@ def _move(p: Problem, parts: list[priced._Model], state: priced._State, where: d
         if not priced.place_first(p, part, state, i, r, ks.tolist()):
             return _undo(state, saved)
         delta += _cost_of(parts, state.target, where, p, i, penalty)
-    gain = _refill(p, parts, state, where, column, q, penalty)
+    gain = _refill(p, parts, state, where, index.column, q, penalty)
     if gain - delta <= 1e-12:
         return _undo(state, saved)
     return gain - delta
