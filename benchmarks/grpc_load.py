@@ -9,7 +9,7 @@ got (deserialized and re-serialized as a PlaceRequest: the framework's floor, no
 drive both, closed loop, so the ratio isolates what the engine and the message translation add. Every loop is
 bounded in count and in time. The last line is one JSON object.
 
-PlaceBatch runs twice: with the full answer (one Decision message per batch) and the compact one
+PlaceBatch calls alternate between the full answer (one Decision message per batch) and the compact one
 (`PlaceBatchRequest.compact`: the decisions column by column, routes listed once); the target counts the faster.
 
 Targets: `Place` p99 <= 2x echo p99; >= 50,000 placements/s through PlaceBatch.
@@ -161,51 +161,57 @@ def closed_loop(target: str, method: str, reqs: list[placement_pb2.PlaceRequest]
 
 
 def batched(target: str, regions: list[str], model: str, batch_size: int, calls: int, seconds: float,
-            clients: int, compact: bool = False, pid: int | None = None) -> dict:
-    """PlaceBatch with real reservations; each client releases its holds between calls (untimed), so every call
-    places onto the same free fleet. `compact`: ask for the compact (column by column) answer."""
+            clients: int, pid: int | None = None) -> dict[bool, dict]:
+    """PlaceBatch with real reservations, asking for the full and the compact (column by column) answer in turn,
+    so both forms meet the same conditions (e.g. the holds the Place phases left, which expire as this runs).
+    Each client releases its holds between calls (untimed), so every call places onto the same free fleet.
+    Returns the figures per form (False: full, True: compact); `calls` per form and client, at most."""
     rng = random.Random(7)
     payloads = [[types_pb2.Batch(id=str(i), region=rng.choice(regions), model=model,
                                  input_tokens=rng.randint(200, 4000), output_tokens=rng.randint(50, 800))
                  for i in range(batch_size)] for _ in range(3)]
     lock = threading.Lock()
-    totals = {"calls": 0, "decisions": 0, "placed": 0, "busy_s": 0.0, "server_solve_s": 0.0}
-    server_cpu: list[float] = []  # per call, with one client (with several, calls overlap)
+    totals = {form: {"calls": 0, "decisions": 0, "placed": 0, "busy_s": 0.0, "server_solve_s": 0.0}
+              for form in (False, True)}
+    server_cpu: dict[bool, list[float]] = {False: [], True: []}  # per call, with one client (several overlap)
     end = time.perf_counter() + seconds
 
     def worker(k: int) -> None:
         with Client(target, timeout=60) as c:
             c.place_batch(payloads[0][:100], dry_run=True)  # warm the channel
-            for j in range(calls):
+            for j in range(2 * calls):
                 if time.perf_counter() >= end:
                     break
+                compact = bool((k + j) % 2)
                 cpu0 = server_cpu_s(pid) if clients == 1 else None
                 t0 = time.perf_counter()
-                resp = c.place_batch(payloads[(k + j) % len(payloads)], compact=compact)
+                resp = c.place_batch(payloads[(k + j // 2) % len(payloads)], compact=compact)
                 dt = time.perf_counter() - t0
                 cpu1 = server_cpu_s(pid) if cpu0 is not None else None
                 if cpu0 is not None and cpu1 is not None:
-                    server_cpu.append(cpu1 - cpu0)
+                    server_cpu[compact].append(cpu1 - cpu0)
                 c.release(convert.reservation_ids_of(resp))
                 with lock:
-                    totals["calls"] += 1
-                    totals["decisions"] += convert.decision_count(resp)
-                    totals["placed"] += resp.placed
-                    totals["busy_s"] += dt
-                    totals["server_solve_s"] += resp.solve_seconds
+                    t = totals[compact]
+                    t["calls"] += 1
+                    t["decisions"] += convert.decision_count(resp)
+                    t["placed"] += resp.placed
+                    t["busy_s"] += dt
+                    t["server_solve_s"] += resp.solve_seconds
 
-    began = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - began
-    # Wall time includes the untimed releases; placements per second of PlaceBatch time is what a caller sees.
-    busy = totals["busy_s"] / clients
-    return {**totals, "wall_s": wall, "placements_per_s": totals["placed"] / busy,
-            "server_cpu_ms": 1000 * statistics.median(server_cpu) if server_cpu else None,
-            "decisions_per_s": totals["decisions"] / busy, "ms_per_call": 1000 * totals["busy_s"] / totals["calls"]}
+    out = {}
+    for form, t in totals.items():
+        # Placements per second of PlaceBatch time (the untimed releases left out) is what a caller sees.
+        busy = max(t["busy_s"], 1e-9) / clients
+        out[form] = {**t, "placements_per_s": t["placed"] / busy, "decisions_per_s": t["decisions"] / busy,
+                     "ms_per_call": 1000 * t["busy_s"] / max(t["calls"], 1),
+                     "server_cpu_ms": 1000 * statistics.median(server_cpu[form]) if server_cpu[form] else None}
+    return out
 
 
 def engine_baseline(topology: Path, regions: list[str], model: str, batch_size: int) -> dict:
@@ -252,7 +258,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="per latency phase (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=10_000, help="batches per PlaceBatch call")
     parser.add_argument("--batch-calls", type=int, default=12,
-                        help="PlaceBatch calls per client and answer form (full, compact), at most")
+                        help="PlaceBatch calls per client and answer form (full and compact, in turn), at most")
     parser.add_argument("--batch-clients", type=int, default=1,
                         help="concurrent PlaceBatch clients (default: %(default)s; the server is one GIL)")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
@@ -282,10 +288,9 @@ def main() -> int:
                            pid=ep)
         place = closed_loop(sched_target, ECHO_METHOD, reqs, placement_pb2.PlaceResponse, args.clients,
                             args.seconds, pid=sp)
-        batch = batched(sched_target, regions, model, args.batch_size, args.batch_calls, 3 * args.seconds,
+        forms = batched(sched_target, regions, model, args.batch_size, args.batch_calls, 6 * args.seconds,
                         args.batch_clients, pid=sp)
-        compact = batched(sched_target, regions, model, args.batch_size, args.batch_calls, 3 * args.seconds,
-                          args.batch_clients, compact=True, pid=sp)
+        batch, compact = forms[False], forms[True]
     finally:
         stop(echo_proc)
         stop(sched_proc)

@@ -107,6 +107,29 @@ def test_compact_columns_hold_the_same_decisions_as_the_full_answer(engine):
     assert compact.ByteSize() < full.ByteSize()
 
 
+def test_answers_written_from_the_engine_table_are_those_from_its_decisions(engine):
+    sg = dict(region="singapore", model="llm-70b", input_tokens=2000, output_tokens=500)
+    batches = [Batch(**{**sg, "input_tokens": 100 + i}, id=f"m{i}") for i in range(8)]
+    batches += [Batch(region="manila", model="llm-70b", input_tokens=300, output_tokens=50, id="mnl"),
+                Batch(**sg, id="huge", requests=1_000_000), Batch(**sg, id="tight", ttft_ms=1.0)]
+    for reserve in (True, False):
+        result = engine.place_many(batches, reserve=reserve)
+        assert 0 < result.placed < len(batches)
+        from_table = placement_pb2.PlaceBatchResponse()
+        convert.fill_columns_from_table(from_table.columns, from_table.routes, result.table)
+        from_decisions = placement_pb2.PlaceBatchResponse()
+        convert.fill_columns(from_decisions.columns, from_decisions.routes, result.decisions)
+        assert from_table == from_decisions
+        full = placement_pb2.PlaceBatchResponse()
+        convert.add_decisions(full.decisions, result.decisions)
+        assert convert.decisions_of(from_table) == list(full.decisions)
+        full_from_table = placement_pb2.PlaceBatchResponse()
+        convert.add_decisions_from_table(full_from_table.decisions, result.table)
+        assert full_from_table == full
+        assert list(full.decisions) == [reference_decision(d) for d in result.decisions]
+        engine.ledger.clear()
+
+
 @pytest.mark.parametrize("fields", [
     dict(region="singapore", model="llm-70b", input_tokens=2000, output_tokens=500),
     dict(id="b-1", region="manila", model="llm-8b", input_tokens=1, output_tokens=0, requests=7, ttft_ms=250.0,

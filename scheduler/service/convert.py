@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 
+import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from scheduler.engine.core import DecisionTable
 from scheduler.engine.fleet import FleetPlan, PlanRow
 from scheduler.engine.place import Decision
 from scheduler.engine.request import Batch, DemandCell, Reason, Slo
@@ -141,27 +143,6 @@ class MessageCache:
 SHARED = MessageCache()
 
 
-class RouteTable:
-    """The routes of one compact PlaceBatch answer, each listed once in `target` (PlaceBatchResponse.routes);
-    decisions name theirs by index (-1: none)."""
-
-    def __init__(self, target, cache: MessageCache = SHARED) -> None:
-        self._target = target
-        self._cache = cache
-        self._index: dict[int, int] = {}
-        self._keep: list[Route] = []  # the keys are ids: keep their objects alive while the table is
-
-    def index(self, r: Route | None) -> int:
-        if r is None:
-            return -1
-        i = self._index.get(id(r))
-        if i is None:
-            i = self._index[id(r)] = len(self._keep)
-            self._keep.append(r)
-            self._target.add().CopyFrom(self._cache.route(r))
-        return i
-
-
 def fill_decision(m: types_pb2.Decision, d: Decision, cache: MessageCache = SHARED) -> types_pb2.Decision:
     """Write `d` into the (empty) message `m` in place, field by field: no Decision built on the side and then
     copied into its parent (a PlaceResponse, or one of a PlaceBatchResponse's decisions)."""
@@ -212,59 +193,124 @@ def add_decisions(target, decisions: Iterable[Decision]) -> None:
         fill(add(), d, cache)
 
 
+def add_decisions_from_table(target, table: DecisionTable, cache: MessageCache = SHARED) -> None:
+    """`add_decisions` straight from the engine's DecisionTable: the same messages, without a Decision object per
+    batch on the way."""
+    placed = table.placed.tolist()
+    counts = table.reservation_count.tolist()
+    ids = table.reservation_ids.tolist()
+    numbers = [getattr(table, name).tolist() for name in _TABLE_NUMBERS]
+    to_pb = REASON_TO_PB
+    add = target.add
+    at = 0
+    for (batch, p, reason, message, site, pool, route, slo, n, rtt, ttft, e2e, cost, kwh, g_co2, load,
+         hold) in zip(table.batches, placed, table.reason, table.message, table.site, table.pool, table.route,
+                      table.slo, counts, *numbers):
+        m = add()
+        m.batch_id = batch.id
+        m.placed = p
+        m.reason = to_pb[reason]
+        m.message = message
+        if slo is not None:
+            m.slo.CopyFrom(cache.slo(slo))
+        if n:
+            m.reservation_ids.extend(ids[at:at + n])
+            at += n
+        if p:
+            if site is not None:
+                m.site = site
+            if pool is not None:
+                m.pool = pool
+            if route is not None:
+                m.route.CopyFrom(cache.route(route))
+            m.rtt_ms = rtt
+            m.ttft_ms = ttft
+            m.e2e_ms = e2e
+            m.cost_cny = cost
+            m.energy_kwh = kwh
+            m.g_co2 = g_co2
+            m.accelerators = load
+            m.hold_s = hold
+
+
 def columnar(decisions: Sequence[Decision]) -> bool:
     """Whether DecisionColumns can hold these decisions (it has no room for alternatives and rejections)."""
     return not any(d.alternatives or d.rejections for d in decisions)
 
 
 def _interned(values: Sequence[str], table) -> list[int]:
-    index: dict[str, int] = {}
-    out = [index.setdefault(v, len(index)) for v in values]
-    table.extend(index)
-    return out
+    """Each value's index in `table`, which gets every distinct value once, in order of first appearance."""
+    index = {v: i for i, v in enumerate(dict.fromkeys(values))}
+    table.extend([v if v is not None else "" for v in index])
+    return list(map(index.__getitem__, values))
 
 
-_ROW = attrgetter("placed", "reason", "message", "site", "pool", "route", "slo", "reservation_ids", "rtt_ms",
-                  "ttft_ms", "e2e_ms", "cost_cny", "kwh", "g_co2", "load", "hold_s")
+def _by_object(objects: Sequence, add: Callable[[object], None]) -> list[int]:
+    """Each object's index among the distinct ones, by identity (equal but separate objects get entries of their
+    own), with `add` called for each distinct one in order of first appearance; None is -1 and not added. The
+    objects must stay alive while this runs (the decisions hold them): their ids are the keys."""
+    keys = list(map(id, objects))
+    index: dict[int, int] = {}
+    for key, obj in dict(zip(keys, objects)).items():
+        if obj is None:
+            index[key] = -1
+        else:
+            index[key] = len(index) - (id(None) in index)
+            add(obj)
+    return list(map(index.__getitem__, keys))
+
+
+_COLUMNS = tuple(map(attrgetter, ("placed", "reason", "message", "site", "pool", "route", "slo", "reservation_ids",
+                                  "rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "kwh", "g_co2", "load", "hold_s")))
 _NUMBERS = ("rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "energy_kwh", "g_co2", "accelerators", "hold_s")
+_TABLE_NUMBERS = ("rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "kwh", "g_co2", "load", "hold_s")
 _BATCH_ID = attrgetter("batch.id")
+_ID = attrgetter("id")
 
 
 def fill_columns(cols: types_pb2.DecisionColumns, routes, decisions: Sequence[Decision],
                  cache: MessageCache = SHARED) -> None:
     """Write decisions (which `columnar` accepts) into the empty `cols` and their routes into `routes`
-    (PlaceBatchResponse.routes): the fields read a decision at a time in C (attrgetter), then handed to the
-    message a column at a time."""
-    (placed, reason, message, site, pool, route, slo, held, *numbers) = zip(*map(_ROW, decisions))
-    everywhere = all(placed)
+    (PlaceBatchResponse.routes): each field read for every decision in C (map of an attrgetter: no per-decision
+    tuple for the collector to chase), then handed to the message a column at a time."""
+    (placed, reason, message, site, pool, route, slo, held, *numbers) = [list(map(get, decisions))
+                                                                         for get in _COLUMNS]
+    if not all(placed):  # unplaced decisions read "" and 0, as their Decision messages do
+        site = [x if p else "" for x, p in zip(site, placed)]
+        pool = [x if p else "" for x, p in zip(pool, placed)]
+        route = [x if p else None for x, p in zip(route, placed)]
+        numbers = [[x if p else 0.0 for x, p in zip(column, placed)] for column in numbers]
+    _write_columns(cols, routes, cache, list(map(_BATCH_ID, decisions)), placed, reason, message, site, pool,
+                   route, numbers, slo, list(map(len, held)), [r for ids in held for r in ids])
 
-    def when_placed(column: tuple, empty):
-        return column if everywhere else [x if p else empty for x, p in zip(column, placed)]
 
-    cols.batch_id.extend(list(map(_BATCH_ID, decisions)))
+def fill_columns_from_table(cols: types_pb2.DecisionColumns, routes, table: DecisionTable,
+                            cache: MessageCache = SHARED) -> None:
+    """`fill_columns` straight from the engine's DecisionTable (what `place_many` answers with): the same
+    message, without a Decision object per batch, the numbers taken from the table's arrays whole."""
+    placed = table.placed
+    numbers = [np.where(placed, getattr(table, name), 0.0).tolist() for name in _TABLE_NUMBERS]
+    _write_columns(cols, routes, cache, list(map(_ID, table.batches)), placed.tolist(), table.reason,
+                   table.message, table.site, table.pool, table.route, numbers, table.slo,
+                   table.reservation_count.tolist(), table.reservation_ids.tolist())
+
+
+def _write_columns(cols: types_pb2.DecisionColumns, routes, cache: MessageCache, batch_id: list[str],
+                   placed: list[bool], reason: Sequence[Reason], message: Sequence[str],
+                   site: Sequence[str | None], pool: Sequence[str | None], route: Sequence[Route | None],
+                   numbers: list[list[float]], slo: Sequence[Slo | None], counts: list[int], ids: list[int]) -> None:
+    cols.batch_id.extend(batch_id)
     cols.placed.extend(placed)
-    to_pb = REASON_TO_PB
-    cols.reason.extend([to_pb[r] for r in reason])
+    cols.reason.extend(list(map(REASON_TO_PB.__getitem__, reason)))
     cols.message.extend(_interned(message, cols.messages))
-    cols.site.extend(_interned(when_placed(site, ""), cols.sites))
-    cols.pool.extend(_interned(when_placed(pool, ""), cols.pools))
-    table = RouteTable(routes, cache)
-    cols.route.extend(list(map(table.index, when_placed(route, None))))
+    cols.site.extend(_interned(site, cols.sites))
+    cols.pool.extend(_interned(pool, cols.pools))
+    cols.route.extend(_by_object(route, lambda r: routes.add().CopyFrom(cache.route(r))))
     for name, column in zip(_NUMBERS, numbers):
-        getattr(cols, name).extend(when_placed(column, 0.0))
-    # Keyed by object (most decisions share a few Slo objects; equal ones that are not the same object just get
-    # entries of their own): hashing the dataclass per decision would cost more than the rest of this column.
-    slo_index: dict[int, int] = {}
-    slo_column = []
-    for x in slo:
-        i = slo_index.get(id(x)) if x is not None else -1
-        if i is None:
-            i = slo_index[id(x)] = len(slo_index)
-            cols.slos.add().CopyFrom(cache.slo(x))
-        slo_column.append(i)
-    cols.slo.extend(slo_column)
-    cols.reservation_count.extend(list(map(len, held)))
-    cols.reservation_ids.extend([r for ids in held for r in ids])
+        getattr(cols, name).extend(column)
+    cols.slo.extend(_by_object(slo, lambda x: cols.slos.add().CopyFrom(cache.slo(x))))
+    cols.reservation_count.extend(counts)
+    cols.reservation_ids.extend(ids)
 
 
 def decisions_of(response: placement_pb2.PlaceBatchResponse) -> list[types_pb2.Decision]:

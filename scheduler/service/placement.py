@@ -142,19 +142,21 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         batches = [from_pb(b) for b in request.batches]
         result = self.engine.place_many(batches, hour=convert.hour_of(request), time_limit_s=limit,
                                         reserve=not request.dry_run)
+        # Answers are written from the engine's column-wise table: no Decision object per batch on the way.
+        table = result.table
+        held = table.reservation_ids.tolist()
         if self.metrics is not None:
-            self.metrics.decided("PlaceBatch", [d.reason for d in result.decisions])
-        held = [r for d in result.decisions for r in d.reservation_ids]
+            self.metrics.decided("PlaceBatch", table.reason)
         self._give_back(context, held, "placing the batches")
         s = result.solution
         response = placement_pb2.PlaceBatchResponse(
             topology_version=result.topology_version, hour=result.hour, placed=result.placed,
             solver_status=s.status, method=s.method, cost_cny=s.cost, gap=result.gap, solve_seconds=s.seconds,
         )
-        if request.compact and convert.columnar(result.decisions):
-            convert.fill_columns(response.columns, response.routes, result.decisions)
+        if request.compact:
+            convert.fill_columns_from_table(response.columns, response.routes, table)
         else:
-            convert.add_decisions(response.decisions, result.decisions)
+            convert.add_decisions_from_table(response.decisions, table)
         if self.max_response_bytes is not None and (size := response.ByteSize()) > self.max_response_bytes:
             # grpc would fail the send after we reserved; give the capacity back and say why instead.
             self.engine.release(held)
