@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_engine_support import engine, problem
+from test_engine_support import engine, problem, shrink
 
 from scheduler import synth
 from scheduler.engine import batch as joint
@@ -63,3 +63,22 @@ def test_unblocking_pools_lowers_the_cost_and_keeps_capacity_ceilings_and_cables
     placed = np.flatnonzero(state.target >= 0)
     for q, members in enumerate(state.members):
         assert sorted(members) == placed[p.pool[state.target[placed]] == q].tolist()
+
+
+@pytest.mark.parametrize("topology, n", [("default", 6000), ("synth", 3000), ("thin cables", 6000)])
+def test_the_greedy_settles_runs_at_once_exactly_as_one_by_one(monkeypatch, topology, n):
+    topo = synth.generate(sites=40, regions=8, seed=2) if topology == "synth" else load_topology(DEFAULT_TOPOLOGY).value
+    if topology == "thin cables":  # every cable 2 Gbps: bandwidth, not accelerators, runs out first
+        topo = shrink(topo, cable_gbps={c.id: 2.0 for c in topo.cables})
+    eng = engine(topo)
+    p = problem(eng, synth.random_batches(topo, n, seed=5), 14)
+    parts = priced.parts_of(p)
+    prices = priced._price(p, parts, joint.penalty_of(p))
+    runs = priced._greedy(p, parts, prices)
+    monkeypatch.setattr(priced, "CHUNK", 0)  # every batch goes one by one through place_first
+    one_by_one = priced._greedy(p, parts, prices)
+    assert (runs.target == one_by_one.target).all() and (runs.target >= 0).sum() > n // 2
+    assert runs.members == one_by_one.members
+    np.testing.assert_allclose(runs.load, one_by_one.load, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(runs.cable_room, one_by_one.cable_room, rtol=0, atol=1e-9)
+    assert (runs.cap == one_by_one.cap).all()

@@ -43,6 +43,8 @@ QUICK_STEPS = 5  # or this many when the time limit is under RETRY_EVERY_S (a ro
 RETRY_EVERY_S = 0.5  # the greedy assigns again at the ascent's prices, once per this much of the time limit
 UNBLOCK_ROUNDS, UNBLOCK_EVERY_S = 10, 0.2  # rounds of unblock.py's local search: at most, one per this much time
 RANKED = 16  # targets ranked up front per batch in the greedy; a batch that needs more ranks the rest itself
+CHUNK = 256  # queued batches settled at once while they do not compete for the last room ...
+MIN_RUN, ONE_BY_ONE = 8, 32  # ... and when fewer than MIN_RUN in a row do, the next ONE_BY_ONE go one by one
 
 
 @dataclass
@@ -279,9 +281,97 @@ def _greedy(p: Problem, parts: list[_Model], s: transport.TransportSolution) -> 
         return state
     few, tolerance, batch, part_of, row = (np.concatenate(x) for x in zip(*keys))
     order = np.lexsort((batch, tolerance, few))
-    for i, j, r in zip(batch[order].tolist(), part_of[order].tolist(), row[order].tolist()):
-        place_first(p, parts[j], state, i, r, ranked[j].candidates(r))
+    queue = _Queue(p, parts, ranked, batch[order], part_of[order], row[order])
+    pos, n = 0, len(order)
+    while pos < n:
+        # Whole runs of the queue at once, each batch at its first ranked target that fits: exactly what one by one
+        # would do (see _Queue.run); a batch the run cannot settle goes one by one.
+        run, choice = queue.run(state, pos, min(pos + CHUNK, n))
+        queue.take(state, pos, choice[:run])
+        pos += run
+        stop = min(pos + (1 if run >= MIN_RUN else ONE_BY_ONE), n)
+        for i, j, r in zip(queue.batch[pos:stop].tolist(), queue.part[pos:stop].tolist(),
+                           queue.row[pos:stop].tolist()):
+            place_first(p, parts[j], state, i, r, ranked[j].candidates(r))
+        pos = stop
     return state
+
+
+class _Queue:
+    """The greedy's queue with each batch's RANKED cheapest targets (pool, load, ceiling, cables) as arrays, padded
+    with -1 where a batch has fewer."""
+
+    def __init__(self, p: Problem, parts: list[_Model], ranked: list[_Ranking], batch: np.ndarray,
+                 part: np.ndarray, row: np.ndarray):
+        n, C = len(batch), len(p.cable_free)
+        self.batch, self.part, self.row = batch, part, row
+        self.k = np.full((n, RANKED), -1, np.int64)  # target column within the part
+        self.offset = np.zeros(n, np.int64)
+        self.pool = np.zeros((n, RANKED), np.int64)
+        self.load, self.theta = np.zeros((n, RANKED)), np.zeros((n, RANKED))
+        self.gbps = np.zeros(n)
+        self.cross = np.zeros((n, RANKED, C), bool)
+        for j, m in enumerate(parts):
+            at = np.flatnonzero(part == j)
+            r = row[at]
+            k = ranked[j].top(r)
+            some = k >= 0
+            kk = np.where(some, k, 0)
+            self.k[at] = k
+            self.offset[at] = p.offset[m.m]
+            self.pool[at] = m.pool[kk]
+            self.load[at] = np.where(some, m.load[r[:, None], kk], np.inf)
+            self.theta[at] = m.theta[r[:, None], kk]
+            self.gbps[at] = m.gbps[r]
+            if C:
+                self.cross[at] = m.cables[m.region[r][:, None], kk] & some[:, :, None]
+
+    def run(self, state: _State, a: int, b: int) -> tuple[int, np.ndarray]:
+        """From position a on, each batch's first ranked target that fits the state as it stands, and how many in a
+        row would take exactly those one after the other (at most b - a): loads only rise and caps and cable room
+        only fall along the run, so targets that did not fit at its start do not fit later either."""
+        n = b - a
+        pools, load, theta = self.pool[a:b], self.load[a:b], self.theta[a:b]
+        fits = state.load[pools] + load <= np.minimum(state.cap[pools], theta) + 1e-9
+        cross = self.cross[a:b]
+        if cross.any():
+            fits &= ~(cross & (state.cable_room + 1e-12 < self.gbps[a:b, None, None])).any(axis=2)
+        choice = np.argmax(fits, axis=1)
+        at = np.arange(n)
+        ok = fits[at, choice]
+        pool, ld, th = pools[at, choice], load[at, choice], theta[at, choice]
+        used, col = np.unique(pool, return_inverse=True)
+        added = np.zeros((n, len(used)))
+        added[at, col] = np.where(ok, ld, 0.0)
+        ceiling = np.full((n, len(used)), np.inf)
+        ceiling[at, col] = th
+        after = (state.load[used][None, :] + np.cumsum(added, axis=0))[at, col]
+        limit = np.minimum(state.cap[used][None, :], np.minimum.accumulate(ceiling, axis=0))[at, col]
+        ok &= after <= limit + 1e-9
+        if cross.any():
+            crossed = cross[at, choice]
+            room = state.cable_room[None, :] - np.cumsum(crossed * self.gbps[a:b, None], axis=0)
+            ok &= ~(crossed & (room < -1e-12)).any(axis=1)
+        bad = np.flatnonzero(~ok)
+        return (int(bad[0]) if len(bad) else n), choice
+
+    def take(self, state: _State, a: int, choice: np.ndarray) -> None:
+        """Place the batches from position a on at their `choice` (column into their ranked targets)."""
+        n = len(choice)
+        if not n:
+            return
+        at, rows = np.arange(n), slice(a, a + n)
+        pool, load, theta = self.pool[rows][at, choice], self.load[rows][at, choice], self.theta[rows][at, choice]
+        batch = self.batch[rows]
+        state.target[batch] = self.offset[rows] + self.k[rows][at, choice]
+        np.add.at(state.load, pool, load)  # in queue order, as one by one would add
+        if state.keep_promises:
+            np.minimum.at(state.cap, pool, theta)
+        for i, q in zip(batch.tolist(), pool.tolist()):
+            state.members[q].append(i)
+        crossed = self.cross[rows][at, choice]
+        if crossed.any():
+            state.cable_room -= (crossed * self.gbps[rows, None]).sum(axis=0)
 
 
 class _Ranking:
@@ -302,6 +392,20 @@ class _Ranking:
         order = np.lexsort((rc[r, k], r))  # by row, then value; lexsort is stable and nonzero gave k ascending
         self.head = k[order]
         self.cuts = np.searchsorted(r[order], np.arange(B + 1))
+
+    def top(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), RANKED): each row's first RANKED targets in order, -1 past its feasible ones."""
+        if self.head is None:
+            out = self.full[rows, :RANKED]
+            width = np.arange(out.shape[1])[None, :]
+            out = np.where(width < self.nfeas[rows][:, None], out, -1)
+        else:
+            a, b = self.cuts[rows], self.cuts[rows + 1]
+            width = np.arange(RANKED)[None, :]
+            out = np.where(width < (b - a)[:, None], self.head[np.minimum(a[:, None] + width, len(self.head) - 1)], -1)
+        if out.shape[1] < RANKED:
+            out = np.pad(out, ((0, 0), (0, RANKED - out.shape[1])), constant_values=-1)
+        return out
 
     def candidates(self, r: int) -> Iterator[int]:
         nf = int(self.nfeas[r])
