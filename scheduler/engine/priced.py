@@ -18,7 +18,7 @@ The running state (`_State`) and `place_first` are shared with the one-at-a-time
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -292,7 +292,7 @@ def _greedy(p: Problem, parts: list[_Model], s: transport.TransportSolution) -> 
         stop = min(pos + (1 if run >= MIN_RUN else ONE_BY_ONE), n)
         for i, j, r in zip(queue.batch[pos:stop].tolist(), queue.part[pos:stop].tolist(),
                            queue.row[pos:stop].tolist()):
-            place_first(p, parts[j], state, i, r, ranked[j].candidates(r))
+            _place_cheapest(p, parts[j], state, i, r, ranked[j].rc[r])
         pos = stop
     return state
 
@@ -375,9 +375,9 @@ class _Queue:
 
 
 class _Ranking:
-    """Each batch's feasible targets from the cheapest at the prices, in the order of a stable argsort. Wide parts
-    rank only the RANKED cheapest of each row up front (one partition over the whole matrix); the few batches that
-    find none of those with room rank their row in full when they get there."""
+    """Each batch's RANKED cheapest feasible targets at the prices, in the order of a stable argsort (wide parts:
+    one partition over the whole matrix, then only those sorted); a batch that finds none of them with room takes
+    the cheapest that fits among all (_place_cheapest), the same target a full ranking would reach."""
 
     def __init__(self, rc: np.ndarray):
         self.rc = rc
@@ -407,15 +407,21 @@ class _Ranking:
             out = np.pad(out, ((0, 0), (0, RANKED - out.shape[1])), constant_values=-1)
         return out
 
-    def candidates(self, r: int) -> Iterator[int]:
-        nf = int(self.nfeas[r])
-        if self.head is None:
-            yield from self.full[r, :nf].tolist()
-            return
-        a, b = self.cuts[r], self.cuts[r + 1]
-        yield from self.head[a:b].tolist()
-        if b - a < nf:
-            yield from np.argsort(self.rc[r], kind="stable")[b - a:nf].tolist()
+
+def _place_cheapest(p: Problem, part: _Model, state: _State, i: int, r: int, rc: np.ndarray) -> bool:
+    """Take the cheapest target by `rc` that fits (the lowest index among ties: a stable argsort's first that
+    fits), checking all at once: for the batches a run of the greedy could not settle."""
+    q = part.pool
+    fits = part.ok[r] & (state.load[q] + part.load[r] <= np.minimum(state.cap[q], part.theta[r]) + 1e-9)
+    blocked = state.cable_room + 1e-12 < part.gbps[r]  # cables without room for this batch
+    if blocked.any():
+        fits &= ~part.cables[part.region[r]][:, blocked].any(axis=1)
+    score = np.where(fits, rc, np.inf)
+    k = int(np.argmin(score))
+    if not np.isfinite(score[k]):
+        return False
+    _take(p, part, state, i, r, k)
+    return True
 
 
 def _fits(p: Problem, part: _Model, state: _State, r: int, k: int) -> bool:
