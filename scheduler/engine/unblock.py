@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from scheduler.engine.batch import Problem
 
 EVICT = 3  # lowest-ceiling batches taken off a pool, at most, in one move
-POOLS_PER_ROUND = 24  # pools tried per round, the most idle priced capacity first
+POOLS_PER_ROUND = 12  # pools tried per round, the most idle priced capacity first
 REFILL_TRIES = 400  # candidates tried per refill, at most (the best gain per load first)
 MIN_ROUND_GAIN = 5e-5  # a round that saves less than this share of the placed batches' cost is the last
 
