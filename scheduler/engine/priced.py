@@ -62,6 +62,14 @@ class _Model:
     cables: np.ndarray  # (R, T_m, C) route crosses cable, by region
     region: np.ndarray  # (B_m,)
     _crossed: dict = field(default_factory=dict, repr=False)
+    _masked: tuple | None = field(default=None, repr=False)
+
+    def masked(self) -> tuple[np.ndarray, np.ndarray]:
+        """(cost, load) with infeasible pairs at (inf, 0), so that pricing them needs no mask: built once, since
+        the bound's ascent and the greedy price the same pairs again and again."""
+        if self._masked is None:
+            self._masked = (np.where(self.ok, self.cost, np.inf), np.where(self.ok, self.load, 0.0))
+        return self._masked
 
     def crossed(self, region: int) -> list[tuple[int, ...]]:
         """Per target, the cables its route from `region` crosses, as Python tuples: the greedy's inner loop
@@ -204,10 +212,12 @@ def _price(p: Problem, parts: list[_Model], penalty: float) -> transport.Transpo
 
 def _priced_cost(part: _Model, pool_price: np.ndarray, cable_price: np.ndarray) -> np.ndarray:
     """(B_m, T_m) each pair's cost plus the capacity and bandwidth it uses at these prices; inf if infeasible."""
-    rc = part.cost + part.load * pool_price[part.pool][None, :]
+    cost, load = part.masked()
+    rc = np.multiply(load, pool_price[part.pool][None, :])
+    rc += cost
     if len(cable_price) and np.any(cable_price > 0):
-        rc = rc + part.gbps[:, None] * (part.cables @ cable_price)[part.region]
-    return np.where(part.ok, rc, np.inf)
+        rc += part.gbps[:, None] * (part.cables @ cable_price)[part.region]
+    return rc
 
 
 def _lagrangian(p: Problem, parts: list[_Model], penalty: float, pool_price: np.ndarray,
