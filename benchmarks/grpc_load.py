@@ -110,9 +110,12 @@ def requests_for(regions: list[str], model: str, n: int, seed: int) -> list[plac
 
 
 def closed_loop(target: str, method: str, reqs: list[placement_pb2.PlaceRequest], response_type, clients: int,
-                seconds: float, warmup: int = 200, pid: int | None = None) -> dict:
-    """`clients` threads, one channel each, calling back to back for `seconds` (and at most a bounded count)."""
+                seconds: float, warmup: int = 200, pid: int | None = None, release: bool = False) -> dict:
+    """`clients` threads, one channel each, calling back to back for `seconds` (and at most a bounded count).
+    `release`: the answers are PlaceResponses whose holds are released afterwards (untimed), so the next phase
+    starts on a free fleet instead of one the holds fill until they expire."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
+    answers: list[list] = [[] for _ in range(clients)]
     errors: list[int] = [0] * clients
     barrier = threading.Barrier(clients + 1)
     deadline = [0.0]
@@ -121,8 +124,11 @@ def closed_loop(target: str, method: str, reqs: list[placement_pb2.PlaceRequest]
         channel = grpc.insecure_channel(target)
         call = channel.unary_unary(method, request_serializer=placement_pb2.PlaceRequest.SerializeToString,
                                    response_deserializer=response_type.FromString)
+        kept = answers[k] if release else None
         for i in range(warmup):
-            call(reqs[(k * 7919 + i) % len(reqs)], timeout=10)
+            resp = call(reqs[(k * 7919 + i) % len(reqs)], timeout=10)
+            if kept is not None:
+                kept.append(resp)
         barrier.wait()
         out = latencies[k]
         i = k * 104729
@@ -133,9 +139,12 @@ def closed_loop(target: str, method: str, reqs: list[placement_pb2.PlaceRequest]
             i += 1
             t0 = time.perf_counter()
             try:
-                call(req, timeout=10)
+                resp = call(req, timeout=10)
             except grpc.RpcError:
                 errors[k] += 1
+            else:
+                if kept is not None:
+                    kept.append(resp)
             out.append(time.perf_counter() - t0)
         channel.close()
 
@@ -151,6 +160,11 @@ def closed_loop(target: str, method: str, reqs: list[placement_pb2.PlaceRequest]
         t.join()
     elapsed = time.perf_counter() - began
     cpu1 = server_cpu_s(pid)
+    if release:
+        ids = [r for per in answers for resp in per for r in resp.decision.reservation_ids]
+        with Client(target, timeout=60) as c:
+            for lo in range(0, len(ids), 50_000):
+                c.release(ids[lo:lo + 50_000])
     lat = sorted(x for per in latencies for x in per)
     return {
         "calls": len(lat), "errors": sum(errors), "seconds": elapsed, "per_s": len(lat) / elapsed,
@@ -163,8 +177,8 @@ def closed_loop(target: str, method: str, reqs: list[placement_pb2.PlaceRequest]
 def batched(target: str, regions: list[str], model: str, batch_size: int, calls: int, seconds: float,
             clients: int, pid: int | None = None) -> dict[bool, dict]:
     """PlaceBatch with real reservations, asking for the full and the compact (column by column) answer in turn,
-    so both forms meet the same conditions (e.g. the holds the Place phases left, which expire as this runs).
-    Each client releases its holds between calls (untimed), so every call places onto the same free fleet.
+    so both forms meet the same conditions. Each client releases its holds between calls (untimed), and the Place
+    phases released theirs, so every call places onto the same free fleet, as the in-process engine baseline does.
     Returns the figures per form (False: full, True: compact); `calls` per form and client, at most."""
     rng = random.Random(7)
     payloads = [[types_pb2.Batch(id=str(i), region=rng.choice(regions), model=model,
@@ -283,11 +297,11 @@ def main() -> int:
         ep, sp = echo_proc.pid, sched_proc.pid
         echo1 = closed_loop(echo_target, ECHO_METHOD, reqs, placement_pb2.PlaceRequest, 1, args.seconds / 2, pid=ep)
         place1 = closed_loop(sched_target, ECHO_METHOD, reqs, placement_pb2.PlaceResponse, 1, args.seconds / 2,
-                             pid=sp)
+                             pid=sp, release=True)
         echo = closed_loop(echo_target, ECHO_METHOD, reqs, placement_pb2.PlaceRequest, args.clients, args.seconds,
                            pid=ep)
         place = closed_loop(sched_target, ECHO_METHOD, reqs, placement_pb2.PlaceResponse, args.clients,
-                            args.seconds, pid=sp)
+                            args.seconds, pid=sp, release=True)
         forms = batched(sched_target, regions, model, args.batch_size, args.batch_calls, 6 * args.seconds,
                         args.batch_clients, pid=sp)
         batch, compact = forms[False], forms[True]

@@ -12,7 +12,6 @@ import pytest
 
 from scheduler.engine.core import Engine
 from scheduler.engine.request import Batch, Slo
-from scheduler.model.loader import load_topology
 from scheduler.service import convert, gate
 from scheduler.service.client import Client
 from scheduler.service.server import ControlPlane
