@@ -189,7 +189,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             raise invalid("reservation_ids", f"at most {MAX_RELEASE} per call, got {len(request.reservation_ids)}")
         ledger = self.engine.ledger
         mine = self.holds.take(None if _may_release_any(context) else _owner(context), request.reservation_ids)
-        released = sum(ledger.release(rid) for rid in mine)
+        released = ledger.release_many(mine)
         return placement_pb2.ReleaseResponse(topology_version=self.state.version, released=released)
 
 
