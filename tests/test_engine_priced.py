@@ -84,3 +84,18 @@ def test_the_greedy_settles_runs_at_once_exactly_as_one_by_one(monkeypatch, topo
     np.testing.assert_allclose(runs.load, one_by_one.load, rtol=0, atol=1e-9)
     np.testing.assert_allclose(runs.cable_room, one_by_one.cable_room, rtol=0, atol=1e-9)
     assert (runs.cap == one_by_one.cap).all()
+
+
+def test_when_unblocking_pays_every_candidate_assignment_is_unblocked_and_the_cheapest_kept(monkeypatch):
+    eng = engine(load_topology(DEFAULT_TOPOLOGY).value)
+    p = problem(eng, synth.random_batches(eng.catalog.topology, 6000, seed=3), 14)
+    penalty = joint.penalty_of(p)
+    calls = []
+    real = unblock.unblock
+    monkeypatch.setattr(unblock, "unblock", lambda p_, parts, state, *a: calls.append((state, real(p_, parts, state, *a)))
+                        or calls[-1][1])
+    target = priced.solve(p, penalty, 2.0)[0]
+    first, saved = calls[0]
+    assert saved >= priced.UNBLOCK_ALL_SHARE * joint.assigned_cost(p, first.target)  # ceilings bind on this fleet
+    assert len(calls) == 3  # the best greedy, then the two others (two retries under a 2 s limit)
+    assert joint.objective_of(p, target, penalty) == min(joint.objective_of(p, s.target, penalty) for s, _ in calls)
