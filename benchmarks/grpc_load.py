@@ -356,7 +356,10 @@ def main() -> int:
         "place_p99_ratio_vs_echo": round(p99_ratio, 3),
         "place_throughput_ratio_vs_echo": round(place["per_s"] / echo["per_s"], 3),
         "batch_size": args.batch_size, "batched_calls": batch["calls"],
-        "batched_placements_per_s": round(batch["placements_per_s"], 1),
+        # The headline is the faster answer form (both carry every field of every decision; the target counts it).
+        "batched_placements_per_s": round(best, 1),
+        "batched_form": "compact" if compact["placements_per_s"] >= batch["placements_per_s"] else "full",
+        "batched_full_placements_per_s": round(batch["placements_per_s"], 1),
         "batched_decisions_per_s": round(batch["decisions_per_s"], 1),
         "batched_compact_calls": compact["calls"],
         "batched_compact_placements_per_s": round(compact["placements_per_s"], 1),
