@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_engine_support import engine, problem, shrink
+from test_engine_support import engine, problem, random_batches, shrink
 
 from scheduler import synth
 from scheduler.engine import batch as joint
 from scheduler.engine import priced, unblock
+from scheduler.engine.request import Reason
 from scheduler.model.loader import load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY
 
@@ -99,3 +100,26 @@ def test_when_unblocking_pays_every_candidate_assignment_is_unblocked_and_the_ch
     assert saved >= priced.UNBLOCK_ALL_SHARE * joint.assigned_cost(p, first.target)  # ceilings bind on this fleet
     assert len(calls) == 3  # the best greedy, then the two others (two retries under a 2 s limit)
     assert joint.objective_of(p, target, penalty) == min(joint.objective_of(p, s.target, penalty) for s, _ in calls)
+
+
+@pytest.mark.parametrize("cable_gbps, shortcut", [(None, True), (0.01, False)])
+def test_an_uncontended_instance_is_answered_at_everyones_cheapest_target_without_pricing(
+        monkeypatch, cable_gbps, shortcut):
+    topo = load_topology(DEFAULT_TOPOLOGY).value
+    if cable_gbps is not None:  # thin cables: the cheapest targets no longer fit together
+        topo = shrink(topo, cable_gbps={c.id: cable_gbps for c in topo.cables})
+    eng = engine(topo)
+    p = problem(eng, random_batches(topo, 400, seed=9, requests=(1, 2)), 14)
+    penalty = joint.penalty_of(p)
+    priced_calls = []
+    real = priced._price
+    monkeypatch.setattr(priced, "_price", lambda *a: priced_calls.append(1) or real(*a))
+    target, status, bound = priced.solve(p, penalty, 1.0)
+    assert (not priced_calls) == shortcut
+    if shortcut:
+        assert status == "OPTIMAL" and bound == pytest.approx(joint.objective_of(p, target, penalty))
+        for m in p.models:  # each at its own cheapest feasible target
+            cost = np.where(p.reason[m] == Reason.OK, p.est[m].cost_cny, np.inf)
+            t = target[p.rows[m]]
+            assert (t - p.offset[m] == np.argmin(cost, axis=1)).all()
+    _feasible(p, target)

@@ -116,6 +116,9 @@ def fresh_state(p: Problem) -> _State:
 
 def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, str, float]:
     parts = parts_of(p)
+    cheapest = _uncontended(p, parts, penalty)
+    if cheapest is not None:  # every batch fits at its cheapest target: optimal, no pricing needed
+        return cheapest, "OPTIMAL", _capacity_free(p, parts, penalty)
     prices = _price(p, parts, penalty)
     bound = _lagrangian(p, parts, penalty, prices.pool_price, prices.cable_price)[0]
     state = _greedy(p, parts, prices)
@@ -123,6 +126,10 @@ def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, 
     from scheduler.engine.batch import assigned_cost, objective_of  # batch imports this module
 
     upper = objective_of(p, state.target, penalty)
+    floor = _capacity_free(p, parts, penalty)
+    if upper <= floor + 1e-12 * abs(floor):
+        # Every batch got its cheapest target as if capacity were unlimited: nothing can do better.
+        return state.target, "OPTIMAL", floor
     steps = BOUND_STEPS if time_limit_s >= RETRY_EVERY_S else min(BOUND_STEPS, QUICK_STEPS)
     tightened, samples = _tighten(p, parts, penalty, prices, bound, upper, steps)
     bound = max(bound, tightened)
@@ -151,6 +158,37 @@ def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, 
             unblock.unblock(p, parts, other, where, prices.pool_price, penalty, rounds)
         state = min([state] + others, key=lambda s: objective_of(p, s.target, penalty))
     return state.target, "FEASIBLE", bound
+
+
+def _uncontended(p: Problem, parts: list[_Model], penalty: float) -> np.ndarray | None:
+    """Each batch at its cheapest feasible target (lowest index among ties), if together they fit every pool's
+    capacity and ceilings and every cable; else None. (Batches whose penalty is cheaper stay unplaced.)"""
+    target = np.full(len(p.batches), -1, dtype=np.int64)
+    load = p.used.astype(float).copy()
+    floor = p.pool_cap.astype(float).copy()
+    cable = np.zeros(len(p.cable_free))
+    for part in parts:
+        if not part.ok.shape[1]:
+            continue
+        cost = part.masked()[0]
+        k = np.argmin(cost, axis=1)
+        r = np.flatnonzero(cost[np.arange(len(k)), k] < penalty * p.weight[part.rows])
+        k = k[r]
+        target[part.rows[r]] = p.offset[part.m] + k
+        q = part.pool[k]
+        load += np.bincount(q, weights=part.load[r, k], minlength=len(load))
+        np.minimum.at(floor, q, part.theta[r, k])
+        if len(cable):
+            cable += part.gbps[r] @ part.cables[part.region[r], k]
+    if (load > floor + 1e-9).any() or (cable > p.cable_free + 1e-12).any():
+        return None
+    return target
+
+
+def _capacity_free(p: Problem, parts: list[_Model], penalty: float) -> float:
+    """Each batch at its cheapest feasible target or the penalty, capacity aside: a lower bound on any assignment."""
+    return sum(float(np.minimum(part.masked()[0].min(axis=1, initial=np.inf), penalty * p.weight[part.rows]).sum())
+               for part in parts)
 
 
 def where_of(parts: list[_Model]) -> dict[int, tuple[int, int]]:
