@@ -76,6 +76,7 @@ class Catalog:
         self.pools: list[Pool] = []
         self._pool_index: dict[str, int] = {}
         self._views: dict[str, TargetsView] = {}
+        self._one: dict[str, OneBatchTables | None] = {}
         self.by_model: dict[str, ModelTargets] = {m: self._targets(m) for m in self.models}
 
     def _targets(self, model_id: str) -> ModelTargets:
@@ -140,6 +141,25 @@ class Catalog:
             )
             self._views[model] = view  # a benign race: two threads may build the same view
         return view
+
+    def one_batch(self, model: str) -> OneBatchTables | None:
+        """The model's tables for placing one batch (None when the single-batch path does not apply: a model with
+        no targets, or two targets on one pool, which the vectorized path handles)."""
+        try:
+            return self._one[model]
+        except KeyError:
+            mt = self.by_model[model]
+            # Plain floats raise where numpy would warn and go on: leave degenerate tables to the vectorized path.
+            ok = (len(mt) > 0 and len(set(mt.pool.tolist())) == len(mt) and mt.speedup != 0
+                  and mt.stream_tokens_per_s > 0 and bool(np.all(mt.prefill_tps * mt.parallelism > 0))
+                  and bool(np.all(mt.decode_tps > 0)) and bool(np.all(self.pool_count[mt.pool] > 0)))
+            tables = self._one[model] = OneBatchTables(self, mt) if ok else None
+            return tables
+
+    @cached_property
+    def ledger_capacity_map(self) -> dict[str, float]:
+        """`ledger_capacity` by ledger key (read-only: shared by every placement on this snapshot)."""
+        return dict(zip(self.ledger_keys, self.ledger_capacity.tolist()))
 
     @cached_property
     def region_by_id(self) -> dict:
@@ -223,6 +243,10 @@ class Catalog:
         return np.array([c.capacity_gbps or np.inf for c in self.topology.cables], dtype=float)
 
     @cached_property
+    def cable_capacity_list(self) -> list[float]:
+        return self.cable_capacity_gbps.tolist()
+
+    @cached_property
     def route_cables(self) -> np.ndarray:
         """(regions, sites, cables) bool: the route from region to site crosses the cable."""
         index = {c: i for i, c in enumerate(self.cables)}
@@ -230,4 +254,61 @@ class Catalog:
         for (r, s), route in self.network.routes.items():
             for c in route.cables:
                 out[self.region_index[r], self.site_index[s], index[c]] = True
+        return out
+
+
+class OneBatchTables:
+    """One model's targets as Python lists, and its per-region / per-hour / per-data-class tables, for placing a
+    single batch (`place.decide_one`) with a handful of Python float operations per target instead of dozens of
+    tiny numpy calls. The values are the very floats the vectorized path computes from (each table below is the
+    same numpy expression, converted with tolist), so both paths reach identical results. Built lazily, once per
+    snapshot, model and region/hour (benign races: two threads may build the same entry)."""
+
+    def __init__(self, cat: Catalog, mt: ModelTargets):
+        self.cat = cat
+        self.mt = mt
+        self.n = len(mt)
+        self.pool = mt.pool.tolist()
+        self.site = mt.site.tolist()
+        self.count = cat.pool_count[mt.pool].tolist()
+        self.capacity = cat.pool_capacity[mt.pool].tolist()
+        self.prefill = (mt.prefill_tps * mt.parallelism).tolist()
+        self.decode_tps = mt.decode_tps.tolist()
+        self.kwh = (mt.kwh_per_mtok / costs.MTOK).tolist()
+        self.g_co2 = (mt.g_co2_per_mtok / costs.MTOK).tolist()
+        self.pool_key = [cat.pools[p].key for p in self.pool]
+        self.site_name = [cat.sites[s] for s in self.site]
+        # Per site (in Catalog.sites order), its targets in target order.
+        self.site_targets: list[list[int]] = [[] for _ in cat.sites]
+        for t, s in enumerate(self.site):
+            self.site_targets[s].append(t)
+        self._regions: dict[int, tuple] = {}
+        self._hours: dict[int, list[float]] = {}
+
+    def hour(self, h: int) -> list[float]:
+        cny = self._hours.get(h)
+        if cny is None:
+            cny = self._hours[h] = self.mt.cny_per_mtok[:, h].tolist()
+        return cny
+
+    def region(self, r: int) -> tuple:
+        """(rtt per target, transit per target, per target the cables its route crosses, per data class the
+        static reason per target (SITE_DOWN > UNREACHABLE > DATA_CLASS > 0), per target its route)."""
+        out = self._regions.get(r)
+        if out is None:
+            from scheduler.engine.request import Reason  # noqa: PLC0415 (request imports nothing from here)
+            cat, view = self.cat, self.cat.targets_view(self.mt.model)
+            rtt = view.rtt_ms[r]
+            static = []
+            for d in range(view.allowed.shape[0]):
+                reason = np.zeros(self.n, dtype=np.int8)
+                reason[~view.allowed[d]] = int(Reason.DATA_CLASS)
+                reason[~np.isfinite(rtt)] = int(Reason.UNREACHABLE)
+                reason[~view.site_up] = int(Reason.SITE_DOWN)
+                static.append(reason.tolist())
+            cables = [tuple(np.flatnonzero(view.cables[r, t]).tolist()) for t in range(self.n)]
+            routes = cat.route_table
+            base = r * len(cat.sites)
+            out = (rtt.tolist(), view.transit[r].tolist(), cables, static, [routes[base + s] for s in self.site])
+            self._regions[r] = out
         return out

@@ -18,7 +18,7 @@ from scheduler.engine import baselines, batch as joint, fleet
 from scheduler.engine.catalog import CABLE_PREFIX, Catalog
 from scheduler.engine.fleet import FleetPlan
 from scheduler.engine.ledger import Ledger, Reservation
-from scheduler.engine.place import Decision, decide
+from scheduler.engine.place import Decision, decide, decide_one
 from scheduler.engine.request import (Batch, DemandCell, InvalidRequest, Reason, Slo, check_batch,
                                       check_batches)
 from scheduler.model.schema import Topology
@@ -69,7 +69,7 @@ class Engine:
     def ceilings(self, cat: Catalog | None = None) -> np.ndarray:
         """Per pool, the most load it may carry without breaking an SLO promised to a live placement (inf: none)."""
         cat = cat or self.catalog
-        return self.ledger.ceilings(cat.pool_keys)
+        return self.ledger.ceilings(cat.ledger_keys)[: len(cat.pools)]  # one kept-current ledger view per snapshot
 
     def capacities(self, cat: Catalog) -> dict[str, float]:
         return dict(zip(cat.ledger_keys, cat.ledger_capacity.tolist()))
@@ -88,13 +88,19 @@ class Engine:
         cat = self.catalog
         slo = self.check(batch, cat)
         h = self.hour(hour)
+        tables = cat.one_batch(batch.model)
+        n_pools = len(cat.pools)
         for _ in range(RESERVE_RETRIES):
-            used, cable_used = self.usage(cat)
-            decision, order = decide(batch, slo, cat, h, used, cable_used, self.ceilings(cat))
+            if tables is not None:  # the single-batch path: the same decision as `decide`, in plain floats
+                used, ceiling = self.ledger.state(cat.ledger_keys)
+                decision = decide_one(batch, slo, cat, tables, h, used, used[n_pools:], ceiling)
+            else:
+                used, cable_used = self.usage(cat)
+                decision, _ = decide(batch, slo, cat, h, used, cable_used, self.ceilings(cat))
             if not decision.placed or not reserve:
                 return decision
             items = self._items(cat, decision)
-            got = self.ledger.try_reserve(items, self.capacities(cat))
+            got = self.ledger.try_reserve(items, cat.ledger_capacity_map)
             if got is not None:
                 return _with_reservations(decision, got)
             # Another caller took the capacity between our read and our reservation: look again.

@@ -49,6 +49,22 @@ class _Block:
         return self.expires[i], self.first + i, self
 
 
+class _View:
+    """The ledger's state over one list of keys, kept current as it changes (so a read copies two lists instead of
+    looking every key up): per key, what is held and the lowest ceiling of its live items (`Ledger._ceiling`)."""
+
+    __slots__ = ("keys", "index", "used", "ceiling")
+
+    def __init__(self, keys: Sequence[str], used: list[float], ceiling: list[float]):
+        self.keys = keys
+        self.index = {k: i for i, k in enumerate(keys)}
+        self.used = used
+        self.ceiling = ceiling
+
+
+MAX_VIEWS = 4  # key lists kept current (a snapshot asks with the same list every time; a reload brings a new one)
+
+
 class Ledger:
     """Keyed by pool key (`site/accelerator#j`) so it survives topology reloads that keep the pool."""
 
@@ -62,6 +78,7 @@ class Ledger:
         self._live: dict[int, _Block] = {}  # id of every live item -> its block
         self._ceilings: dict[str, list[tuple[float, int]]] = {}  # per pool, a min-heap; dead entries dropped lazily
         self._next_id = 1
+        self._views: list[_View] = []  # most recent first
 
     def _expire(self, now: float) -> None:
         heap, live = self._expiry, self._live
@@ -70,6 +87,8 @@ class Ledger:
             if live.pop(rid, None) is not None:
                 i = rid - block.first
                 self._release(block.pools[i], block.amounts[i])
+                if block.ceilings[i] < math.inf:
+                    self._sync_ceiling(block.pools[i])
                 block.live -= 1
             block.cursor += 1
             if block.live and block.cursor < len(block.order):
@@ -77,7 +96,38 @@ class Ledger:
 
     def _release(self, pool: str, amount: float) -> None:
         left = self._used.get(pool, 0.0) - amount
-        self._used[pool] = left if left > TOLERANCE else 0.0
+        self._used[pool] = left = left if left > TOLERANCE else 0.0
+        for view in self._views:
+            i = view.index.get(pool)
+            if i is not None:
+                view.used[i] = left
+
+    def _sync_used(self, pool: str) -> None:
+        if self._views:
+            x = self._used.get(pool, 0.0)
+            for view in self._views:
+                i = view.index.get(pool)
+                if i is not None:
+                    view.used[i] = x
+
+    def _sync_ceiling(self, pool: str) -> None:
+        if self._views:
+            x = self._ceiling(pool)
+            for view in self._views:
+                i = view.index.get(pool)
+                if i is not None:
+                    view.ceiling[i] = x
+
+    def _view(self, keys: Sequence[str]) -> _View:
+        """The kept-current view over `keys` (the same list object asked again finds it), made on first ask."""
+        for view in self._views:
+            if view.keys is keys:
+                return view
+        view = _View(keys, [self._used.get(k, 0.0) for k in keys], [self._ceiling(k) for k in keys])
+        if len(view.index) == len(keys):  # a list naming a key twice is served but not kept
+            self._views.insert(0, view)
+            del self._views[MAX_VIEWS:]
+        return view
 
     def _ceiling(self, pool: str) -> float:
         heap = self._ceilings.get(pool)
@@ -88,13 +138,20 @@ class Ledger:
     def used(self, pools: list[str]) -> np.ndarray:
         with self._lock:
             self._expire(self._clock())
-            return np.array([self._used.get(p, 0.0) for p in pools])
+            return np.array(self._view(pools).used)
 
     def ceilings(self, pools: list[str]) -> np.ndarray:
         """Per pool, the lowest ceiling of its live placements (inf if none): the most load it may carry."""
         with self._lock:
             self._expire(self._clock())
-            return np.array([self._ceiling(p) for p in pools])
+            return np.array(self._view(pools).ceiling)
+
+    def state(self, keys: list[str]) -> tuple[list[float], list[float]]:
+        """`used(keys)` and `ceilings(keys)` as lists, read at one instant under one lock."""
+        with self._lock:
+            self._expire(self._clock())
+            view = self._view(keys)
+            return view.used[:], view.ceiling[:]
 
     def try_reserve(self, items: Sequence[tuple], capacity: dict[str, float]) -> list[Reservation] | None:
         """Reserve all (pool, accelerators, hold seconds[, ceiling]) or none.
@@ -124,12 +181,14 @@ class Ledger:
             self._next_id += len(out)
             for r in out:
                 self._used[r.pool] = self._used.get(r.pool, 0.0) + r.accelerators
+                self._sync_used(r.pool)
             expires = [r.expires_at for r in out]
             self._book(first, [r.pool for r in out], [r.accelerators for r in out], [r.ceiling for r in out], expires,
                        sorted(range(len(out)), key=expires.__getitem__))
             for r in out:
                 if r.ceiling < math.inf:
                     heapq.heappush(self._ceilings.setdefault(r.pool, []), (r.ceiling, r.id))
+                    self._sync_ceiling(r.pool)
             self._compact()
             return out
 
@@ -172,6 +231,7 @@ class Ledger:
             after = after.tolist()
             for k in present:
                 used[keys[k]] = after[k]
+                self._sync_used(keys[k])
             pools = [keys[k] for k in key.tolist()]
             expires = now + hold
             self._book(first, pools, amount.tolist(), ceiling.tolist(), expires.tolist(),
@@ -189,6 +249,7 @@ class Ledger:
                     else:
                         heap.extend(entries)
                         heapq.heapify(heap)
+                    self._sync_ceiling(pools[int(group[0])])
             self._compact()
             return first
 
@@ -227,6 +288,8 @@ class Ledger:
             return False
         i = reservation_id - block.first
         self._release(block.pools[i], block.amounts[i])
+        if block.ceilings[i] < math.inf:
+            self._sync_ceiling(block.pools[i])
         block.live -= 1
         return True
 
@@ -251,3 +314,4 @@ class Ledger:
             self._expiry.clear()
             self._live.clear()
             self._ceilings.clear()
+            self._views.clear()

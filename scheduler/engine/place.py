@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from scheduler.engine.catalog import Catalog, ModelTargets
-from scheduler.engine.estimate import BatchArrays, Estimates, ceilings, estimate, latency_at
+from scheduler import costs
+from scheduler.engine.catalog import Catalog, ModelTargets, OneBatchTables
+from scheduler.engine.estimate import CEILING_MARGIN, BatchArrays, Estimates, ceilings, estimate, latency_at
 from scheduler.engine.request import Batch, Reason, Slo
 from scheduler.network import Route
 
@@ -218,3 +220,213 @@ def _unplaced(base: dict, reason: np.ndarray, est: Estimates, slo: Slo, cat: Cat
         r = Reason(int(reason.max())) if len(reason) else Reason.NOT_SERVED
         message = f"no eligible site: {r.label}" + ("" if len(reason) else " (no pool serves this model)")
     return Decision(placed=False, reason=r, message=message, rejections=rejections, **base)
+
+
+# --- one batch, without the (B, T) arrays ------------------------------------------------------------------------
+# `decide` is written for arrays; for a single batch over a couple of dozen targets the per-call cost of numpy's
+# small operations dominates. `decide_one` reaches the same decision with plain Python floats over the catalog's
+# precomputed per-model tables (Catalog.one_batch), each quantity computed by the same IEEE operations in the same
+# order as `estimate` / `ceilings` / `capacity_reasons` / `own_load_reasons` / `latency_at` do, and only where it
+# is reported. A test compares it with `decide` field for field.
+
+_INF = math.inf
+_BIG = sys.float_info.max
+_TTFT, _E2E, _DATA_CLASS = int(Reason.TTFT), int(Reason.E2E), int(Reason.DATA_CLASS)
+_TOP = 1.0 - CEILING_MARGIN
+_REASON = {int(r): r for r in Reason}
+_DECISION_FIELDS = tuple(Decision.__dataclass_fields__)
+_DECISION_DEFAULTS = {f: x.default for f, x in Decision.__dataclass_fields__.items()}
+_new = object.__new__
+
+
+def _latency(pre: float, rtt: float, dec: float, util: float) -> tuple[float, float]:
+    # costs.queue_ms at one target: prefill * u / (1 - u) below saturation, inf at or past it (also for no prefill).
+    ttft = rtt + (pre * (util / (1.0 - util)) if util < 1.0 else _INF) + pre
+    return ttft, ttft + dec
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b as numpy divides floats (no exception at b == 0)."""
+    if b:
+        return a / b
+    return math.nan if a != a or a == 0 else math.copysign(_INF, a) * math.copysign(1.0, b)
+
+
+def _make(cls, **values):
+    """A frozen dataclass instance without running its __init__ (which sets fields one by one, slowly)."""
+    x = _new(cls)
+    x.__dict__.update(values)
+    return x
+
+
+def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hour: int, used: list[float],
+               cable_used: list[float], ceiling: list[float]) -> Decision:
+    """`decide(...)[0]` for one batch, from `cat.one_batch(batch.model)` (not None) and the ledger's state as lists
+    (`used` over Catalog.ledger_keys' pools, `cable_used` per cable, `ceiling` per pool)."""
+    T = tables
+    r = cat.region_index[batch.region]
+    rtts, transit, route_cables, static, routes = T.region(r)
+    static = static[cat.data_class_index[batch.data_class]]
+    cny = T.hour(hour)
+    pool, count, capacity, prefill_tps, decode_tps = T.pool, T.count, T.capacity, T.prefill, T.decode_tps
+    mt = T.mt
+    # The batch's own numbers, as `estimate` computes them from float64 columns.
+    fin, fout, freq = float(batch.input_tokens), float(batch.output_tokens), float(batch.requests)
+    stream = mt.stream_tokens_per_s
+    c_in = 1000.0 * fin
+    dec = 1000.0 * fout / stream
+    weight = (fout + fin / mt.speedup) * freq
+    wire = (fout + fin) * freq
+    hold = max(1.0, fout / stream)
+    per_s = weight / hold
+    gbps = wire * cat.topology.settings.bytes_per_token * 8 / hold / 1e9
+    ttft_slo, e2e_slo = float(slo.ttft_ms), float(slo.e2e_ms)
+    slack = min(ttft_slo, e2e_slo - dec)
+    binding = _TTFT if ttft_slo <= e2e_slo - dec else _E2E
+    cap_used = cable_used
+    full = ()
+    if len(cap_used):
+        cable_cap = cat.cable_capacity_list
+        full = {c for c, u in enumerate(cap_used) if u + gbps > cable_cap[c] + 1e-12}
+
+    n = T.n
+    pre = [0.0] * n
+    load = [0.0] * n
+    theta = [0.0] * n
+    ttft_now = [0.0] * n
+    e2e_now = [0.0] * n
+    before = list(static)  # reason before capacity (estimate's)
+    reason = list(static)
+    cap = [0.0] * n
+    ok: list[int] = []
+    for t in range(n):
+        if static[t]:  # ruled out whatever the load: none of its numbers is reported
+            continue
+        p = pool[t]
+        u = used[p]
+        pr = pre[t] = c_in / prefill_tps[t]
+        ld = load[t] = per_s / decode_tps[t]
+        cp = cap[t] = min(capacity[t], ceiling[p])
+        rtt = rtts[t]
+        budget = slack - rtt  # `ceilings`: the most load at which the pair still meets its SLO
+        th = _TOP - pr / budget if budget >= pr and budget > 0 else -_INF
+        theta[t] = (th if th < _TOP else _TOP) * count[t]
+        ttft, e2e = _latency(pr, rtt, dec, u / count[t])
+        ttft_now[t], e2e_now[t] = ttft, e2e
+        if ttft > ttft_slo:
+            before[t] = reason[t] = _TTFT
+        elif e2e > e2e_slo:
+            before[t] = reason[t] = _E2E
+        elif u + ld > cp + 1e-9:
+            reason[t] = CAPACITY
+        elif full and not full.isdisjoint(route_cables[t]):
+            reason[t] = CABLE
+        elif u + ld > theta[t] + 1e-9:
+            reason[t] = binding
+        else:
+            ok.append(t)
+
+    def latency(t: int) -> tuple[float, float]:  # what the batch will see: its pool with it on
+        return _latency(pre[t], rtts[t], dec, (used[pool[t]] + load[t]) / count[t])
+
+    rejections = []
+    codes = reason
+    for s, targets in enumerate(T.site_targets):
+        if not targets:
+            rejections.append(_make(Rejection, site=cat.sites[s], reason=Reason.NOT_SERVED,
+                                    detail=Reason.NOT_SERVED.label))
+            continue
+        best = targets[0]
+        if len(targets) > 1:
+            rank = 100 if codes[best] == OK else codes[best]
+            for t in targets[1:]:
+                k = 100 if codes[t] == OK else codes[t]
+                if k > rank:
+                    best, rank = t, k
+        code = codes[best]
+        if code != OK:
+            rejections.append(_make(Rejection, site=cat.sites[s], reason=_REASON[code],
+                                    detail=_detail_one(code, best, T, slo, used, cap, load, latency, before)))
+
+    values = dict(_DECISION_DEFAULTS, batch=batch, topology_version=cat.version, hour=hour, slo=slo,
+                  rejections=rejections)
+    if not ok:
+        values.update(placed=False, alternatives=[], reservation_ids=(),
+                      **_unplaced_one(reason, T, slo, used, cap, load, latency))
+        return _make(Decision, **{f: values[f] for f in _DECISION_FIELDS})
+    cost = {t: (weight * cny[t] + wire * transit[t]) / costs.MTOK for t in ok}
+    order = sorted(ok, key=lambda t: (cost[t], rtts[t])) if len(ok) > 1 else ok
+    t = order[0]
+    ttft, e2e = latency(t)
+    alternatives = []
+    for a in order[1:1 + ALTERNATIVES]:
+        a_ttft, a_e2e = latency(a)
+        alternatives.append(_make(Alternative, site=T.site_name[a], pool=T.pool_key[a], cost_cny=cost[a],
+                                  rtt_ms=rtts[a], ttft_ms=a_ttft, e2e_ms=a_e2e))
+    values.update(
+        placed=True, reason=Reason.OK, message=f"cheapest of {len(order)} feasible targets",
+        site=T.site_name[t], pool=T.pool_key[t], route=routes[t], rtt_ms=rtts[t], ttft_ms=ttft, e2e_ms=e2e,
+        cost_cny=cost[t], kwh=weight * T.kwh[t], g_co2=weight * T.g_co2[t], load=load[t], hold_s=hold,
+        ceiling=theta[t], alternatives=alternatives, reservation_ids=(),
+    )
+    return _make(Decision, **{f: values[f] for f in _DECISION_FIELDS})
+
+
+def _detail_one(code: int, t: int, T, slo: Slo, used: list[float], cap: list[float], load: list[float],
+                latency, before: list[int]) -> str:
+    """`_detail` for one target of `decide_one`."""
+    own = " with this batch on the pool" if before[t] == OK else ""
+    if code == _TTFT:
+        return f"ttft {latency(t)[0]:.0f} ms > SLO {slo.ttft_ms:.0f} ms{own}"
+    if code == _E2E:
+        return f"end-to-end {latency(t)[1]:.0f} ms > SLO {slo.e2e_ms:.0f} ms{own}"
+    if code == CAPACITY:
+        p, c = T.pool[t], T.capacity[t]
+        limit = (f"{c:.1f} accelerators" if cap[t] >= c
+                 else f"{cap[t]:.1f} accelerators (SLOs already promised on it allow no more)")
+        return f"pool {T.pool_key[t]} holds {used[p]:.1f} of {limit}, needs {load[t]:.2f}"
+    return _REASON[code].label
+
+
+def _unplaced_one(reason: list[int], T, slo: Slo, used: list[float], cap: list[float], load: list[float],
+                  latency) -> dict:
+    """`_unplaced`'s reason and message for `decide_one`."""
+    n = len(reason)
+    if any(x >= CAPACITY for x in reason):
+        r = CAPACITY if CAPACITY in reason else CABLE
+        full = [t for t in range(n) if reason[t] == r]
+        if r == CAPACITY:  # the closest miss: the pool with the most room left (the first of equals)
+            t, room = full[0], cap[full[0]] - used[T.pool[full[0]]]
+            for k in full[1:]:
+                x = cap[k] - used[T.pool[k]]
+                if x > room:
+                    t, room = k, x
+            p = T.pool[t]
+            closest = (f"; closest miss: {T.site_name[t]} ({T.pool_key[t]}) has "
+                       f"{max(cap[t] - used[p], 0.0):.2f} accelerators free, needs {load[t]:.2f}")
+        else:
+            closest = f"; e.g. {T.site_name[full[0]]}"
+        r = _REASON[r]
+        message = f"every site that meets the SLO is full ({r.label}){closest}"
+    elif _TTFT in reason or _E2E in reason:
+        best, over = -1, _INF
+        for t in range(n):
+            if reason[t] == _TTFT:
+                x = _ratio(latency(t)[0], slo.ttft_ms)
+            elif reason[t] == _E2E:
+                x = _ratio(latency(t)[1], slo.e2e_ms)
+            else:
+                continue
+            # np.nan_to_num(nan=inf): nan counts as inf, and inf as the largest finite float.
+            x = _INF if x != x else _BIG if x == _INF else -_BIG if x == -_INF else x
+            if best < 0 or x < over:
+                best, over = t, x
+        t = best
+        r = _REASON[reason[t]]
+        what = (f"ttft {latency(t)[0]:.0f} ms > {slo.ttft_ms:.0f} ms" if r is Reason.TTFT
+                else f"end-to-end {latency(t)[1]:.0f} ms > {slo.e2e_ms:.0f} ms")
+        message = f"no site meets the SLO; closest miss: {T.site_name[t]} with {what}"
+    else:
+        r = _REASON[max(reason)]
+        message = f"no eligible site: {r.label}"
+    return {"reason": r, "message": message}
