@@ -234,8 +234,6 @@ _BIG = sys.float_info.max
 _TTFT, _E2E, _DATA_CLASS = int(Reason.TTFT), int(Reason.E2E), int(Reason.DATA_CLASS)
 _TOP = 1.0 - CEILING_MARGIN
 _REASON = {int(r): r for r in Reason}
-_DECISION_FIELDS = tuple(Decision.__dataclass_fields__)
-_DECISION_DEFAULTS = {f: x.default for f, x in Decision.__dataclass_fields__.items()}
 _new = object.__new__
 
 
@@ -265,10 +263,11 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
     (`used` over Catalog.ledger_keys' pools, `cable_used` per cable, `ceiling` per pool)."""
     T = tables
     r = cat.region_index[batch.region]
-    rtts, transit, route_cables, static, routes = T.region(r)
-    static = static[cat.data_class_index[batch.data_class]]
+    rtts, transit, static, rows, routes = T.region(r)
+    dc = cat.data_class_index[batch.data_class]
+    static = static[dc]
     cny = T.hour(hour)
-    pool, count, capacity, prefill_tps, decode_tps = T.pool, T.count, T.capacity, T.prefill, T.decode_tps
+    pool, count = T.pool, T.count
     mt = T.mt
     # The batch's own numbers, as `estimate` computes them from float64 columns.
     fin, fout, freq = float(batch.input_tokens), float(batch.output_tokens), float(batch.requests)
@@ -292,39 +291,36 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
     n = T.n
     pre = [0.0] * n
     load = [0.0] * n
-    theta = [0.0] * n
-    ttft_now = [0.0] * n
-    e2e_now = [0.0] * n
+    theta: dict[int, float] = {}  # of the feasible targets
     before = list(static)  # reason before capacity (estimate's)
-    reason = list(static)
+    reason = before[:]
     cap = [0.0] * n
     ok: list[int] = []
-    for t in range(n):
-        if static[t]:  # ruled out whatever the load: none of its numbers is reported
-            continue
-        p = pool[t]
+    for t, p, rtt, cnt, capacity, prefill_tps, decode_tps, crossing in rows[dc]:  # the targets static lets through
         u = used[p]
-        pr = pre[t] = c_in / prefill_tps[t]
-        ld = load[t] = per_s / decode_tps[t]
-        cp = cap[t] = min(capacity[t], ceiling[p])
-        rtt = rtts[t]
-        budget = slack - rtt  # `ceilings`: the most load at which the pair still meets its SLO
-        th = _TOP - pr / budget if budget >= pr and budget > 0 else -_INF
-        theta[t] = (th if th < _TOP else _TOP) * count[t]
-        ttft, e2e = _latency(pr, rtt, dec, u / count[t])
-        ttft_now[t], e2e_now[t] = ttft, e2e
+        pr = pre[t] = c_in / prefill_tps
+        ld = load[t] = per_s / decode_tps
+        c = ceiling[p]
+        cp = cap[t] = c if c < capacity else capacity
+        util = u / cnt
+        ttft = rtt + (pr * (util / (1.0 - util)) if util < 1.0 else _INF) + pr  # costs.queue_ms, M/M/1
         if ttft > ttft_slo:
             before[t] = reason[t] = _TTFT
-        elif e2e > e2e_slo:
+        elif ttft + dec > e2e_slo:
             before[t] = reason[t] = _E2E
         elif u + ld > cp + 1e-9:
             reason[t] = CAPACITY
-        elif full and not full.isdisjoint(route_cables[t]):
+        elif full and not full.isdisjoint(crossing):
             reason[t] = CABLE
-        elif u + ld > theta[t] + 1e-9:
-            reason[t] = binding
         else:
-            ok.append(t)
+            budget = slack - rtt  # `ceilings`: the most load at which the pair still meets its SLO
+            th = _TOP - pr / budget if budget >= pr and budget > 0 else -_INF
+            th = (th if th < _TOP else _TOP) * cnt
+            if u + ld > th + 1e-9:
+                reason[t] = binding
+            else:
+                theta[t] = th
+                ok.append(t)
 
     def latency(t: int) -> tuple[float, float]:  # what the batch will see: its pool with it on
         return _latency(pre[t], rtts[t], dec, (used[pool[t]] + load[t]) / count[t])
@@ -337,39 +333,50 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
                                     detail=Reason.NOT_SERVED.label))
             continue
         best = targets[0]
+        code = codes[best]
+        if code == OK:  # a feasible target speaks for its site: nothing to explain
+            continue
         if len(targets) > 1:
-            rank = 100 if codes[best] == OK else codes[best]
             for t in targets[1:]:
                 k = 100 if codes[t] == OK else codes[t]
-                if k > rank:
-                    best, rank = t, k
-        code = codes[best]
-        if code != OK:
+                if k > code:
+                    best, code = t, k
+        if code != 100:
             rejections.append(_make(Rejection, site=cat.sites[s], reason=_REASON[code],
                                     detail=_detail_one(code, best, T, slo, used, cap, load, latency, before)))
 
-    values = dict(_DECISION_DEFAULTS, batch=batch, topology_version=cat.version, hour=hour, slo=slo,
-                  rejections=rejections)
     if not ok:
-        values.update(placed=False, alternatives=[], reservation_ids=(),
-                      **_unplaced_one(reason, T, slo, used, cap, load, latency))
-        return _make(Decision, **{f: values[f] for f in _DECISION_FIELDS})
+        why = _unplaced_one(reason, T, slo, used, cap, load, latency)
+        return _decision(batch, False, why[0], why[1], cat.version, hour, None, None, None, math.nan, math.nan,
+                         math.nan, math.nan, math.nan, math.nan, 0.0, 0.0, slo, [], rejections, math.inf)
     cost = {t: (weight * cny[t] + wire * transit[t]) / costs.MTOK for t in ok}
-    order = sorted(ok, key=lambda t: (cost[t], rtts[t])) if len(ok) > 1 else ok
+    order = [x[2] for x in sorted([(cost[t], rtts[t], t) for t in ok])] if len(ok) > 1 else ok  # lexsort's order
     t = order[0]
     ttft, e2e = latency(t)
     alternatives = []
+    names, keys = T.site_name, T.pool_key
     for a in order[1:1 + ALTERNATIVES]:
         a_ttft, a_e2e = latency(a)
-        alternatives.append(_make(Alternative, site=T.site_name[a], pool=T.pool_key[a], cost_cny=cost[a],
-                                  rtt_ms=rtts[a], ttft_ms=a_ttft, e2e_ms=a_e2e))
-    values.update(
-        placed=True, reason=Reason.OK, message=f"cheapest of {len(order)} feasible targets",
-        site=T.site_name[t], pool=T.pool_key[t], route=routes[t], rtt_ms=rtts[t], ttft_ms=ttft, e2e_ms=e2e,
-        cost_cny=cost[t], kwh=weight * T.kwh[t], g_co2=weight * T.g_co2[t], load=load[t], hold_s=hold,
-        ceiling=theta[t], alternatives=alternatives, reservation_ids=(),
-    )
-    return _make(Decision, **{f: values[f] for f in _DECISION_FIELDS})
+        x = _new(Alternative)
+        x.__dict__.update(site=names[a], pool=keys[a], cost_cny=cost[a], rtt_ms=rtts[a], ttft_ms=a_ttft, e2e_ms=a_e2e)
+        alternatives.append(x)
+    return _decision(batch, True, Reason.OK, f"cheapest of {len(order)} feasible targets", cat.version, hour,
+                     names[t], keys[t], routes[t], rtts[t], ttft, e2e, cost[t], weight * T.kwh[t], weight * T.g_co2[t],
+                     load[t], hold, slo, alternatives, rejections, theta[t])
+
+
+def _decision(batch, placed, reason, message, topology_version, hour, site, pool, route, rtt_ms, ttft_ms, e2e_ms,
+              cost_cny, kwh, g_co2, load, hold_s, slo, alternatives, rejections, ceiling) -> Decision:
+    """A Decision (no reservation ids yet) filled in declaration order without its __init__ (a test pins the
+    fields and their order to the dataclass's)."""
+    d = _new(Decision)
+    d.__dict__.update({
+        "batch": batch, "placed": placed, "reason": reason, "message": message, "topology_version": topology_version,
+        "hour": hour, "site": site, "pool": pool, "route": route, "rtt_ms": rtt_ms, "ttft_ms": ttft_ms,
+        "e2e_ms": e2e_ms, "cost_cny": cost_cny, "kwh": kwh, "g_co2": g_co2, "load": load, "hold_s": hold_s, "slo": slo,
+        "alternatives": alternatives, "rejections": rejections, "reservation_ids": (), "ceiling": ceiling,
+    })
+    return d
 
 
 def _detail_one(code: int, t: int, T, slo: Slo, used: list[float], cap: list[float], load: list[float],
@@ -389,7 +396,7 @@ def _detail_one(code: int, t: int, T, slo: Slo, used: list[float], cap: list[flo
 
 
 def _unplaced_one(reason: list[int], T, slo: Slo, used: list[float], cap: list[float], load: list[float],
-                  latency) -> dict:
+                  latency) -> tuple[Reason, str]:
     """`_unplaced`'s reason and message for `decide_one`."""
     n = len(reason)
     if any(x >= CAPACITY for x in reason):
@@ -429,4 +436,4 @@ def _unplaced_one(reason: list[int], T, slo: Slo, used: list[float], cap: list[f
     else:
         r = _REASON[max(reason)]
         message = f"no eligible site: {r.label}"
-    return {"reason": r, "message": message}
+    return r, message
