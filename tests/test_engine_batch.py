@@ -74,6 +74,29 @@ def test_the_instances_are_not_trivial():
 
 
 @pytest.mark.parametrize("name,topology,batches,hour", INSTANCES, ids=[i[0] for i in INSTANCES])
+def test_the_lagrangian_with_ceiling_charges_never_exceeds_the_true_optimum(name, topology, batches, hour):
+    """Weak duality holds at any nonnegative prices, with the ceilings' charges too: checked against exhaustive
+    search at the LP's prices and at random ones (large prices make every batch's ceiling charge matter)."""
+    from scheduler.engine import priced
+
+    eng = engine(topology)
+    p = problem(eng, batches, hour)
+    penalty = joint.penalty_of(p)
+    best = exhaustive(p, penalty)
+    parts = priced.parts_of(p)
+    lp = priced._price(p, parts, penalty)
+    rng = np.random.default_rng(len(name))
+    unit = float(np.median([np.nanmedian(p.est[m].cost_cny / np.maximum(p.est[m].load, 1e-12)) for m in p.models]))
+    charged = []
+    for pool_price in [lp.pool_price] + [rng.exponential(unit * f, len(p.pool_cap)) for f in (0.1, 1, 10, 100)]:
+        plain = priced._lagrangian(p, parts, penalty, pool_price, lp.cable_price)[0]
+        value = priced._lagrangian(p, parts, penalty, pool_price, lp.cable_price, ceilings=True)[0]
+        assert plain <= value <= best.objective + 1e-7 * max(1.0, abs(best.objective))
+        charged.append(value > plain + 1e-12)
+    assert any(charged) or name.startswith("cables")  # the charges do bite on ceiling-bound instances
+
+
+@pytest.mark.parametrize("name,topology,batches,hour", INSTANCES, ids=[i[0] for i in INSTANCES])
 def test_large_path_bound_is_valid_and_its_answer_feasible(name, topology, batches, hour):
     eng = engine(topology)
     p = problem(eng, batches, hour)

@@ -270,16 +270,18 @@ def _priced_cost(part: _Model, pool_price: np.ndarray, cable_price: np.ndarray) 
 
 
 def _lagrangian(p: Problem, parts: list[_Model], penalty: float, pool_price: np.ndarray,
-               cable_price: np.ndarray) -> tuple[float, np.ndarray]:
+                cable_price: np.ndarray, ceilings: bool = False) -> tuple[float, np.ndarray]:
     """Weak duality at these prices, batch by batch, and the pool load of the batches' priced choices.
 
     For any prices >= 0 on pool capacity and cable bandwidth, every batch pays its cheapest priced option (or the
     penalty), and the priced capacity is credited back: no assignment that respects capacity and cables (let alone
     ceilings too) costs less. Valid whatever the grouping that produced the prices. The load is the subgradient's
-    use side.
+    use side. With `ceilings`, part of each pool's price also charges the capacity its batches' ceilings waste
+    (_ceiling_charges), which only raises the value.
     """
     total = 0.0
     used = np.zeros(len(pool_price))
+    firsts = []
     for part in parts:
         rc = _priced_cost(part, pool_price, cable_price)
         b = np.arange(len(part.rows))
@@ -289,28 +291,59 @@ def _lagrangian(p: Problem, parts: list[_Model], penalty: float, pool_price: np.
         total += float(np.minimum(pick, alone).sum())
         go = pick < alone
         np.add.at(used, part.pool[k[go]], part.load[b[go], k[go]])
+        if ceilings and rc.shape[1] > 1:
+            second = np.minimum(np.partition(rc, 1, axis=1)[:, 1], alone)
+            firsts.append((part.pool[k[go]], part.theta[b[go], k[go]], (second - pick)[go]))
     total -= float(pool_price @ np.maximum(p.pool_free, 0.0))
     priced = cable_price > 0
     total -= float(cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0))
+    if firsts:
+        total += _ceiling_charges(p, pool_price, *(np.concatenate(x) for x in zip(*firsts)))
     return total, used
+
+
+def _ceiling_charges(p: Problem, pool_price: np.ndarray, pool: np.ndarray, theta: np.ndarray,
+                     regret: np.ndarray) -> float:
+    """What charging ceilings adds to the bound, for batches whose cheapest priced option is on `pool` with ceiling
+    `theta` and whose next option costs `regret` more.
+
+    If batch i runs on pool q, the pool's load stays under its ceiling: load_q + (cap_q - theta_i) x_i <= free_q is
+    a valid row for each such pair. Moving a share a_i of the pool's price mu_q from its capacity row to these rows
+    (sum of shares <= 1) leaves every batch's price of q's load as it was and charges batch i a_i mu_q (cap_q -
+    theta_i) more on q: up to its regret that raises the bound by the same (beyond it the batch would move). Shares
+    go to the largest wastes first, each up to its regret."""
+    waste = p.pool_cap[pool] - theta
+    mu = pool_price[pool]
+    ok = (waste > 0) & (mu > 0) & (regret > 0)
+    pool, waste, mu, regret = pool[ok], waste[ok], mu[ok], regret[ok]
+    if not len(pool):
+        return 0.0
+    order = np.lexsort((-waste, pool))
+    pool, waste, mu, regret = pool[order], waste[order], mu[order], regret[order]
+    need = regret / (waste * mu)  # the share that makes the batch indifferent
+    taken = np.cumsum(need)
+    starts = np.searchsorted(pool, pool, side="left")
+    before = taken[starts] - need[starts]  # shares given in this pool before its first batch: 0, per batch
+    share = np.clip(1.0 - (taken - need - before), 0.0, need)
+    return float((share * waste * mu).sum())
 
 
 def _tighten(p: Problem, parts: list[_Model], penalty: float, s: transport.TransportSolution, bound: float,
              upper: float, steps: int) -> tuple[float, list[np.ndarray]]:
     """Polyak subgradient ascent on the pool prices from the LP's (cable prices kept): the group LP's prices are
     close to, not at, the best ones, and each step's Lagrangian value is itself a valid bound, so the best is kept.
-    Also returns prices for the greedy to try again: the mean of the ascent's iterates and the mean of its second
-    half (the iterates zigzag around the optimal duals; their means settle nearer: on four 10k-batch instances one
-    of the two always beat the best-bound and the last prices). `upper`: the objective of the assignment found, the
-    Polyak target."""
-    price, best, lam, seen = s.pool_price, bound, 1.0, []
+    At the best prices, the ceiling charges are added (one more evaluation). Also returns prices for the greedy to
+    try again: the mean of the ascent's iterates and the mean of its second half (the iterates zigzag around the
+    optimal duals; their means settle nearer: on four 10k-batch instances one of the two always beat the best-bound
+    and the last prices). `upper`: the objective of the assignment found, the Polyak target."""
+    price, best, lam, seen, best_price = s.pool_price, bound, 1.0, [], s.pool_price
     free = np.maximum(p.pool_free, 0.0)
     for _ in range(steps):
         price = np.maximum(price, 0.0)
         seen.append(price)
         total, used = _lagrangian(p, parts, penalty, price, s.cable_price)
         if total >= best:  # (the first step, at the LP's prices, ties the bound it starts from)
-            best = total
+            best, best_price = total, price
         else:
             lam /= 2
         g = used - free
@@ -318,6 +351,7 @@ def _tighten(p: Problem, parts: list[_Model], penalty: float, s: transport.Trans
         if norm <= 0 or upper <= total:
             break
         price = price + lam * (upper - total) / norm * g
+    best = max(best, _lagrangian(p, parts, penalty, best_price, s.cable_price, ceilings=True)[0])
     if len(seen) < 2:
         return best, []
     return best, [np.mean(seen, axis=0), np.mean(seen[len(seen) // 2:], axis=0)]
