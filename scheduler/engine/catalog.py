@@ -243,8 +243,9 @@ class Catalog:
         return np.array([c.capacity_gbps or np.inf for c in self.topology.cables], dtype=float)
 
     @cached_property
-    def cable_capacity_list(self) -> list[float]:
-        return self.cable_capacity_gbps.tolist()
+    def cable_limit(self) -> list[float]:
+        """Per cable, the Gbps past which it counts as full (its capacity plus the 1e-12 float tolerance)."""
+        return (self.cable_capacity_gbps + 1e-12).tolist()
 
     @cached_property
     def route_cables(self) -> np.ndarray:
@@ -292,10 +293,10 @@ class OneBatchTables:
         return cny
 
     def region(self, r: int) -> tuple:
-        """(rtt per target, transit per target, per data class the static reason per target (SITE_DOWN >
-        UNREACHABLE > DATA_CLASS > 0), per data class the targets it lets through as (target, pool, rtt, pool
-        count, pool capacity, prefill tokens/s, decode tokens/s, the cables its route crosses), per target its
-        route)."""
+        """(rtt per target, per data class the static reason per target (SITE_DOWN > UNREACHABLE > DATA_CLASS >
+        0), per data class the targets it lets through as (target, pool, rtt, pool count, pool capacity, prefill
+        tokens/s, decode tokens/s, the cables its route crosses, transit CNY per million wire tokens), per target
+        its route)."""
         out = self._regions.get(r)
         if out is None:
             from scheduler.engine.request import Reason  # noqa: PLC0415 (request imports nothing from here)
@@ -309,11 +310,11 @@ class OneBatchTables:
                 reason[~view.site_up] = int(Reason.SITE_DOWN)
                 static.append(reason.tolist())
             cables = [tuple(np.flatnonzero(view.cables[r, t]).tolist()) for t in range(self.n)]
-            rtt = rtt.tolist()
+            rtt, transit = rtt.tolist(), view.transit[r].tolist()
             rows = [[(t, self.pool[t], rtt[t], self.count[t], self.capacity[t], self.prefill[t], self.decode_tps[t],
-                      cables[t]) for t in range(self.n) if not reasons[t]] for reasons in static]
+                      cables[t], transit[t]) for t in range(self.n) if not reasons[t]] for reasons in static]
             routes = cat.route_table
             base = r * len(cat.sites)
-            out = (rtt, view.transit[r].tolist(), static, rows, [routes[base + s] for s in self.site])
+            out = (rtt, static, rows, [routes[base + s] for s in self.site])
             self._regions[r] = out
         return out

@@ -263,7 +263,7 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
     (`used` over Catalog.ledger_keys' pools, `cable_used` per cable, `ceiling` per pool)."""
     T = tables
     r = cat.region_index[batch.region]
-    rtts, transit, static, rows, routes = T.region(r)
+    rtts, static, rows, routes = T.region(r)
     dc = cat.data_class_index[batch.data_class]
     static = static[dc]
     cny = T.hour(hour)
@@ -282,11 +282,9 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
     ttft_slo, e2e_slo = float(slo.ttft_ms), float(slo.e2e_ms)
     slack = min(ttft_slo, e2e_slo - dec)
     binding = _TTFT if ttft_slo <= e2e_slo - dec else _E2E
-    cap_used = cable_used
     full = ()
-    if len(cap_used):
-        cable_cap = cat.cable_capacity_list
-        full = {c for c, u in enumerate(cap_used) if u + gbps > cable_cap[c] + 1e-12}
+    if cable_used:  # the cables this batch's bandwidth would overfill (capacity_reasons)
+        full = {c for c, u, limit in zip(range(len(cable_used)), cable_used, cat.cable_limit) if u + gbps > limit}
 
     n = T.n
     pre = [0.0] * n
@@ -295,8 +293,9 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
     before = list(static)  # reason before capacity (estimate's)
     reason = before[:]
     cap = [0.0] * n
-    ok: list[int] = []
-    for t, p, rtt, cnt, capacity, prefill_tps, decode_tps, crossing in rows[dc]:  # the targets static lets through
+    ok: list[tuple[float, float, int]] = []  # (cost, rtt, target) of the feasible targets
+    mtok = costs.MTOK
+    for t, p, rtt, cnt, capacity, prefill_tps, decode_tps, crossing, transit in rows[dc]:  # static lets them through
         u = used[p]
         pr = pre[t] = c_in / prefill_tps
         ld = load[t] = per_s / decode_tps
@@ -320,7 +319,7 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
                 reason[t] = binding
             else:
                 theta[t] = th
-                ok.append(t)
+                ok.append(((weight * cny[t] + wire * transit) / mtok, rtt, t))
 
     def latency(t: int) -> tuple[float, float]:  # what the batch will see: its pool with it on
         return _latency(pre[t], rtts[t], dec, (used[pool[t]] + load[t]) / count[t])
@@ -349,19 +348,19 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
         why = _unplaced_one(reason, T, slo, used, cap, load, latency)
         return _decision(batch, False, why[0], why[1], cat.version, hour, None, None, None, math.nan, math.nan,
                          math.nan, math.nan, math.nan, math.nan, 0.0, 0.0, slo, [], rejections, math.inf)
-    cost = {t: (weight * cny[t] + wire * transit[t]) / costs.MTOK for t in ok}
-    order = [x[2] for x in sorted([(cost[t], rtts[t], t) for t in ok])] if len(ok) > 1 else ok  # lexsort's order
-    t = order[0]
+    if len(ok) > 1:
+        ok.sort()  # by cost, then rtt, then target: np.lexsort's (stable) order
+    cost, rtt, t = ok[0]
     ttft, e2e = latency(t)
     alternatives = []
     names, keys = T.site_name, T.pool_key
-    for a in order[1:1 + ALTERNATIVES]:
+    for a_cost, a_rtt, a in ok[1:1 + ALTERNATIVES]:
         a_ttft, a_e2e = latency(a)
         x = _new(Alternative)
-        x.__dict__.update(site=names[a], pool=keys[a], cost_cny=cost[a], rtt_ms=rtts[a], ttft_ms=a_ttft, e2e_ms=a_e2e)
+        x.__dict__.update(site=names[a], pool=keys[a], cost_cny=a_cost, rtt_ms=a_rtt, ttft_ms=a_ttft, e2e_ms=a_e2e)
         alternatives.append(x)
-    return _decision(batch, True, Reason.OK, f"cheapest of {len(order)} feasible targets", cat.version, hour,
-                     names[t], keys[t], routes[t], rtts[t], ttft, e2e, cost[t], weight * T.kwh[t], weight * T.g_co2[t],
+    return _decision(batch, True, Reason.OK, f"cheapest of {len(ok)} feasible targets", cat.version, hour,
+                     names[t], keys[t], routes[t], rtt, ttft, e2e, cost, weight * T.kwh[t], weight * T.g_co2[t],
                      load[t], hold, slo, alternatives, rejections, theta[t])
 
 
