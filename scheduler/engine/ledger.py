@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 TOLERANCE = 1e-9  # accelerators (or Gbps): float noise, not capacity
+_new = object.__new__
 
 
 @dataclass(frozen=True)
@@ -174,21 +175,30 @@ class Ledger:
                 if self._used.get(pool, 0.0) + amount > limit + TOLERANCE:
                     return None
             first = self._next_id
-            out = [Reservation(first + i, item[0], item[1], now + item[2], float(item[3]) if len(item) > 3 else math.inf)
-                   for i, item in enumerate(items)]
-            if not out:
-                return out
-            self._next_id += len(out)
-            for r in out:
-                self._used[r.pool] = self._used.get(r.pool, 0.0) + r.accelerators
-                self._sync_used(r.pool)
-            expires = [r.expires_at for r in out]
-            self._book(first, [r.pool for r in out], [r.accelerators for r in out], [r.ceiling for r in out], expires,
-                       sorted(range(len(out)), key=expires.__getitem__))
-            for r in out:
-                if r.ceiling < math.inf:
-                    heapq.heappush(self._ceilings.setdefault(r.pool, []), (r.ceiling, r.id))
-                    self._sync_ceiling(r.pool)
+            if not items:
+                return []
+            n = len(items)
+            self._next_id += n
+            pools = [item[0] for item in items]
+            amounts = [item[1] for item in items]
+            expires = [now + item[2] for item in items]
+            ceilings = [float(item[3]) if len(item) > 3 else math.inf for item in items]
+            out = []
+            for rid, pool, amount, expires_at, ceiling in zip(range(first, first + n), pools, amounts, expires,
+                                                              ceilings):
+                r = _new(Reservation)  # a frozen dataclass's __init__ sets its fields one by one, slowly
+                r.__dict__.update(id=rid, pool=pool, accelerators=amount, expires_at=expires_at, ceiling=ceiling)
+                out.append(r)
+            used = self._used
+            for pool, amount in zip(pools, amounts):
+                used[pool] = used.get(pool, 0.0) + amount
+                self._sync_used(pool)
+            self._book(first, pools, amounts, ceilings, expires,
+                       sorted(range(n), key=expires.__getitem__) if n > 1 else [0])
+            for rid, pool, ceiling in zip(range(first, first + n), pools, ceilings):
+                if ceiling < math.inf:
+                    heapq.heappush(self._ceilings.setdefault(pool, []), (ceiling, rid))
+                    self._sync_ceiling(pool)
             self._compact()
             return out
 
