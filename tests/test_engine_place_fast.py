@@ -226,11 +226,20 @@ def test_ledger_views_follow_every_change():
     assert any(led.ceilings(keys) < np.inf) or not led.reservations()
 
 
-def test_degenerate_models_take_the_vectorized_path():
-    eng = Engine.from_topology(TINY, "test")
+def test_a_model_no_pool_serves_takes_the_vectorized_path():
+    from scheduler.model.schema import Topology
+    data = DEFAULT.model_dump(mode="json")
+    first, second = DEFAULT.models[0].id, DEFAULT.models[1].id
+    for site in data["sites"]:
+        for pool in site["pools"]:
+            pool["models"] = [first]
+    eng = Engine.from_topology(Topology.model_validate(data), "x")
     cat = eng.catalog
-    for m in cat.models:
-        assert cat.one_batch(m) is (cat.one_batch(m) if len(cat.by_model[m]) else None)
+    assert cat.one_batch(second) is None and cat.one_batch(first) is cat.one_batch(first) is not None
+    b = Batch(DEFAULT.regions[0].id, second, 100, 100)
+    d = eng.place(b, hour=5)
+    assert not d.placed and d.reason is Reason.NOT_SERVED
+    assert_same(d, decide(b, eng.check(b), cat, 5, *eng.usage(cat), eng.ceilings(cat))[0])
 
 
 @pytest.mark.parametrize("seed", [13, 14])
@@ -240,3 +249,32 @@ def test_decision_objects_are_plain_decisions(seed):
         d = eng.place(b, hour=1)
         assert type(d) is Decision and d == dataclasses.replace(d)
         assert list(vars(d)) == [f.name for f in dataclasses.fields(Decision)]
+
+
+def test_concurrent_placements_keep_the_views_exact_and_pools_within_capacity():
+    import threading
+    topo = shrink(DEFAULT, counts={s.id: 3 for s in DEFAULT.sites})
+    eng = Engine.from_topology(topo, "x", ledger=Ledger(Clock()))
+    cat = eng.catalog
+    batches = mixed_batches(topo, 400, seed=17)
+    errors: list[BaseException] = []
+
+    def work(part: list[Batch]) -> None:
+        try:
+            for b in part:
+                d = eng.place(b, hour=14)
+                if d.placed and d.load > 1.0:
+                    eng.release(d.reservation_ids[:1])
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(batches[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    used, ceiling = eng.ledger.state(cat.ledger_keys)
+    assert_same((used, ceiling), ledger_reference(eng.ledger, cat.ledger_keys))
+    n = len(cat.pools)
+    assert all(u <= min(c, k) + 1e-9 for u, c, k in zip(used[:n], cat.pool_capacity.tolist(), ceiling[:n]))

@@ -231,7 +231,7 @@ def _unplaced(base: dict, reason: np.ndarray, est: Estimates, slo: Slo, cat: Cat
 
 _INF = math.inf
 _BIG = sys.float_info.max
-_TTFT, _E2E, _DATA_CLASS = int(Reason.TTFT), int(Reason.E2E), int(Reason.DATA_CLASS)
+_TTFT, _E2E = int(Reason.TTFT), int(Reason.E2E)
 _TOP = 1.0 - CEILING_MARGIN
 _REASON = {int(r): r for r in Reason}
 _new = object.__new__
