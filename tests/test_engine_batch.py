@@ -77,13 +77,13 @@ def test_the_instances_are_not_trivial():
 def test_the_lagrangian_with_ceiling_charges_never_exceeds_the_true_optimum(name, topology, batches, hour):
     """Weak duality holds at any nonnegative prices, with the ceilings' charges too: checked against exhaustive
     search at the LP's prices and at random ones (large prices make every batch's ceiling charge matter)."""
-    from scheduler.engine import priced
+    from scheduler.engine import assign, priced
 
     eng = engine(topology)
     p = problem(eng, batches, hour)
     penalty = joint.penalty_of(p)
     best = exhaustive(p, penalty)
-    parts = priced.parts_of(p)
+    parts = assign.parts_of(p)
     lp = priced._price(p, parts, penalty)
     rng = np.random.default_rng(len(name))
     unit = float(np.median([np.nanmedian(p.est[m].cost_cny / np.maximum(p.est[m].load, 1e-12)) for m in p.models]))
@@ -188,15 +188,15 @@ def test_subgradient_steps_tighten_the_lp_price_bound(monkeypatch):
 @pytest.mark.parametrize("time_limit_s, greedy_runs", [(2.0, 3), (0.7, 2), (0.3, 1)])
 def test_the_greedy_retries_at_the_ascents_prices_as_the_time_limit_allows_and_keeps_the_cheapest(
         monkeypatch, time_limit_s, greedy_runs):
-    from scheduler.engine import priced
+    from scheduler.engine import assign, priced
 
     topo = load_topology(DEFAULT_TOPOLOGY).value
     eng = engine(topo)
     p = problem(eng, synth.random_batches(topo, 3000, seed=11), 14)
     penalty = joint.penalty_of(p)
     runs = []
-    real = priced._greedy
-    monkeypatch.setattr(priced, "_greedy", lambda *a: runs.append(real(*a)) or runs[-1])
+    real = assign.greedy
+    monkeypatch.setattr(assign, "greedy", lambda *a: runs.append(real(*a)) or runs[-1])
     target = priced.solve(p, penalty, time_limit_s)[0]
     assert len(runs) == greedy_runs  # a retry per RETRY_EVERY_S of the limit, at most one per price sample
     costs = [joint.objective_of(p, s.target, penalty) for s in runs]

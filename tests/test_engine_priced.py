@@ -8,7 +8,7 @@ from test_engine_support import engine, problem, random_batches, shrink
 
 from scheduler import synth
 from scheduler.engine import batch as joint
-from scheduler.engine import priced, unblock
+from scheduler.engine import assign, priced, unblock
 from scheduler.engine.request import Reason
 from scheduler.model.loader import load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY
@@ -20,10 +20,10 @@ def test_ranking_heads_each_row_like_a_stable_argsort_of_its_feasible_targets(ro
     rng = np.random.default_rng(seed)
     rc = rng.integers(0, 6, size=(rows, cols)).astype(float)  # few values: many ties, also at the RANKED-th
     rc[rng.random((rows, cols)) < 0.3] = np.inf  # infeasible pairs
-    top = priced._Ranking(rc).top(np.arange(rows))
-    assert top.shape == (rows, priced.RANKED)
+    top = assign._Ranking(rc).top(np.arange(rows))
+    assert top.shape == (rows, assign.RANKED)
     for r in range(rows):
-        expected = np.argsort(rc[r], kind="stable")[: int(np.isfinite(rc[r]).sum())][: priced.RANKED].tolist()
+        expected = np.argsort(rc[r], kind="stable")[: int(np.isfinite(rc[r]).sum())][: assign.RANKED].tolist()
         assert top[r][top[r] >= 0].tolist() == expected
         assert (top[r][len(expected):] == -1).all()
 
@@ -52,12 +52,12 @@ def test_unblocking_pools_lowers_the_cost_and_keeps_capacity_ceilings_and_cables
     eng = engine(load_topology(DEFAULT_TOPOLOGY).value)
     p = problem(eng, synth.random_batches(eng.catalog.topology, n, seed=seed), 14)
     penalty = joint.penalty_of(p)
-    parts = priced.parts_of(p)
+    parts = assign.parts_of(p)
     prices = priced._price(p, parts, penalty)
-    state = priced._greedy(p, parts, prices)
+    state = assign.greedy(p, parts, prices.pool_price, prices.cable_price)
     before = joint.objective_of(p, state.target, penalty)
     placed_before = int((state.target >= 0).sum())
-    saved = unblock.unblock(p, parts, state, priced.where_of(parts), prices.pool_price, penalty, rounds=3)
+    saved = unblock.unblock(p, parts, state, assign.where_of(parts), prices.pool_price, penalty, rounds=3)
     after = joint.objective_of(p, state.target, penalty)
     assert saved > 0 and after == pytest.approx(before - saved)
     assert int((state.target >= 0).sum()) >= placed_before
@@ -75,11 +75,11 @@ def test_the_greedy_settles_runs_at_once_exactly_as_one_by_one(monkeypatch, topo
         topo = shrink(topo, cable_gbps={c.id: 2.0 for c in topo.cables})
     eng = engine(topo)
     p = problem(eng, synth.random_batches(topo, n, seed=5), 14)
-    parts = priced.parts_of(p)
+    parts = assign.parts_of(p)
     prices = priced._price(p, parts, joint.penalty_of(p))
-    runs = priced._greedy(p, parts, prices)
-    monkeypatch.setattr(priced, "CHUNK", 0)  # every batch goes one by one through place_first
-    one_by_one = priced._greedy(p, parts, prices)
+    runs = assign.greedy(p, parts, prices.pool_price, prices.cable_price)
+    monkeypatch.setattr(assign, "CHUNK", 0)  # every batch goes one by one through place_first
+    one_by_one = assign.greedy(p, parts, prices.pool_price, prices.cable_price)
     assert (runs.target == one_by_one.target).all() and (runs.target >= 0).sum() > n // 2
     assert runs.members == one_by_one.members
     np.testing.assert_allclose(runs.load, one_by_one.load, rtol=0, atol=1e-9)

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from scheduler.engine import batch as joint, priced
+from scheduler.engine import assign, batch as joint
 from scheduler.engine.request import Reason
 
 POLICIES = ("nearest", "cheapest-greedy")
@@ -28,8 +28,8 @@ def solve(p: joint.Problem, policy: str, keep_promises: bool = True) -> joint.As
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
     start = time.perf_counter()
-    parts = priced.parts_of(p)
-    state = priced.fresh_state(p)
+    parts = assign.parts_of(p)
+    state = assign.fresh_state(p)
     state.keep_promises = keep_promises
     where: dict[int, tuple[int, int]] = {}
     orders = []
@@ -45,7 +45,7 @@ def solve(p: joint.Problem, policy: str, keep_promises: bool = True) -> joint.As
         part = parts[j]
         n = int(part.ok[r].sum())
         if n:
-            priced.place_first(p, part, state, i, r, orders[j][r, :n].tolist())
+            assign.place_first(p, part, state, i, r, orders[j][r, :n].tolist())
     target = state.target
     reason = joint.unplaced_reasons(p)
     placed = target >= 0

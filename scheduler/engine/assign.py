@@ -1,0 +1,333 @@
+"""The greedy assignment the large solve and the baselines share: each model's dense arrays (`Part`), the running
+state (`State`: loads, caps under every ceiling, cable room, members), and the moves on it (fit, take, remove).
+
+The greedy takes batches with few options first, then from the most latency-tolerant to the least (so that a pool's
+cap only falls as it fills), each to its cheapest target at the given prices where the pool has room under its cap
+and every ceiling on it, its own included, and the route's cables have bandwidth. Whole runs of its queue are
+settled at once while they do not compete for the last room (`_Queue.run`), with the one-by-one answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scheduler.engine.request import Reason
+
+if TYPE_CHECKING:
+    from scheduler.engine.batch import Problem
+
+FEW_OPTIONS = 12  # batches with at most this many feasible targets are placed first
+RANKED = 16  # targets ranked up front per batch in the greedy; a batch that needs more ranks the rest itself
+CHUNK = 256  # queued batches settled at once while they do not compete for the last room ...
+MIN_RUN, ONE_BY_ONE = 8, 32  # ... and when fewer than MIN_RUN in a row do, the next ONE_BY_ONE go one by one
+
+
+@dataclass
+class Part:
+    """One model's part of the large solve: dense (B_m, T_m) arrays, infeasible pairs masked by `ok`."""
+
+    m: str
+    rows: np.ndarray
+    pool: np.ndarray  # (T_m,) pool index
+    ok: np.ndarray
+    cost: np.ndarray
+    load: np.ndarray
+    theta: np.ndarray
+    gbps: np.ndarray  # (B_m,)
+    cables: np.ndarray  # (R, T_m, C) route crosses cable, by region
+    region: np.ndarray  # (B_m,)
+    _crossed: dict = field(default_factory=dict, repr=False)
+    _masked: tuple | None = field(default=None, repr=False)
+
+    def masked(self) -> tuple[np.ndarray, np.ndarray]:
+        """(cost, load) with infeasible pairs at (inf, 0), so that pricing them needs no mask: built once, since
+        the bound's ascent and the greedy price the same pairs again and again."""
+        if self._masked is None:
+            self._masked = (np.where(self.ok, self.cost, np.inf), np.where(self.ok, self.load, 0.0))
+        return self._masked
+
+    def crossed(self, region: int) -> list[tuple[int, ...]]:
+        """Per target, the cables its route from `region` crosses, as Python tuples: the greedy's inner loop
+        checks them one by one instead of masking a (C,) array per candidate."""
+        out = self._crossed.get(region)
+        if out is None:
+            ks, cs = np.nonzero(self.cables[region])
+            cuts = np.searchsorted(ks, np.arange(self.cables.shape[1] + 1)).tolist()
+            cs = cs.tolist()
+            out = [tuple(cs[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+            self._crossed[region] = out
+        return out
+
+
+@dataclass
+class State:
+    """The greedy's running assignment: per pool its load, its cap (capacity and ceilings) and its batches."""
+
+    target: np.ndarray
+    load: np.ndarray
+    cap: np.ndarray
+    cable_room: np.ndarray
+    members: list[list[int]]
+    keep_promises: bool = True  # False: a placement does not lower its pool's cap (later ones may break it)
+
+
+def parts_of(p: Problem) -> list[Part]:
+    """Each model's dense arrays, as the large solve and the baselines work on them."""
+    parts = []
+    for m in p.models:
+        mt = p.cat.by_model[m]
+        e = p.est[m]
+        parts.append(Part(m, p.rows[m], mt.pool, p.reason[m] == Reason.OK, e.cost_cny, e.load, p.theta[m],
+                            e.gbps, p.cat.targets_view(m).cables, p.region[p.rows[m]]))
+    return parts
+
+
+def fresh_state(p: Problem) -> State:
+    """Nothing placed yet: pools at today's load and cap, cables at today's room."""
+    return State(np.full(len(p.batches), -1, dtype=np.int64), p.used.astype(float).copy(),
+                  p.pool_cap.astype(float).copy(), p.cable_free.astype(float).copy(), [[] for _ in p.pool_cap])
+
+
+def where_of(parts: list[Part]) -> dict[int, tuple[int, int]]:
+    """Batch index -> (its part, its row in the part)."""
+    return {i: (j, r) for j, part in enumerate(parts) for r, i in enumerate(part.rows.tolist())}
+
+
+def tolerance(p: Problem, part: Part, score: np.ndarray) -> np.ndarray:
+    """(B_m,) the utilization each batch tolerates on its best target by `score`."""
+    best = np.argmin(np.where(part.ok, score, np.inf), axis=1)
+    b = np.arange(len(part.rows))
+    return part.theta[b, best] / p.cat.pool_count[part.pool][best]
+
+
+def priced_cost(part: Part, pool_price: np.ndarray, cable_price: np.ndarray) -> np.ndarray:
+    """(B_m, T_m) each pair's cost plus the capacity and bandwidth it uses at these prices; inf if infeasible."""
+    cost, load = part.masked()
+    rc = np.multiply(load, pool_price[part.pool][None, :])
+    rc += cost
+    if len(cable_price) and np.any(cable_price > 0):
+        rc += part.gbps[:, None] * (part.cables @ cable_price)[part.region]
+    return rc
+
+
+def greedy(p: Problem, parts: list[Part], pool_price: np.ndarray, cable_price: np.ndarray) -> State:
+    """Batches with few options first, then from the most latency-tolerant to the least (so that a pool's cap only
+    falls as it fills), each to its cheapest target at the LP's prices where the pool has room under its cap and
+    every ceiling on it, its own included, and the route's cables have bandwidth."""
+    state = fresh_state(p)
+    keys, ranked = [], []
+    for j, part in enumerate(parts):
+        rc = priced_cost(part, pool_price, cable_price)
+        ranked.append(_Ranking(rc))
+        nfeas = part.ok.sum(axis=1)
+        rows = np.flatnonzero(nfeas)
+        keys.append((nfeas[rows] > FEW_OPTIONS, -tolerance(p, part, rc)[rows], part.rows[rows],
+                     np.full(len(rows), j), rows))
+    if not keys:
+        return state
+    few, intolerance, batch, part_of, row = (np.concatenate(x) for x in zip(*keys))
+    order = np.lexsort((batch, intolerance, few))
+    queue = _Queue(p, parts, ranked, batch[order], part_of[order], row[order])
+    pos, n = 0, len(order)
+    while pos < n:
+        # Whole runs of the queue at once, each batch at its first ranked target that fits: exactly what one by one
+        # would do (see _Queue.run); a batch the run cannot settle goes one by one.
+        run, choice = queue.run(state, pos, min(pos + CHUNK, n))
+        queue.take(state, pos, choice[:run])
+        pos += run
+        stop = min(pos + (1 if run >= MIN_RUN else ONE_BY_ONE), n)
+        for i, j, r in zip(queue.batch[pos:stop].tolist(), queue.part[pos:stop].tolist(),
+                           queue.row[pos:stop].tolist()):
+            place_cheapest(p, parts[j], state, i, r, ranked[j].rc[r])
+        pos = stop
+    return state
+
+
+class _Queue:
+    """The greedy's queue with each batch's RANKED cheapest targets (pool, load, ceiling, cables) as arrays, padded
+    with -1 where a batch has fewer."""
+
+    def __init__(self, p: Problem, parts: list[Part], ranked: list[_Ranking], batch: np.ndarray,
+                 part: np.ndarray, row: np.ndarray):
+        n, C = len(batch), len(p.cable_free)
+        self.batch, self.part, self.row = batch, part, row
+        self.k = np.full((n, RANKED), -1, np.int64)  # target column within the part
+        self.offset = np.zeros(n, np.int64)
+        self.pool = np.zeros((n, RANKED), np.int64)
+        self.load, self.theta = np.zeros((n, RANKED)), np.zeros((n, RANKED))
+        self.gbps = np.zeros(n)
+        self.cross = np.zeros((n, RANKED, C), bool)
+        for j, m in enumerate(parts):
+            at = np.flatnonzero(part == j)
+            r = row[at]
+            k = ranked[j].top(r)
+            some = k >= 0
+            kk = np.where(some, k, 0)
+            self.k[at] = k
+            self.offset[at] = p.offset[m.m]
+            self.pool[at] = m.pool[kk]
+            self.load[at] = np.where(some, m.load[r[:, None], kk], np.inf)
+            self.theta[at] = m.theta[r[:, None], kk]
+            self.gbps[at] = m.gbps[r]
+            if C:
+                self.cross[at] = m.cables[m.region[r][:, None], kk] & some[:, :, None]
+
+    def run(self, state: State, a: int, b: int) -> tuple[int, np.ndarray]:
+        """From position a on, each batch's first ranked target that fits the state as it stands, and how many in a
+        row would take exactly those one after the other (at most b - a): loads only rise and caps and cable room
+        only fall along the run, so targets that did not fit at its start do not fit later either."""
+        n = b - a
+        pools, load, theta = self.pool[a:b], self.load[a:b], self.theta[a:b]
+        fits = state.load[pools] + load <= np.minimum(state.cap[pools], theta) + 1e-9
+        cross = self.cross[a:b]
+        if cross.any():
+            fits &= ~(cross & (state.cable_room + 1e-12 < self.gbps[a:b, None, None])).any(axis=2)
+        choice = np.argmax(fits, axis=1)
+        at = np.arange(n)
+        ok = fits[at, choice]
+        pool, ld, th = pools[at, choice], load[at, choice], theta[at, choice]
+        used, col = np.unique(pool, return_inverse=True)
+        added = np.zeros((n, len(used)))
+        added[at, col] = np.where(ok, ld, 0.0)
+        ceiling = np.full((n, len(used)), np.inf)
+        ceiling[at, col] = th
+        after = (state.load[used][None, :] + np.cumsum(added, axis=0))[at, col]
+        limit = np.minimum(state.cap[used][None, :], np.minimum.accumulate(ceiling, axis=0))[at, col]
+        ok &= after <= limit + 1e-9
+        if cross.any():
+            crossed = cross[at, choice]
+            room = state.cable_room[None, :] - np.cumsum(crossed * self.gbps[a:b, None], axis=0)
+            ok &= ~(crossed & (room < -1e-12)).any(axis=1)
+        bad = np.flatnonzero(~ok)
+        return (int(bad[0]) if len(bad) else n), choice
+
+    def take(self, state: State, a: int, choice: np.ndarray) -> None:
+        """Place the batches from position a on at their `choice` (column into their ranked targets)."""
+        n = len(choice)
+        if not n:
+            return
+        at, rows = np.arange(n), slice(a, a + n)
+        pool, load, theta = self.pool[rows][at, choice], self.load[rows][at, choice], self.theta[rows][at, choice]
+        batch = self.batch[rows]
+        state.target[batch] = self.offset[rows] + self.k[rows][at, choice]
+        np.add.at(state.load, pool, load)  # in queue order, as one by one would add
+        if state.keep_promises:
+            np.minimum.at(state.cap, pool, theta)
+        for i, q in zip(batch.tolist(), pool.tolist()):
+            state.members[q].append(i)
+        crossed = self.cross[rows][at, choice]
+        if crossed.any():
+            state.cable_room -= (crossed * self.gbps[rows, None]).sum(axis=0)
+
+
+class _Ranking:
+    """Each batch's RANKED cheapest feasible targets at the prices, in the order of a stable argsort (wide parts:
+    one partition over the whole matrix, then only those sorted); a batch that finds none of them with room takes
+    the cheapest that fits among all (place_cheapest), the same target a full ranking would reach."""
+
+    def __init__(self, rc: np.ndarray):
+        self.rc = rc
+        B, T = rc.shape
+        self.nfeas = np.isfinite(rc).sum(axis=1)
+        if T <= 2 * RANKED:
+            self.full = np.argsort(rc, axis=1, kind="stable")
+            self.head = None
+            return
+        kth = np.partition(rc, RANKED - 1, axis=1)[:, RANKED - 1]
+        r, k = np.nonzero((rc <= kth[:, None]) & np.isfinite(rc))  # ties at the kth value all join the head
+        order = np.lexsort((rc[r, k], r))  # by row, then value; lexsort is stable and nonzero gave k ascending
+        self.head = k[order]
+        self.cuts = np.searchsorted(r[order], np.arange(B + 1))
+
+    def top(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), RANKED): each row's first RANKED targets in order, -1 past its feasible ones."""
+        if self.head is None:
+            out = self.full[rows, :RANKED]
+            width = np.arange(out.shape[1])[None, :]
+            out = np.where(width < self.nfeas[rows][:, None], out, -1)
+        else:
+            a, b = self.cuts[rows], self.cuts[rows + 1]
+            width = np.arange(RANKED)[None, :]
+            out = np.where(width < (b - a)[:, None], self.head[np.minimum(a[:, None] + width, len(self.head) - 1)], -1)
+        if out.shape[1] < RANKED:
+            out = np.pad(out, ((0, 0), (0, RANKED - out.shape[1])), constant_values=-1)
+        return out
+
+
+def place_cheapest(p: Problem, part: Part, state: State, i: int, r: int, rc: np.ndarray) -> bool:
+    """Take the cheapest target by `rc` that fits (the lowest index among ties: a stable argsort's first that
+    fits), checking all at once: for the batches a run of the greedy could not settle."""
+    q = part.pool
+    fits = part.ok[r] & (state.load[q] + part.load[r] <= np.minimum(state.cap[q], part.theta[r]) + 1e-9)
+    blocked = state.cable_room + 1e-12 < part.gbps[r]  # cables without room for this batch
+    if blocked.any():
+        fits &= ~part.cables[part.region[r]][:, blocked].any(axis=1)
+    score = np.where(fits, rc, np.inf)
+    k = int(np.argmin(score))
+    if not np.isfinite(score[k]):
+        return False
+    take(p, part, state, i, r, k)
+    return True
+
+
+def fits(p: Problem, part: Part, state: State, r: int, k: int) -> bool:
+    q = int(part.pool[k])
+    if state.load[q] + part.load[r, k] > min(state.cap[q], part.theta[r, k]) + 1e-9:
+        return False
+    crossing = part.cables[part.region[r], k]
+    return not (crossing.any() and np.any(state.cable_room[crossing] + 1e-12 < part.gbps[r]))
+
+
+def take(p: Problem, part: Part, state: State, i: int, r: int, k: int) -> None:
+    q = int(part.pool[k])
+    state.target[i] = p.offset[part.m] + k
+    state.load[q] += part.load[r, k]
+    if state.keep_promises:
+        state.cap[q] = min(state.cap[q], part.theta[r, k])
+    state.members[q].append(i)
+    gbps = part.gbps[r]
+    room = state.cable_room
+    for c in part.crossed(int(part.region[r]))[k]:
+        room[c] -= gbps
+
+
+def place_first(p: Problem, part: Part, state: State, i: int, r: int, candidates: Iterable[int]) -> bool:
+    """Take the first of `candidates` (target columns, best first) that fits; False if none does."""
+    load_r, theta_r, pool = part.load[r], part.theta[r], part.pool
+    crossed = part.crossed(int(part.region[r]))
+    gbps = part.gbps[r]
+    load, cap, room = state.load, state.cap, state.cable_room
+    for k in candidates:
+        q = pool[k]
+        limit = cap[q]
+        ceiling = theta_r[k]
+        if load[q] + load_r[k] > (limit if limit < ceiling else ceiling) + 1e-9:
+            continue
+        if any(room[c] + 1e-12 < gbps for c in crossed[k]):
+            continue
+        take(p, part, state, i, r, k)
+        return True
+    return False
+
+
+def pair_of(parts: list[Part], where: dict, state: State, p: Problem, i: int) -> tuple[Part, int, int]:
+    """The batch's part, row and current target column (-1 if unplaced)."""
+    j, r = where[i]
+    part = parts[j]
+    t = int(state.target[i])
+    return part, r, (t - p.offset[part.m] if t >= 0 else -1)
+
+
+def remove(p: Problem, parts: list[Part], where: dict, state: State, i: int) -> None:
+    part, r, k = pair_of(parts, where, state, p, i)
+    q = int(part.pool[k])
+    state.load[q] -= part.load[r, k]
+    state.members[q].remove(i)
+    crossing = part.cables[part.region[r], k]
+    if crossing.any():
+        state.cable_room[crossing] += part.gbps[r]
+    state.target[i] = -1
