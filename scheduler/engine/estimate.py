@@ -127,7 +127,8 @@ def _latency(cat: Catalog, mt: ModelTargets, rtt: np.ndarray, prefill: np.ndarra
     # Queueing is proportional to the service time (costs.queue_ms), so one factor per target serves every batch.
     per_ms = costs.queue_ms(np.ones(len(util)), util)
     per_ms = per_ms[None, :] if targets is None else per_ms[:, None]
-    queue = prefill * per_ms
+    with np.errstate(invalid="ignore"):  # 0 prefill x a saturated pool's inf: set to inf just below
+        queue = prefill * per_ms
     if not np.isfinite(per_ms).all():  # a saturated pool queues forever, even a prefill-free batch
         queue[np.broadcast_to(~np.isfinite(per_ms), queue.shape)] = np.inf
     ttft = rtt + queue + prefill
