@@ -97,11 +97,8 @@ class Ledger:
 
     def _release(self, pool: str, amount: float) -> None:
         left = self._used.get(pool, 0.0) - amount
-        self._used[pool] = left = left if left > TOLERANCE else 0.0
-        for view in self._views:
-            i = view.index.get(pool)
-            if i is not None:
-                view.used[i] = left
+        self._used[pool] = left if left > TOLERANCE else 0.0
+        self._sync_used(pool)
 
     def _sync_used(self, pool: str) -> None:
         if self._views:
