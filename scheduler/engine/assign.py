@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from scheduler.engine.batch import Problem
 
 FEW_OPTIONS = 12  # batches with at most this many feasible targets are placed first
-RANKED = 16  # targets ranked up front per batch in the greedy; a batch that needs more ranks the rest itself
+RANKED = 16  # targets ranked up front per batch; one that fits none of them takes the cheapest that fits
 CHUNK = 256  # queued batches settled at once while they do not compete for the last room ...
 MIN_RUN, ONE_BY_ONE = 8, 32  # ... and when fewer than MIN_RUN in a row do, the next ONE_BY_ONE go one by one
 
@@ -82,7 +82,7 @@ def parts_of(p: Problem) -> list[Part]:
         mt = p.cat.by_model[m]
         e = p.est[m]
         parts.append(Part(m, p.rows[m], mt.pool, p.reason[m] == Reason.OK, e.cost_cny, e.load, p.theta[m],
-                            e.gbps, p.cat.targets_view(m).cables, p.region[p.rows[m]]))
+                          e.gbps, p.cat.targets_view(m).cables, p.region[p.rows[m]]))
     return parts
 
 
@@ -116,7 +116,7 @@ def priced_cost(part: Part, pool_price: np.ndarray, cable_price: np.ndarray) -> 
 
 def greedy(p: Problem, parts: list[Part], pool_price: np.ndarray, cable_price: np.ndarray) -> State:
     """Batches with few options first, then from the most latency-tolerant to the least (so that a pool's cap only
-    falls as it fills), each to its cheapest target at the LP's prices where the pool has room under its cap and
+    falls as it fills), each to its cheapest target at these prices where the pool has room under its cap and
     every ceiling on it, its own included, and the route's cables have bandwidth."""
     state = fresh_state(p)
     keys, ranked = [], []
@@ -275,11 +275,13 @@ def place_cheapest(p: Problem, part: Part, state: State, i: int, r: int, rc: np.
 
 
 def fits(p: Problem, part: Part, state: State, r: int, k: int) -> bool:
-    q = int(part.pool[k])
+    """Row r's batch fits target k now: the pool stays under its capacity and every ceiling on it (its own too),
+    and every cable on the route has room for it."""
+    q = part.pool[k]
     if state.load[q] + part.load[r, k] > min(state.cap[q], part.theta[r, k]) + 1e-9:
         return False
-    crossing = part.cables[part.region[r], k]
-    return not (crossing.any() and np.any(state.cable_room[crossing] + 1e-12 < part.gbps[r]))
+    gbps, room = part.gbps[r], state.cable_room
+    return not any(room[c] + 1e-12 < gbps for c in part.crossed(int(part.region[r]))[k])
 
 
 def take(p: Problem, part: Part, state: State, i: int, r: int, k: int) -> None:
@@ -289,28 +291,17 @@ def take(p: Problem, part: Part, state: State, i: int, r: int, k: int) -> None:
     if state.keep_promises:
         state.cap[q] = min(state.cap[q], part.theta[r, k])
     state.members[q].append(i)
-    gbps = part.gbps[r]
-    room = state.cable_room
+    gbps, room = part.gbps[r], state.cable_room
     for c in part.crossed(int(part.region[r]))[k]:
         room[c] -= gbps
 
 
 def place_first(p: Problem, part: Part, state: State, i: int, r: int, candidates: Iterable[int]) -> bool:
     """Take the first of `candidates` (target columns, best first) that fits; False if none does."""
-    load_r, theta_r, pool = part.load[r], part.theta[r], part.pool
-    crossed = part.crossed(int(part.region[r]))
-    gbps = part.gbps[r]
-    load, cap, room = state.load, state.cap, state.cable_room
     for k in candidates:
-        q = pool[k]
-        limit = cap[q]
-        ceiling = theta_r[k]
-        if load[q] + load_r[k] > (limit if limit < ceiling else ceiling) + 1e-9:
-            continue
-        if any(room[c] + 1e-12 < gbps for c in crossed[k]):
-            continue
-        take(p, part, state, i, r, k)
-        return True
+        if fits(p, part, state, r, k):
+            take(p, part, state, i, r, k)
+            return True
     return False
 
 
@@ -327,7 +318,7 @@ def remove(p: Problem, parts: list[Part], where: dict, state: State, i: int) -> 
     q = int(part.pool[k])
     state.load[q] -= part.load[r, k]
     state.members[q].remove(i)
-    crossing = part.cables[part.region[r], k]
-    if crossing.any():
-        state.cable_room[crossing] += part.gbps[r]
+    gbps, room = part.gbps[r], state.cable_room
+    for c in part.crossed(int(part.region[r]))[k]:
+        room[c] += gbps
     state.target[i] = -1
