@@ -45,15 +45,15 @@ def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, 
     from scheduler.engine.batch import objective_of  # batch imports this module
 
     parts = assign.parts_of(p)
+    floor = _capacity_free(p, parts, penalty)
     cheapest = _uncontended(p, parts, penalty)
     if cheapest is not None:  # every batch fits at its cheapest target: optimal, no pricing needed
-        return cheapest, "OPTIMAL", _capacity_free(p, parts, penalty)
+        return cheapest, "OPTIMAL", floor
     prices = _price(p, parts, penalty)
     bound = _lagrangian(p, parts, penalty, prices.pool_price, prices.cable_price)[0]
     state = assign.greedy(p, parts, prices.pool_price, prices.cable_price)
     _repair(p, parts, state, penalty, time_limit_s)
     upper = objective_of(p, state.target, penalty)
-    floor = _capacity_free(p, parts, penalty)
     if upper <= floor + 1e-12 * abs(floor):
         # Every batch got its cheapest target as if capacity were unlimited: nothing can do better.
         return state.target, "OPTIMAL", floor

@@ -30,7 +30,7 @@ MIN_ROUND_GAIN = 5e-5  # a round that saves less than this share of the placed b
 def unblock(p: Problem, parts: list[assign.Part], state: assign.State, where: dict[int, tuple[int, int]],
             pool_price: np.ndarray, penalty: float, rounds: int) -> float:
     """Apply improving moves for `rounds` rounds (fewer if one finds nothing); returns the cost saved."""
-    index = _Index(p, parts, where)
+    index = _Index(p, parts)
     saved = 0.0
     for _ in range(rounds):
         idle = pool_price * (p.pool_cap - state.load)
@@ -51,7 +51,7 @@ def unblock(p: Problem, parts: list[assign.Part], state: assign.State, where: di
 class _Index:
     """Batch -> part and row as arrays, and each part's target on each pool: lookups the moves make in bulk."""
 
-    def __init__(self, p: Problem, parts: list[assign.Part], where: dict[int, tuple[int, int]]):
+    def __init__(self, p: Problem, parts: list[assign.Part]):
         self.p, self.parts = p, parts
         self.part = np.full(len(p.batches), -1, dtype=np.int64)
         self.row = np.zeros(len(p.batches), dtype=np.int64)
