@@ -197,6 +197,7 @@ def test_the_greedy_retries_at_the_ascents_prices_as_the_time_limit_allows_and_k
     runs = []
     real = assign.greedy
     monkeypatch.setattr(assign, "greedy", lambda *a: runs.append(real(*a)) or runs[-1])
+    monkeypatch.setattr(priced, "RELEVEL_PAIRS_PER_S", 0)  # retries are what runs when levels.py does not
     target = priced.solve(p, penalty, time_limit_s)[0]
     assert len(runs) == greedy_runs  # a retry per RETRY_EVERY_S of the limit, at most one per price sample
     costs = [joint.objective_of(p, s.target, penalty) for s in runs]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_engine_support import engine, problem, random_batches, shrink
+from test_engine_support import assert_feasible, engine, problem, random_batches, shrink
 
 from scheduler import synth
 from scheduler.engine import batch as joint
@@ -28,25 +28,6 @@ def test_ranking_heads_each_row_like_a_stable_argsort_of_its_feasible_targets(ro
         assert (top[r][len(expected):] == -1).all()
 
 
-def _feasible(p, target: np.ndarray) -> None:
-    """From scratch: every pool within its capacity and under every placed batch's ceiling, every cable within its
-    bandwidth."""
-    load = p.used.astype(float).copy()
-    floor = p.pool_cap.astype(float).copy()
-    cable = np.zeros(len(p.cable_free))
-    for m in p.models:
-        t = target[p.rows[m]]
-        r = np.flatnonzero(t >= 0)
-        k = t[r] - p.offset[m]
-        pool = p.cat.by_model[m].pool[k]
-        np.add.at(load, pool, p.est[m].load[r, k])
-        np.minimum.at(floor, pool, p.theta[m][r, k])
-        crossing = p.crosses(p.rows[m][r], t[r])
-        cable += (crossing * p.est[m].gbps[r][:, None]).sum(axis=0)
-    assert (load <= floor + 1e-6).all()
-    assert (cable <= np.maximum(p.cable_free, 0) + 1e-6).all()
-
-
 @pytest.mark.parametrize("n, seed", [(6000, 3), (4000, 8)])
 def test_unblocking_pools_lowers_the_cost_and_keeps_capacity_ceilings_and_cables(n, seed):
     eng = engine(load_topology(DEFAULT_TOPOLOGY).value)
@@ -61,7 +42,7 @@ def test_unblocking_pools_lowers_the_cost_and_keeps_capacity_ceilings_and_cables
     after = joint.objective_of(p, state.target, penalty)
     assert saved > 0 and after == pytest.approx(before - saved)
     assert int((state.target >= 0).sum()) >= placed_before
-    _feasible(p, state.target)
+    assert_feasible(p, state.target)
     # The running state agrees with the assignment it holds.
     placed = np.flatnonzero(state.target >= 0)
     for q, members in enumerate(state.members):
@@ -95,6 +76,7 @@ def test_when_unblocking_pays_every_candidate_assignment_is_unblocked_and_the_ch
     real = unblock.unblock
     monkeypatch.setattr(unblock, "unblock", lambda p_, parts, state, *a: calls.append((state, real(p_, parts, state, *a)))
                         or calls[-1][1])
+    monkeypatch.setattr(priced, "RELEVEL_PAIRS_PER_S", 0)  # retries (and so several candidates) only without it
     target = priced.solve(p, penalty, 2.0)[0]
     first, saved = calls[0]
     assert saved >= priced.UNBLOCK_ALL_SHARE * joint.assigned_cost(p, first.target)  # ceilings bind on this fleet
@@ -122,4 +104,4 @@ def test_an_uncontended_instance_is_answered_at_everyones_cheapest_target_withou
             cost = np.where(p.reason[m] == Reason.OK, p.est[m].cost_cny, np.inf)
             t = target[p.rows[m]]
             assert (t - p.offset[m] == np.argmin(cost, axis=1)).all()
-    _feasible(p, target)
+    assert_feasible(p, target)

@@ -165,6 +165,25 @@ def recheck(cat: Catalog, decisions: list[Decision], hour: int, base: np.ndarray
     return problems
 
 
+def assert_feasible(p: joint.Problem, target: np.ndarray) -> None:
+    """From scratch: every pool within its capacity and under every placed batch's ceiling, every cable within its
+    bandwidth."""
+    load = p.used.astype(float).copy()
+    floor = p.pool_cap.astype(float).copy()
+    cable = np.zeros(len(p.cable_free))
+    for m in p.models:
+        t = target[p.rows[m]]
+        r = np.flatnonzero(t >= 0)
+        k = t[r] - p.offset[m]
+        pool = p.cat.by_model[m].pool[k]
+        np.add.at(load, pool, p.est[m].load[r, k])
+        np.minimum.at(floor, pool, p.theta[m][r, k])
+        crossing = p.crosses(p.rows[m][r], t[r])
+        cable += (crossing * p.est[m].gbps[r][:, None]).sum(axis=0)
+    assert (load <= floor + 1e-6).all()
+    assert (cable <= np.maximum(p.cable_free, 0) + 1e-6).all()
+
+
 def test_exhaustive_finds_the_obvious_optimum():
     # One batch, three sites, no capacity pressure: the optimum is the single cheapest feasible target.
     eng = engine(TINY)

@@ -11,8 +11,10 @@
    on the pools where they come closest to fitting, under a deterministic work budget;
 5. tighten: subgradient steps on the pool prices raise the bound; the greedy (and repair) runs again at the mean
    prices of those steps, and the cheaper assignment is kept;
-6. unblock (unblock.py): local search that lifts the caps a few latency-tight batches put on priced pools.
-Steps 5 and 6 are sized by the time limit as counts, never by the clock, so the same input gives the same answer.
+6. unblock (unblock.py): local search that lifts the caps a few latency-tight batches put on priced pools;
+7. levels (levels.py), when the time limit allows for the instance's size: search how full each pool may run, and
+   assign at those levels with an LP; kept if cheaper.
+Steps 5 to 7 are sized by the time limit as counts, never by the clock, so the same input gives the same answer.
 The greedy, its running state and its moves are in assign.py, shared with the baselines and unblock.py.
 """
 
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scheduler.engine import assign, cpsat, transport
+from scheduler.engine import assign, cpsat, levels, transport
 
 if TYPE_CHECKING:
     from scheduler.engine.batch import Problem
@@ -39,6 +41,9 @@ QUICK_STEPS = 5  # or this many when the time limit is under RETRY_EVERY_S (a ro
 RETRY_EVERY_S = 0.5  # the greedy assigns again at the ascent's prices, once per this much of the time limit
 UNBLOCK_ROUNDS, UNBLOCK_EVERY_S = 10, 0.2  # rounds of unblock.py's local search: at most, one per this much time
 UNBLOCK_ALL_SHARE = 1e-3  # when unblocking the best assignment saves this share of its cost, unblock the rest too
+# levels.py's search and LP run when the time limit is at least RELEVEL_MIN_S and allows this many feasible pairs per
+# second (10k batches: ~1 s on the default topology's 200k pairs; 10k x 200's 2.7M pairs would need ~10 s)
+RELEVEL_MIN_S, RELEVEL_PAIRS_PER_S = 1.0, 250_000
 
 
 def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, str, float]:
@@ -62,7 +67,10 @@ def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, 
     # Prices from the ascent are nearer the LP's optimal duals than the group LP's, and the greedy at them often
     # assigns better (10k batches: 0.4 % cheaper on the default topology, 0.1 % on 200 sites).
     # A retry costs about one greedy, so a tight time limit skips it (a count, not a clock: deterministic).
-    samples = samples[:int(time_limit_s / RETRY_EVERY_S)]
+    pairs = sum(int(part.ok.sum()) for part in parts)
+    relevel = time_limit_s >= RELEVEL_MIN_S and pairs <= RELEVEL_PAIRS_PER_S * time_limit_s
+    # levels.py, when it runs, does more with the time than more greedy passes would
+    samples = [] if relevel else samples[:int(time_limit_s / RETRY_EVERY_S)]
     candidates = [state]
     for pool_price in samples:
         retry = assign.greedy(p, parts, pool_price, prices.cable_price)
@@ -70,6 +78,11 @@ def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, 
         candidates.append(retry)
     rounds = min(UNBLOCK_ROUNDS, int(time_limit_s / UNBLOCK_EVERY_S))
     best = _unblocked_best(p, parts, prices.pool_price, penalty, candidates, rounds)
+    if relevel:
+        upper = objective_of(p, best.target, penalty)
+        other = levels.relevel(p, parts, best.target, prices.pool_price, prices.cable_price, penalty, upper)
+        if objective_of(p, other.target, penalty) < upper:
+            best = other
     return best.target, "FEASIBLE", max(bound, tightened)
 
 

@@ -51,7 +51,8 @@ def unserved_penalty(unit_cost: np.ndarray) -> float:
     return UNSERVED_PENALTY_FACTOR * (float(finite.max(initial=0.0)) + 1e-6)
 
 
-def solve(p: TransportProblem) -> TransportSolution:
+def solve(p: TransportProblem, glop_parameters: str = "") -> TransportSolution:
+    """`glop_parameters`: GLOP's own parameters in text format (e.g. \"use_dual_simplex: true\")."""
     G, T = p.cost.shape
     P, C = len(p.pool_free), len(p.cable_free)
     gs, ts = np.nonzero(np.isfinite(p.cost) & (p.supply[:, None] > 0))
@@ -92,7 +93,8 @@ def solve(p: TransportProblem) -> TransportSolution:
                     cable_rows.append(c)
 
     request = linear_solver_pb2.MPModelRequest(
-        model=model, solver_type=linear_solver_pb2.MPModelRequest.GLOP_LINEAR_PROGRAMMING)
+        model=model, solver_type=linear_solver_pb2.MPModelRequest.GLOP_LINEAR_PROGRAMMING,
+        solver_specific_parameters=glop_parameters)
     response = linear_solver_pb2.MPSolutionResponse()
     pywraplp.Solver.SolveWithProto(request, response)  # GLOP: single-threaded and deterministic
     status = {linear_solver_pb2.MPSOLVER_OPTIMAL: "OPTIMAL",
