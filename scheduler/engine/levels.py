@@ -52,8 +52,10 @@ def levels_of(p: Problem, parts: list[assign.Part], target: np.ndarray) -> np.nd
 
 
 def relevel(p: Problem, parts: list[assign.Part], target: np.ndarray, pool_price: np.ndarray,
-            cable_price: np.ndarray, penalty: float, upper: float, moves: int = MOVES) -> assign.State:
-    """Search the levels from those of `target` (objective `upper`), then assign at the levels found."""
+            cable_price: np.ndarray, penalty: float, upper: float,
+            moves: int = MOVES) -> tuple[assign.State, np.ndarray, np.ndarray]:
+    """Search the levels from those of `target` (objective `upper`), then assign at the levels found; also returns
+    those levels and the pool prices found for them."""
     level = levels_of(p, parts, target)
     value, price = _ascent(p, parts, penalty, level, pool_price, cable_price, upper, START_STEPS)
     for _ in range(moves):
@@ -67,7 +69,18 @@ def relevel(p: Problem, parts: list[assign.Part], target: np.ndarray, pool_price
                 break
         else:
             break
-    return assign_at(p, parts, level, price, cable_price, penalty)
+    return assign_at(p, parts, level, price, cable_price, penalty), level, price
+
+
+def values(p: Problem, parts: list[assign.Part], level: np.ndarray, pool_price: np.ndarray, cable_price: np.ndarray,
+           penalty: float) -> np.ndarray:
+    """(B,) what each batch pays at these levels and prices: its cheapest priced target the levels allow, or the
+    penalty. Near the LP's multipliers of the batches' rows, so a good start for hull.py's bound."""
+    view = _View(p, parts, level, pool_price, cable_price, penalty, second=False)
+    out = penalty * p.weight.astype(float)
+    for part, value in zip(parts, view.value):
+        out[part.rows] = value
+    return out
 
 
 class _View:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scheduler.engine import assign, cpsat, levels, transport
+from scheduler.engine import assign, cpsat, hull, levels, transport
 
 if TYPE_CHECKING:
     from scheduler.engine.batch import Problem
@@ -44,6 +44,7 @@ UNBLOCK_ALL_SHARE = 1e-3  # when unblocking the best assignment saves this share
 # levels.py's search and LP run when the time limit is at least RELEVEL_MIN_S and allows this many feasible pairs per
 # second (10k batches: ~1 s on the default topology's 200k pairs; 10k x 200's 2.7M pairs would need ~10 s)
 RELEVEL_MIN_S, RELEVEL_PAIRS_PER_S = 1.0, 250_000
+HULL_STEPS_PER_S = 10  # ... and then hull.py's bound takes this many subgradient steps per second of the limit
 
 
 def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, str, float]:
@@ -78,12 +79,19 @@ def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, 
         candidates.append(retry)
     rounds = min(UNBLOCK_ROUNDS, int(time_limit_s / UNBLOCK_EVERY_S))
     best = _unblocked_best(p, parts, prices.pool_price, penalty, candidates, rounds)
+    bound = max(bound, tightened)
     if relevel:
         upper = objective_of(p, best.target, penalty)
-        other = levels.relevel(p, parts, best.target, prices.pool_price, prices.cable_price, penalty, upper)
+        other, level, price = levels.relevel(p, parts, best.target, prices.pool_price, prices.cable_price, penalty,
+                                             upper)
         if objective_of(p, other.target, penalty) < upper:
             best = other
-    return best.target, "FEASIBLE", max(bound, tightened)
+        # The batches' values at the levels found start the ceiling-aware bound near its best multipliers.
+        lam = levels.values(p, parts, level, price, prices.cable_price, penalty)
+        steps = int(HULL_STEPS_PER_S * time_limit_s)
+        bound = max(bound, hull.bound(hull.Hull(p, parts, prices.cable_price, penalty), lam,
+                                      objective_of(p, best.target, penalty), steps))
+    return best.target, "FEASIBLE", bound
 
 
 def _unblocked_best(p: Problem, parts: list[assign.Part], pool_price: np.ndarray, penalty: float,

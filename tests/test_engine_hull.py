@@ -1,0 +1,51 @@
+"""hull.py: the ceiling-aware bound never exceeds the true optimum, and it is tighter than the capacity prices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_engine_batch import INSTANCES
+from test_engine_support import engine, exhaustive, problem
+
+from scheduler import synth
+from scheduler.engine import assign, hull, levels, priced
+from scheduler.engine import batch as joint
+from scheduler.model.loader import load_topology
+from scheduler.paths import DEFAULT_TOPOLOGY
+
+
+@pytest.mark.parametrize("grid", [hull.LEVELS, 2])
+@pytest.mark.parametrize("name,topology,batches,hour", INSTANCES, ids=[i[0] for i in INSTANCES])
+def test_the_hull_bound_never_exceeds_the_true_optimum(monkeypatch, name, topology, batches, hour, grid):
+    """Weak duality at any multipliers: at the batches' values under the LP's prices, at random ones around them
+    (above and below), and after the ascent; with a grid of levels fine enough to hold every ceiling on these small
+    instances, and with a coarse one (levels between grid points relaxed)."""
+    monkeypatch.setattr(hull, "LEVELS", grid)
+    eng = engine(topology)
+    p = problem(eng, batches, hour)
+    penalty = joint.penalty_of(p)
+    best = exhaustive(p, penalty)
+    parts = assign.parts_of(p)
+    lp = priced._price(p, parts, penalty)
+    h = hull.Hull(p, parts, lp.cable_price, penalty)
+    start = levels.values(p, parts, p.pool_cap.astype(float), lp.pool_price, lp.cable_price, penalty)
+    rng = np.random.default_rng(len(name))
+    tolerance = 1e-7 * max(1.0, abs(best.objective))
+    for lam in [start] + [start * rng.uniform(0.0, f, len(start)) for f in (1.0, 2.0, 5.0)]:
+        assert h.value(lam)[0] <= best.objective + tolerance
+    for target in (best.objective * 1.01 + 1e-6, best.objective * 1.5):
+        assert hull.bound(h, start, target, 60) <= best.objective + tolerance
+
+
+def test_on_a_fleet_the_ceilings_cap_the_hull_bound_is_tighter_than_the_capacity_prices(monkeypatch):
+    eng = engine(load_topology(DEFAULT_TOPOLOGY).value)
+    p = problem(eng, synth.random_batches(eng.catalog.topology, 6000, seed=3), 14)
+    penalty = joint.penalty_of(p)
+    target, _, with_hull = priced.solve(p, penalty, 2.0)
+    monkeypatch.setattr(priced, "HULL_STEPS_PER_S", 0)
+    same, _, without = priced.solve(p, penalty, 2.0)
+    assert np.array_equal(target, same)  # the bound does not change the answer
+    stuck = joint.unavoidable_penalty(p, penalty)
+    # Measured: 0.4-0.6 % higher (more of the gap closed) on such instances.
+    assert with_hull - stuck > (without - stuck) * (1 + 1e-3)
+    assert with_hull <= joint.objective_of(p, target, penalty)
