@@ -76,7 +76,7 @@ def test_a_pool_capped_by_tight_batches_is_lifted_when_that_pays(contended):
     low = p.used + 0.6 * (p.pool_cap - p.used)
     start = levels.assign_at(p, parts, low, prices.pool_price, prices.cable_price, penalty)
     upper = joint.objective_of(p, start.target, penalty)
-    after = levels.relevel(p, parts, start.target, prices.pool_price, prices.cable_price, penalty, upper)
+    after = levels.relevel(p, parts, start.target, prices.pool_price, prices.cable_price, penalty, upper)[0]
     assert joint.objective_of(p, after.target, penalty) < upper
     assert (levels.levels_of(p, parts, after.target) > levels.levels_of(p, parts, start.target) + 1e-6).any()
     assert_feasible(p, after.target)
@@ -88,6 +88,6 @@ def test_same_levels_same_answer(contended):
     prices = priced._price(p, parts, penalty)
     state = assign.greedy(p, parts, prices.pool_price, prices.cable_price)
     upper = joint.objective_of(p, state.target, penalty)
-    runs = [levels.relevel(p, parts, state.target, prices.pool_price, prices.cable_price, penalty, upper, moves=2)
+    runs = [levels.relevel(p, parts, state.target, prices.pool_price, prices.cable_price, penalty, upper, moves=2)[0]
             for _ in range(2)]
     assert np.array_equal(runs[0].target, runs[1].target)
