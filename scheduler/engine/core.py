@@ -35,7 +35,7 @@ def china_hour(now: float | None = None) -> int:
 class Engine:
     def __init__(self, catalog: Catalog, ledger: Ledger | None = None,
                  hour: Callable[[], int] = china_hour):
-        self.catalog = catalog
+        self.catalog = catalog.prepare()
         self.ledger = ledger or Ledger()
         self._hour = hour
 
@@ -46,7 +46,7 @@ class Engine:
 
     # --- state changes: each builds a new snapshot and swaps it in whole -----------------------------------
     def swap(self, catalog: Catalog) -> None:
-        self.catalog = catalog
+        self.catalog = catalog.prepare()
 
     def set_links(self, ids: Iterable[str], up: bool) -> None:
         """Cut or repair cables/links; new placements route around a cut at once."""
