@@ -177,7 +177,7 @@ def test_subgradient_steps_tighten_the_lp_price_bound(monkeypatch):
     eng = engine(topo)
     p = problem(eng, synth.random_batches(topo, 3000, seed=11), 14)
     penalty = joint.penalty_of(p)
-    monkeypatch.setattr(priced, "HULL_STEPS_PER_S", 0)  # hull.py's bound would cover both
+    monkeypatch.setattr(priced, "HULL_STEPS", 0)  # hull.py's bound would cover both
     tightened = priced.solve(p, penalty, 1.0)
     monkeypatch.setattr(priced, "BOUND_STEPS", 0)
     at_lp_prices = priced.solve(p, penalty, 1.0)

@@ -42,7 +42,7 @@ def test_on_a_fleet_the_ceilings_cap_the_hull_bound_is_tighter_than_the_capacity
     p = problem(eng, synth.random_batches(eng.catalog.topology, 6000, seed=3), 14)
     penalty = joint.penalty_of(p)
     target, _, with_hull = priced.solve(p, penalty, 2.0)
-    monkeypatch.setattr(priced, "HULL_STEPS_PER_S", 0)
+    monkeypatch.setattr(priced, "HULL_STEPS", 0)
     same, _, without = priced.solve(p, penalty, 2.0)
     assert np.array_equal(target, same)  # the bound does not change the answer
     stuck = joint.unavoidable_penalty(p, penalty)

@@ -44,7 +44,9 @@ UNBLOCK_ALL_SHARE = 1e-3  # when unblocking the best assignment saves this share
 # levels.py's search and LP run when the time limit is at least RELEVEL_MIN_S and allows this many feasible pairs per
 # second (10k batches: ~1 s on the default topology's 200k pairs; 10k x 200's 2.7M pairs would need ~10 s)
 RELEVEL_MIN_S, RELEVEL_PAIRS_PER_S = 1.0, 250_000
-HULL_STEPS_PER_S = 10  # ... and then hull.py's bound takes this many subgradient steps per second of the limit
+# ... and then hull.py's bound takes up to HULL_STEPS subgradient steps, as many as the limit allows at this many
+# pairs evaluated per second of it (a step costs ~20 ms on the default 10k's 200k pairs)
+HULL_STEPS, HULL_PAIR_STEPS_PER_S = 20, 2_500_000
 
 
 def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, str, float]:
@@ -88,7 +90,7 @@ def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, 
             best = other
         # The batches' values at the levels found start the ceiling-aware bound near its best multipliers.
         lam = levels.values(p, parts, level, price, prices.cable_price, penalty)
-        steps = int(HULL_STEPS_PER_S * time_limit_s)
+        steps = min(HULL_STEPS, int(HULL_PAIR_STEPS_PER_S * time_limit_s / max(pairs, 1)))
         bound = max(bound, hull.bound(hull.Hull(p, parts, prices.cable_price, penalty), lam,
                                       objective_of(p, best.target, penalty), steps))
     return best.target, "FEASIBLE", bound
