@@ -191,8 +191,9 @@ def assign_at(p: Problem, parts: list[assign.Part], level: np.ndarray, pool_pric
     """An assignment under these levels: each pool starts capped at its level, so a batch may use it only if its
     ceiling there allows that much load. Batches with one clearly cheapest priced target take it; the others, and
     every batch whose cheapest target is on a pool they would overfill together, are placed by rounding a
-    transportation LP over their LP_OPTIONS cheapest targets (largest flow first). Whatever does not fit then takes
-    the cheapest target that does."""
+    transportation LP over their LP_OPTIONS cheapest targets (largest flow first); past LP_BATCHES of them, those
+    whose next option costs most more go first, each to its cheapest target that fits. Whatever does not fit then
+    takes the cheapest target that does."""
     view = _View(p, parts, level, pool_price, cable_price, penalty)
     state = assign.fresh_state(p)
     state.cap = np.minimum(state.cap, level)
@@ -206,7 +207,7 @@ def assign_at(p: Problem, parts: list[assign.Part], level: np.ndarray, pool_pric
         clear = go & (second > value) & ~crowded[part.pool[k]]
         for r in np.flatnonzero(clear).tolist():
             assign.place_first(p, part, state, int(part.rows[r]), r, [int(k[r])])
-        r = np.flatnonzero(go & ~clear | go & (state.target[part.rows] < 0))
+        r = np.flatnonzero(go & (state.target[part.rows] < 0))  # the unclear, and the clear that did not fit
         keys.append((second[r] - value[r], np.full(len(r), j), r))
     regret, js, rows = (np.concatenate(x) for x in zip(*keys))
     order = np.lexsort((rows, js, -regret))
