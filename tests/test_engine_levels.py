@@ -9,7 +9,10 @@ from test_engine_support import assert_feasible, engine, problem
 from scheduler import synth
 from scheduler.engine import assign, levels, priced
 from scheduler.engine import batch as joint
+from scheduler.engine.core import Engine
+from scheduler.engine.request import Reason
 from scheduler.model.loader import load_topology
+from scheduler.model.schema import Topology
 from scheduler.paths import DEFAULT_TOPOLOGY
 
 
@@ -91,3 +94,23 @@ def test_same_levels_same_answer(contended):
     runs = [levels.relevel(p, parts, state.target, prices.pool_price, prices.cable_price, penalty, upper, moves=2)[0]
             for _ in range(2)]
     assert np.array_equal(runs[0].target, runs[1].target)
+
+
+def test_a_contended_call_with_a_model_no_pool_serves():
+    """Regression: the large path crashed (argmin of an empty row) when one model had no target at all."""
+    default = load_topology(DEFAULT_TOPOLOGY).value
+    data = default.model_dump(mode="json")
+    served, unserved = default.models[0].id, default.models[1].id
+    for site in data["sites"]:
+        for pool in site["pools"]:
+            pool["models"] = [served]
+    topo = Topology.model_validate(data)
+    eng = Engine.from_topology(topo, "one-model")
+    batches = synth.random_batches(topo, 6000, seed=3)
+    result = eng.place_many(batches, hour=14, reserve=False)
+    assert result.solution.method == "lp-priced-greedy"
+    for b, d in zip(batches, result.decisions):
+        if b.model == unserved:
+            assert not d.placed and d.reason is Reason.NOT_SERVED
+    assert 0 < result.placed < sum(b.model == served for b in batches) + 1
+    assert result.solution.best_bound <= result.solution.objective

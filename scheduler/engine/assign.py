@@ -99,6 +99,8 @@ def where_of(parts: list[Part]) -> dict[int, tuple[int, int]]:
 
 def tolerance(p: Problem, part: Part, score: np.ndarray) -> np.ndarray:
     """(B_m,) the utilization each batch tolerates on its best target by `score`."""
+    if not part.ok.shape[1]:  # a model no pool serves: nothing to tolerate
+        return np.zeros(len(part.rows))
     best = np.argmin(np.where(part.ok, score, np.inf), axis=1)
     b = np.arange(len(part.rows))
     return part.theta[b, best] / p.cat.pool_count[part.pool][best]

@@ -154,6 +154,8 @@ def _candidates(p: Problem, parts: list[assign.Part], level: np.ndarray, price: 
     P = len(level)
     per_pool: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(P)]
     for part, raw, k, value, second, go in zip(parts, view.raw, view.first, view.value, view.second, view.go):
+        if not part.ok.shape[1]:  # a model no pool serves
+            continue
         chosen = np.where(go, part.pool[k], -1)
         for col, q in enumerate(part.pool.tolist()):
             r = np.flatnonzero(part.ok[:, col])
@@ -204,6 +206,8 @@ def assign_at(p: Problem, parts: list[assign.Part], level: np.ndarray, pool_pric
     crowded = crowd > level + 1e-9
     keys = []
     for j, (part, k, value, second, go) in enumerate(zip(parts, view.first, view.value, view.second, view.go)):
+        if not part.ok.shape[1]:  # a model no pool serves
+            continue
         clear = go & (second > value) & ~crowded[part.pool[k]]
         for r in np.flatnonzero(clear).tolist():
             assign.place_first(p, part, state, int(part.rows[r]), r, [int(k[r])])
@@ -221,7 +225,8 @@ def assign_at(p: Problem, parts: list[assign.Part], level: np.ndarray, pool_pric
     _round(p, parts, state, view, undecided, penalty)
     for j, part in enumerate(parts):  # what found no room at the levels: the cheapest target that fits now
         alone = penalty * p.weight[part.rows]
-        for r in np.flatnonzero((state.target[part.rows] < 0) & (part.masked()[0].min(axis=1) < alone)).tolist():
+        fits_alone = part.masked()[0].min(axis=1, initial=np.inf) < alone
+        for r in np.flatnonzero((state.target[part.rows] < 0) & fits_alone).tolist():
             assign.place_cheapest(p, part, state, int(part.rows[r]), r, view.raw[j][r])
     return state
 
