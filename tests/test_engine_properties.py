@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from scheduler import synth
 from scheduler.engine import baselines
+from scheduler.engine import batch as joint
 from scheduler.engine.core import Engine
 from scheduler.model.schema import Status
 from test_engine_support import random_batches, recheck
@@ -51,6 +52,19 @@ def test_single_placements_one_after_another(world):
 def test_joint_placement(world):
     eng, cut, batches, hour = world
     result = eng.place_many(batches, hour=hour)
+    assert recheck(eng.catalog, result.decisions, hour, cut=cut) == []
+    s = result.solution
+    assert s.best_bound <= s.objective + 1e-9 and 0.0 <= result.gap <= 1.0
+    assert all(d.placed or d.reason.value > 0 for d in result.decisions)
+
+
+@SETTINGS
+@given(worlds())
+def test_joint_placement_on_the_large_path(world):
+    """The LP-priced path (greedy, repair, local search, pool levels with the LP assignment, the ceiling-aware
+    bound) forced on small worlds, where it meets every corner: down sites, cut cables, unserved batches."""
+    eng, cut, batches, hour = world
+    result = eng._joint(batches, hour, True, lambda problem: joint.solve(problem, 2.0, exact_pairs=0))
     assert recheck(eng.catalog, result.decisions, hour, cut=cut) == []
     s = result.solution
     assert s.best_bound <= s.objective + 1e-9 and 0.0 <= result.gap <= 1.0
