@@ -13,8 +13,9 @@
    prices of those steps, and the cheaper assignment is kept;
 6. unblock (unblock.py): local search that lifts the caps a few latency-tight batches put on priced pools;
 7. levels (levels.py), when the time limit allows for the instance's size: search how full each pool may run, and
-   assign at those levels with an LP; kept if cheaper.
-Steps 5 to 7 are sized by the time limit as counts, never by the clock, so the same input gives the same answer.
+   assign at those levels with an LP; kept if cheaper;
+8. hull (hull.py), with step 7: a bound that sees the ceilings, started from the batches' values at those levels.
+Steps 5 to 8 are sized by the time limit as counts, never by the clock, so the same input gives the same answer.
 The greedy, its running state and its moves are in assign.py, shared with the baselines and unblock.py.
 """
 
