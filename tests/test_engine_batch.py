@@ -14,7 +14,8 @@ from scheduler.engine.place import Decision
 from scheduler.engine.request import Batch, Reason
 from scheduler.model.loader import load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY
-from test_engine_support import TINY, engine, exhaustive, problem, random_batches, recheck, shrink
+from test_engine_support import (TINY, engine, exhaustive, priced_instance, problem, random_batches, recheck,
+                                 shrink)
 
 SMALL = shrink(TINY, counts={"zhongwei": 12, "shaoguan": 8, "shantou": 6})
 NARROW = shrink(TINY, counts={"zhongwei": 40, "shaoguan": 40, "shantou": 40},
@@ -77,14 +78,9 @@ def test_the_instances_are_not_trivial():
 def test_the_lagrangian_with_ceiling_charges_never_exceeds_the_true_optimum(name, topology, batches, hour):
     """Weak duality holds at any nonnegative prices, with the ceilings' charges too: checked against exhaustive
     search at the LP's prices and at random ones (large prices make every batch's ceiling charge matter)."""
-    from scheduler.engine import assign, priced
+    from scheduler.engine import priced
 
-    eng = engine(topology)
-    p = problem(eng, batches, hour)
-    penalty = joint.penalty_of(p)
-    best = exhaustive(p, penalty)
-    parts = assign.parts_of(p)
-    lp = priced._price(p, parts, penalty)
+    p, penalty, best, parts, lp = priced_instance(topology, batches, hour)
     rng = np.random.default_rng(len(name))
     unit = float(np.median([np.nanmedian(p.est[m].cost_cny / np.maximum(p.est[m].load, 1e-12)) for m in p.models]))
     charged = []

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_engine_batch import INSTANCES
-from test_engine_support import engine, exhaustive, problem
+from test_engine_support import engine, priced_instance, problem
 
 from scheduler import synth
-from scheduler.engine import assign, hull, levels, priced
+from scheduler.engine import hull, levels, priced
 from scheduler.engine import batch as joint
 from scheduler.model.loader import load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY
@@ -21,12 +21,7 @@ def test_the_hull_bound_never_exceeds_the_true_optimum(monkeypatch, name, topolo
     (above and below), and after the ascent; with a grid of levels fine enough to hold every ceiling on these small
     instances, and with a coarse one (levels between grid points relaxed)."""
     monkeypatch.setattr(hull, "LEVELS", grid)
-    eng = engine(topology)
-    p = problem(eng, batches, hour)
-    penalty = joint.penalty_of(p)
-    best = exhaustive(p, penalty)
-    parts = assign.parts_of(p)
-    lp = priced._price(p, parts, penalty)
+    p, penalty, best, parts, lp = priced_instance(topology, batches, hour)
     h = hull.Hull(p, parts, lp.cable_price, penalty)
     start = levels.values(p, parts, p.pool_cap.astype(float), lp.pool_price, lp.cable_price, penalty)
     rng = np.random.default_rng(len(name))

@@ -78,7 +78,7 @@ class Optimum:
 def exhaustive(p: joint.Problem, penalty: float) -> Optimum:
     """Every assignment of every batch to one of its feasible targets or to nothing; the cheapest that keeps each
     pool under its cap and under the ceiling of every batch on it, and each cable under its room."""
-    B, T, P = len(p.batches), p.n_targets, len(p.pool_cap)
+    B, T = len(p.batches), p.n_targets
     cost = np.full((B, T), np.inf)
     load = np.zeros((B, T))
     theta = np.full((B, T), -np.inf)
@@ -163,6 +163,17 @@ def recheck(cat: Catalog, decisions: list[Decision], hour: int, base: np.ndarray
         if g > cap + 1e-9:
             problems.append(f"cable {c} carries {g:.6f} > {cap} Gbps")
     return problems
+
+
+def priced_instance(topology: Topology, batches: list[Batch], hour: int):
+    """A small instance for the bounds' tests: the problem, its penalty, its exhaustive optimum, the large path's
+    parts and the group LP's prices."""
+    from scheduler.engine import assign, priced
+
+    p = problem(engine(topology), batches, hour)
+    penalty = joint.penalty_of(p)
+    parts = assign.parts_of(p)
+    return p, penalty, exhaustive(p, penalty), parts, priced._price(p, parts, penalty)
 
 
 def assert_feasible(p: joint.Problem, target: np.ndarray) -> None:

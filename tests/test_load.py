@@ -19,7 +19,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import grpc
-import pytest
 
 from scheduler.paths import DEFAULT_TOPOLOGY
 from scheduler.service.client import Client, error_field
@@ -238,7 +237,7 @@ def test_64_clients_through_a_cable_cut_a_site_outage_and_bad_and_good_reloads(t
         by_op[x.op].append((x.ended - x.started) * 1000)
     latencies = [ms for v in by_op.values() for ms in v]
 
-    slo_breaks, down_sites, over_cut, stale = [], [], [], []
+    slo_breaks, down_sites, over_cut = [], [], []
     for x, d in placed:
         if d.slo.HasField("ttft_ms") and d.ttft_ms > d.slo.ttft_ms + EPS:
             slo_breaks.append((d.batch_id, d.ttft_ms, d.slo.ttft_ms))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scheduler.engine import assign, transport
+from scheduler.engine import ascent, assign, transport
 
 if TYPE_CHECKING:
     from scheduler.engine.batch import Problem
@@ -125,22 +125,11 @@ def _lagrangian(p: Problem, parts: list[assign.Part], penalty: float, level: np.
 
 def _ascent(p: Problem, parts: list[assign.Part], penalty: float, level: np.ndarray, pool_price: np.ndarray,
             cable_price: np.ndarray, upper: float, steps: int) -> tuple[float, np.ndarray]:
-    """Polyak subgradient ascent on the pool prices (cable prices kept): the best value and its prices."""
-    free = np.maximum(level - p.used, 0.0)
-    price, step = np.maximum(pool_price, 0.0), 1.0
-    best = (-np.inf, price)
-    for _ in range(steps):
-        total, used, _ = _lagrangian(p, parts, penalty, level, price, cable_price)
-        if total >= best[0]:
-            best = (total, price)
-        else:
-            step /= 2
-        g = used - free
-        norm = float(g @ g)
-        if norm <= 0 or upper <= total:
-            break
-        price = np.maximum(price + step * (upper - total) / norm * g, 0.0)
-    return best
+    """Subgradient ascent on the pool prices of the fixed-level problem (cable prices kept): the best value and its
+    prices."""
+    run = ascent.polyak(lambda price: _lagrangian(p, parts, penalty, level, price, cable_price)[:2], pool_price,
+                        np.maximum(level - p.used, 0.0), upper, steps)
+    return run.best, run.price
 
 
 def _candidates(p: Problem, parts: list[assign.Part], level: np.ndarray, price: np.ndarray,

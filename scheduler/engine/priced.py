@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scheduler.engine import assign, cpsat, hull, levels, transport
+from scheduler.engine import ascent, assign, cpsat, hull, levels, transport
 
 if TYPE_CHECKING:
     from scheduler.engine.batch import Problem
@@ -271,21 +271,9 @@ def _tighten(p: Problem, parts: list[assign.Part], penalty: float, s: transport.
     try again: the mean of the ascent's iterates and the mean of its second half (the iterates zigzag around the
     optimal duals; their means settle nearer: on four 10k-batch instances one of the two always beat the best-bound
     and the last prices). `upper`: the objective of the assignment found, the Polyak target."""
-    price, best, lam, seen, best_price = s.pool_price, bound, 1.0, [], s.pool_price
-    free = np.maximum(p.pool_free, 0.0)
-    for _ in range(steps):
-        price = np.maximum(price, 0.0)
-        seen.append(price)
-        total, used = _lagrangian(p, parts, penalty, price, s.cable_price)
-        if total >= best:  # (the first step, at the LP's prices, ties the bound it starts from)
-            best, best_price = total, price
-        else:
-            lam /= 2
-        g = used - free
-        norm = float(g @ g)
-        if norm <= 0 or upper <= total:
-            break
-        price = price + lam * (upper - total) / norm * g
+    run = ascent.polyak(lambda price: _lagrangian(p, parts, penalty, price, s.cable_price), s.pool_price,
+                        np.maximum(p.pool_free, 0.0), upper, steps)
+    best, best_price, seen = max(bound, run.best), run.price, run.seen
     best = max(best, _lagrangian(p, parts, penalty, best_price, s.cable_price, ceilings=True)[0])
     if len(seen) < 2:
         return best, []
