@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_engine_support import assert_feasible, engine, problem
+from test_engine_support import assert_feasible, engine, problem, recheck
 
 from scheduler import synth
 from scheduler.engine import assign, levels, priced
@@ -114,3 +114,23 @@ def test_a_contended_call_with_a_model_no_pool_serves():
             assert not d.placed and d.reason is Reason.NOT_SERVED
     assert 0 < result.placed < sum(b.model == served for b in batches) + 1
     assert result.solution.best_bound <= result.solution.objective
+
+
+def test_with_live_reservations_the_levels_respect_their_promises(monkeypatch):
+    """A second contended call on a fleet that already carries 3,000 placements (their load, and the ceilings their
+    SLOs put on the pools): everything placed by both calls meets its SLO once all of it runs, and levels.py's
+    answer is no dearer than the greedy and local search alone on the same state."""
+    topo = load_topology(DEFAULT_TOPOLOGY).value
+    costs = {}
+    for relevel in (False, True):
+        monkeypatch.setattr(priced, "RELEVEL_PAIRS_PER_S", 0)
+        eng = engine(topo)
+        first = eng.place_many(synth.random_batches(topo, 3000, seed=21), hour=14, reserve=True)
+        if relevel:
+            monkeypatch.undo()
+        second = eng.place_many(synth.random_batches(topo, 6000, seed=22), hour=14, reserve=True)
+        assert second.solution.method == "lp-priced-greedy"
+        assert recheck(eng.catalog, first.decisions + second.decisions, 14) == []
+        assert second.solution.best_bound <= second.solution.objective
+        costs[relevel] = second.solution.objective
+    assert costs[True] <= costs[False]
