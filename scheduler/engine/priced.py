@@ -43,8 +43,9 @@ RETRY_EVERY_S = 0.5  # the greedy assigns again at the ascent's prices, once per
 UNBLOCK_ROUNDS, UNBLOCK_EVERY_S = 10, 0.2  # rounds of unblock.py's local search: at most, one per this much time
 UNBLOCK_ALL_SHARE = 1e-3  # when unblocking the best assignment saves this share of its cost, unblock the rest too
 # levels.py's search and LP run when the time limit is at least RELEVEL_MIN_S and allows this many feasible pairs per
-# second (10k batches: ~1 s on the default topology's 200k pairs; 10k x 200's 2.7M pairs would need ~10 s)
-RELEVEL_MIN_S, RELEVEL_PAIRS_PER_S = 1.0, 250_000
+# second of it: the whole solve then takes ~8-10 us per pair on a 2-core machine (10k batches on the default
+# topology: 200k pairs, ~1.6-2 s of which levels.py ~1 s; 10k x 200's 2.7M pairs would need ~25 s)
+RELEVEL_MIN_S, RELEVEL_PAIRS_PER_S = 1.0, 110_000
 # ... and then hull.py's bound takes up to HULL_STEPS subgradient steps, as many as the limit allows at this many
 # pairs evaluated per second of it (a step costs ~20 ms on the default 10k's 200k pairs)
 HULL_STEPS, HULL_PAIR_STEPS_PER_S = 20, 2_500_000
