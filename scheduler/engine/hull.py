@@ -36,14 +36,11 @@ class Hull:
 
     def __init__(self, p: Problem, parts: list[assign.Part], cable_price: np.ndarray, penalty: float):
         batch, cost, load, theta, pool = [], [], [], [], []
-        priced = len(cable_price) and bool(np.any(cable_price > 0))
+        free_capacity = np.zeros(len(p.pool_cap))  # each pair's cost with its bandwidth at the cable prices
         for part in parts:
             r, k = np.nonzero(part.ok)
-            c = part.cost[r, k]
-            if priced:
-                c = c + part.gbps[r] * (part.cables[part.region[r], k] @ cable_price)
             batch.append(part.rows[r])
-            cost.append(c)
+            cost.append(assign.priced_cost(part, free_capacity, cable_price)[r, k])
             load.append(part.load[r, k])
             theta.append(part.theta[r, k])
             pool.append(part.pool[k])

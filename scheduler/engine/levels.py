@@ -107,28 +107,13 @@ class _View:
                 self.second.append(np.minimum(nxt, alone))
 
 
-def _lagrangian(p: Problem, parts: list[assign.Part], penalty: float, level: np.ndarray, pool_price: np.ndarray,
-                cable_price: np.ndarray) -> tuple[float, np.ndarray, _View]:
-    """The fixed-level problem's Lagrangian at these prices (a lower bound on any assignment at these levels), the
-    pool use of the batches' priced choices, and the view it was computed from (without second options)."""
-    view = _View(p, parts, level, pool_price, cable_price, penalty, second=False)
-    used = np.zeros(len(pool_price))
-    total = 0.0
-    for part, k, value, go in zip(parts, view.first, view.value, view.go):
-        total += float(value.sum())
-        b = np.flatnonzero(go)
-        np.add.at(used, part.pool[k[b]], part.load[b, k[b]])
-    total -= float(pool_price @ np.maximum(level - p.used, 0.0))
-    priced = cable_price > 0
-    total -= float(cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0))
-    return total, used, view
-
-
 def _ascent(p: Problem, parts: list[assign.Part], penalty: float, level: np.ndarray, pool_price: np.ndarray,
             cable_price: np.ndarray, upper: float, steps: int) -> tuple[float, np.ndarray]:
     """Subgradient ascent on the pool prices of the fixed-level problem (cable prices kept): the best value and its
     prices."""
-    run = ascent.polyak(lambda price: _lagrangian(p, parts, penalty, level, price, cable_price)[:2], pool_price,
+    from scheduler.engine.priced import _lagrangian  # priced imports this module
+
+    run = ascent.polyak(lambda price: _lagrangian(p, parts, penalty, price, cable_price, level=level), pool_price,
                         np.maximum(level - p.used, 0.0), upper, steps)
     return run.best, run.price
 
