@@ -19,6 +19,7 @@ from scheduler.engine.request import Reason
 
 if TYPE_CHECKING:
     from scheduler.engine.batch import Problem
+    from scheduler.engine.catalog import Catalog
 
 FEW_OPTIONS = 12  # batches with at most this many feasible targets are placed first
 RANKED = 16  # targets ranked up front per batch; one that fits none of them takes the cheapest that fits
@@ -40,7 +41,7 @@ class Part:
     gbps: np.ndarray  # (B_m,)
     cables: np.ndarray  # (R, T_m, C) route crosses cable, by region
     region: np.ndarray  # (B_m,)
-    _crossed: dict = field(default_factory=dict, repr=False)
+    catalog: Catalog = field(repr=False)
     _masked: tuple | None = field(default=None, repr=False)
 
     def masked(self) -> tuple[np.ndarray, np.ndarray]:
@@ -51,16 +52,8 @@ class Part:
         return self._masked
 
     def crossed(self, region: int) -> list[tuple[int, ...]]:
-        """Per target, the cables its route from `region` crosses, as Python tuples: the greedy's inner loop
-        checks them one by one instead of masking a (C,) array per candidate."""
-        out = self._crossed.get(region)
-        if out is None:
-            ks, cs = np.nonzero(self.cables[region])
-            cuts = np.searchsorted(ks, np.arange(self.cables.shape[1] + 1)).tolist()
-            cs = cs.tolist()
-            out = [tuple(cs[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
-            self._crossed[region] = out
-        return out
+        """Per target, the cables its route from `region` crosses (Catalog.crossed)."""
+        return self.catalog.crossed(self.m, region)
 
 
 @dataclass
@@ -82,7 +75,7 @@ def parts_of(p: Problem) -> list[Part]:
         mt = p.cat.by_model[m]
         e = p.est[m]
         parts.append(Part(m, p.rows[m], mt.pool, p.reason[m] == Reason.OK, e.cost_cny, e.load, p.theta[m],
-                          e.gbps, p.cat.targets_view(m).cables, p.region[p.rows[m]]))
+                          e.gbps, p.cat.targets_view(m).cables, p.region[p.rows[m]], p.cat))
     return parts
 
 

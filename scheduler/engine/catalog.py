@@ -77,6 +77,7 @@ class Catalog:
         self._pool_index: dict[str, int] = {}
         self._views: dict[str, TargetsView] = {}
         self._one: dict[str, OneBatchTables | None] = {}
+        self._crossed: dict[tuple[str, int], list[tuple[int, ...]]] = {}
         self.by_model: dict[str, ModelTargets] = {m: self._targets(m) for m in self.models}
 
     def _targets(self, model_id: str) -> ModelTargets:
@@ -148,6 +149,19 @@ class Catalog:
             )
             self._views[model] = view  # a benign race: two threads may build the same view
         return view
+
+    def crossed(self, model: str, region: int) -> list[tuple[int, ...]]:
+        """Per target of `model`, the cables (indices into `cables`, ascending) its route from `region` crosses, as
+        Python tuples: the single-batch path and the greedy check them one by one instead of masking a (C,) array
+        per candidate. Built once per snapshot, model and region (a benign race: two threads may build the same)."""
+        out = self._crossed.get((model, region))
+        if out is None:
+            cables = self.targets_view(model).cables[region]
+            ks, cs = np.nonzero(cables)
+            cuts = np.searchsorted(ks, np.arange(cables.shape[0] + 1)).tolist()
+            cs = cs.tolist()
+            out = self._crossed[(model, region)] = [tuple(cs[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+        return out
 
     def one_batch(self, model: str) -> OneBatchTables | None:
         """The model's tables for placing one batch (None when the single-batch path does not apply: a model with
@@ -316,7 +330,7 @@ class OneBatchTables:
                 reason[~np.isfinite(rtt)] = int(Reason.UNREACHABLE)
                 reason[~view.site_up] = int(Reason.SITE_DOWN)
                 static.append(reason.tolist())
-            cables = [tuple(np.flatnonzero(view.cables[r, t]).tolist()) for t in range(self.n)]
+            cables = cat.crossed(self.mt.model, r)
             rtt, transit = rtt.tolist(), view.transit[r].tolist()
             rows = [[(t, self.pool[t], rtt[t], self.count[t], self.capacity[t], self.prefill[t], self.decode_tps[t],
                       cables[t], transit[t]) for t in range(self.n) if not reasons[t]] for reasons in static]
