@@ -82,15 +82,10 @@ class Ledger:
         self._views: list[_View] = []  # most recent first
 
     def _expire(self, now: float) -> None:
-        heap, live = self._expiry, self._live
+        heap = self._expiry
         while heap and heap[0][0] <= now:
             _, rid, block = heapq.heappop(heap)
-            if live.pop(rid, None) is not None:
-                i = rid - block.first
-                self._release(block.pools[i], block.amounts[i])
-                if block.ceilings[i] < math.inf:
-                    self._sync_ceiling(block.pools[i])
-                block.live -= 1
+            self._release_one(rid)  # (released early already: nothing to do)
             block.cursor += 1
             if block.live and block.cursor < len(block.order):
                 heapq.heappush(heap, block.head())
