@@ -356,9 +356,8 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
     names, keys = T.site_name, T.pool_key
     for a_cost, a_rtt, a in ok[1:1 + ALTERNATIVES]:
         a_ttft, a_e2e = latency(a)
-        x = _new(Alternative)
-        x.__dict__.update(site=names[a], pool=keys[a], cost_cny=a_cost, rtt_ms=a_rtt, ttft_ms=a_ttft, e2e_ms=a_e2e)
-        alternatives.append(x)
+        alternatives.append(_make(Alternative, site=names[a], pool=keys[a], cost_cny=a_cost, rtt_ms=a_rtt,
+                                  ttft_ms=a_ttft, e2e_ms=a_e2e))
     return _decision(batch, True, Reason.OK, f"cheapest of {len(ok)} feasible targets", cat.version, hour,
                      names[t], keys[t], routes[t], rtt, ttft, e2e, cost, weight * T.kwh[t], weight * T.g_co2[t],
                      load[t], hold, slo, alternatives, rejections, theta[t])
