@@ -199,7 +199,7 @@ def solve(p: Problem, time_limit_s: float = 2.0, exact_pairs: int = EXACT_PAIRS)
     else:
         target, status, bound = priced.solve(p, penalty, time_limit_s)
         method = "lp-priced-greedy"
-    bound = max(bound, _capacity_free_bound(p, penalty))
+    bound = max(bound, capacity_free_bound(p, penalty))
     reason = unplaced_reasons(p)
     placed = target >= 0
     reason[placed] = Reason.OK
@@ -215,7 +215,7 @@ def objective_of(p: Problem, target: np.ndarray, penalty: float) -> float:
     return assigned_cost(p, target) + penalty * float(p.weight[target < 0].sum())
 
 
-def _capacity_free_bound(p: Problem, penalty: float) -> float:
+def capacity_free_bound(p: Problem, penalty: float) -> float:
     """Each batch at its cheapest feasible target, or the penalty: valid for any assignment, capacity aside."""
     total = 0.0
     for m in p.models:

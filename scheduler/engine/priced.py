@@ -52,10 +52,10 @@ HULL_STEPS, HULL_PAIR_STEPS_PER_S = 20, 2_500_000
 
 
 def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, str, float]:
-    from scheduler.engine.batch import objective_of  # batch imports this module
+    from scheduler.engine.batch import capacity_free_bound, objective_of  # batch imports this module
 
     parts = assign.parts_of(p)
-    floor = _capacity_free(p, parts, penalty)
+    floor = capacity_free_bound(p, penalty)
     cheapest = _uncontended(p, parts, penalty)
     if cheapest is not None:  # every batch fits at its cheapest target: optimal, no pricing needed
         return cheapest, "OPTIMAL", floor
@@ -141,12 +141,6 @@ def _uncontended(p: Problem, parts: list[assign.Part], penalty: float) -> np.nda
     if (load > floor + 1e-9).any() or (cable > p.cable_free + 1e-12).any():
         return None
     return target
-
-
-def _capacity_free(p: Problem, parts: list[assign.Part], penalty: float) -> float:
-    """Each batch at its cheapest feasible target or the penalty, capacity aside: a lower bound on any assignment."""
-    return sum(float(np.minimum(part.masked()[0].min(axis=1, initial=np.inf), penalty * p.weight[part.rows]).sum())
-               for part in parts)
 
 
 def _price(p: Problem, parts: list[assign.Part], penalty: float) -> transport.TransportSolution:
