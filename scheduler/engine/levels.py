@@ -54,9 +54,9 @@ def levels_of(p: Problem, parts: list[assign.Part], target: np.ndarray) -> np.nd
 
 def relevel(p: Problem, parts: list[assign.Part], target: np.ndarray, pool_price: np.ndarray,
             cable_price: np.ndarray, penalty: float, upper: float,
-            moves: int = MOVES) -> tuple[assign.State, np.ndarray, np.ndarray]:
+            moves: int = MOVES) -> tuple[assign.State, np.ndarray]:
     """Search the levels from those of `target` (objective `upper`), then assign at the levels found; also returns
-    those levels and the pool prices found for them."""
+    each batch's value at those levels and the prices found for them (`values`)."""
     level = levels_of(p, parts, target)
     value, price = _ascent(p, parts, penalty, level, pool_price, cable_price, upper, START_STEPS)
     for _ in range(moves):
@@ -70,18 +70,15 @@ def relevel(p: Problem, parts: list[assign.Part], target: np.ndarray, pool_price
                 break
         else:
             break
-    return assign_at(p, parts, level, price, cable_price, penalty), level, price
+    view = _View(p, parts, level, price, cable_price, penalty)
+    return _assign(p, parts, level, view, penalty), view.values(p, parts, penalty)
 
 
 def values(p: Problem, parts: list[assign.Part], level: np.ndarray, pool_price: np.ndarray, cable_price: np.ndarray,
            penalty: float) -> np.ndarray:
     """(B,) what each batch pays at these levels and prices: its cheapest priced target the levels allow, or the
     penalty. Near the LP's multipliers of the batches' rows, so a good start for hull.py's bound."""
-    view = _View(p, parts, level, pool_price, cable_price, penalty, second=False)
-    out = penalty * p.weight.astype(float)
-    for part, value in zip(parts, view.value):
-        out[part.rows] = value
-    return out
+    return _View(p, parts, level, pool_price, cable_price, penalty, second=False).values(p, parts, penalty)
 
 
 class _View:
@@ -105,6 +102,13 @@ class _View:
             if second:
                 nxt = np.partition(rc, 1, axis=1)[:, 1] if rc.shape[1] > 1 else np.full(len(rc), np.inf)
                 self.second.append(np.minimum(nxt, alone))
+
+    def values(self, p: Problem, parts: list[assign.Part], penalty: float) -> np.ndarray:
+        """(B,) each batch's value (`values`); the penalty for a batch of a model no part holds."""
+        out = penalty * p.weight.astype(float)
+        for part, value in zip(parts, self.value):
+            out[part.rows] = value
+        return out
 
 
 def _ascent(p: Problem, parts: list[assign.Part], penalty: float, level: np.ndarray, pool_price: np.ndarray,
@@ -171,7 +175,11 @@ def assign_at(p: Problem, parts: list[assign.Part], level: np.ndarray, pool_pric
     transportation LP over their LP_OPTIONS cheapest targets (largest flow first); past LP_BATCHES of them, those
     whose next option costs most more go first, each to its cheapest target that fits. Whatever does not fit then
     takes the cheapest target that does."""
-    view = _View(p, parts, level, pool_price, cable_price, penalty)
+    return _assign(p, parts, level, _View(p, parts, level, pool_price, cable_price, penalty), penalty)
+
+
+def _assign(p: Problem, parts: list[assign.Part], level: np.ndarray, view: _View, penalty: float) -> assign.State:
+    """`assign_at` from the view at its levels and prices."""
     state = assign.fresh_state(p)
     state.cap = np.minimum(state.cap, level)
     crowd = p.used.astype(float).copy()

@@ -86,12 +86,10 @@ def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, 
     bound = max(bound, tightened)
     if relevel:
         upper = objective_of(p, best.target, penalty)
-        other, level, price = levels.relevel(p, parts, best.target, prices.pool_price, prices.cable_price, penalty,
-                                             upper)
+        # The batches' values at the levels found start the ceiling-aware bound near its best multipliers.
+        other, lam = levels.relevel(p, parts, best.target, prices.pool_price, prices.cable_price, penalty, upper)
         if objective_of(p, other.target, penalty) < upper:
             best = other
-        # The batches' values at the levels found start the ceiling-aware bound near its best multipliers.
-        lam = levels.values(p, parts, level, price, prices.cable_price, penalty)
         steps = min(HULL_STEPS, int(HULL_PAIR_STEPS_PER_S * time_limit_s / max(pairs, 1)))
         bound = max(bound, hull.bound(hull.Hull(p, parts, prices.cable_price, penalty), lam,
                                       objective_of(p, best.target, penalty), steps))
