@@ -8,7 +8,7 @@ from test_engine_batch import INSTANCES
 from test_engine_support import engine, priced_instance, problem
 
 from scheduler import synth
-from scheduler.engine import hull, levels, priced
+from scheduler.engine import hull, levels, priced, shortlist
 from scheduler.engine import batch as joint
 from scheduler.model.loader import load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY
@@ -23,7 +23,9 @@ def test_the_hull_bound_never_exceeds_the_true_optimum(monkeypatch, name, topolo
     monkeypatch.setattr(hull, "LEVELS", grid)
     p, penalty, best, parts, lp = priced_instance(topology, batches, hour)
     h = hull.Hull(p, parts, lp.cable_price, penalty)
-    start = levels.values(p, parts, p.pool_cap.astype(float), lp.pool_price, lp.cable_price, penalty)
+    level = p.pool_cap.astype(float)
+    start = levels.values(p, shortlist.shortlists(p, parts, lp.pool_price, lp.cable_price, level), level, lp.pool_price,
+                          penalty)
     rng = np.random.default_rng(len(name))
     tolerance = 1e-7 * max(1.0, abs(best.objective))
     for lam in [start] + [start * rng.uniform(0.0, f, len(start)) for f in (1.0, 2.0, 5.0)]:

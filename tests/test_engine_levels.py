@@ -7,7 +7,7 @@ import pytest
 from test_engine_support import assert_feasible, engine, problem, recheck
 
 from scheduler import synth
-from scheduler.engine import assign, levels, priced
+from scheduler.engine import assign, levels, priced, shortlist
 from scheduler.engine import batch as joint
 from scheduler.engine.core import Engine
 from scheduler.engine.request import Reason
@@ -63,7 +63,8 @@ def test_assigning_at_any_levels_keeps_capacity_every_ceiling_and_cables(contend
     parts = assign.parts_of(p)
     prices = priced._price(p, parts, penalty)
     level = p.used + share * (p.pool_cap - p.used)
-    state = levels.assign_at(p, parts, level, prices.pool_price, prices.cable_price, penalty)
+    lists = shortlist.shortlists(p, parts, prices.pool_price, prices.cable_price, level)
+    state = levels.assign_at(p, lists, level, prices.pool_price, penalty)
     assert_feasible(p, state.target)
     _members_agree(p, state)
     # Every batch that still had a feasible target it fits alone at the end was placed, or the room was gone.
@@ -77,9 +78,10 @@ def test_a_pool_capped_by_tight_batches_is_lifted_when_that_pays(contended):
     parts = assign.parts_of(p)
     prices = priced._price(p, parts, penalty)
     low = p.used + 0.6 * (p.pool_cap - p.used)
-    start = levels.assign_at(p, parts, low, prices.pool_price, prices.cable_price, penalty)
+    lists = shortlist.shortlists(p, parts, prices.pool_price, prices.cable_price, low)
+    start = levels.assign_at(p, lists, low, prices.pool_price, penalty)
     upper = joint.objective_of(p, start.target, penalty)
-    after = levels.relevel(p, parts, start.target, prices.pool_price, prices.cable_price, penalty, upper)[0]
+    after = levels.relevel(p, lists, start.target, prices.pool_price, penalty, upper)[0]
     assert joint.objective_of(p, after.target, penalty) < upper
     assert (levels.levels_of(p, parts, after.target) > levels.levels_of(p, parts, start.target) + 1e-6).any()
     assert_feasible(p, after.target)
@@ -91,8 +93,8 @@ def test_same_levels_same_answer(contended):
     prices = priced._price(p, parts, penalty)
     state = assign.greedy(p, parts, prices.pool_price, prices.cable_price)
     upper = joint.objective_of(p, state.target, penalty)
-    runs = [levels.relevel(p, parts, state.target, prices.pool_price, prices.cable_price, penalty, upper, moves=2)[0]
-            for _ in range(2)]
+    lists = shortlist.shortlists(p, parts, prices.pool_price, prices.cable_price, levels.levels_of(p, parts, state.target))
+    runs = [levels.relevel(p, lists, state.target, prices.pool_price, penalty, upper, moves=2)[0] for _ in range(2)]
     assert np.array_equal(runs[0].target, runs[1].target)
 
 

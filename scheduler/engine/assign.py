@@ -43,6 +43,7 @@ class Part:
     region: np.ndarray  # (B_m,)
     catalog: Catalog = field(repr=False)
     _masked: tuple | None = field(default=None, repr=False)
+    _cabled: tuple | None = field(default=None, repr=False)
 
     def masked(self) -> tuple[np.ndarray, np.ndarray]:
         """(cost, load) with infeasible pairs at (inf, 0), so that pricing them needs no mask: built once, since
@@ -50,6 +51,16 @@ class Part:
         if self._masked is None:
             self._masked = (np.where(self.ok, self.cost, np.inf), np.where(self.ok, self.load, 0.0))
         return self._masked
+
+    def cabled(self, cable_price: np.ndarray) -> np.ndarray:
+        """(B_m, T_m) each pair's cost plus its bandwidth at these cable prices (inf if infeasible): kept for the
+        last prices asked, since a solve prices cables once and pools many times."""
+        cost = self.masked()[0]
+        if not len(cable_price) or not np.any(cable_price > 0):
+            return cost
+        if self._cabled is None or not np.array_equal(self._cabled[0], cable_price):
+            self._cabled = (cable_price.copy(), cost + self.gbps[:, None] * (self.cables @ cable_price)[self.region])
+        return self._cabled[1]
 
     def crossed(self, region: int) -> list[tuple[int, ...]]:
         """Per target, the cables its route from `region` crosses (Catalog.crossed)."""
@@ -99,13 +110,12 @@ def tolerance(p: Problem, part: Part, score: np.ndarray) -> np.ndarray:
     return part.theta[b, best] / p.cat.pool_count[part.pool][best]
 
 
-def priced_cost(part: Part, pool_price: np.ndarray, cable_price: np.ndarray) -> np.ndarray:
-    """(B_m, T_m) each pair's cost plus the capacity and bandwidth it uses at these prices; inf if infeasible."""
-    cost, load = part.masked()
-    rc = np.multiply(load, pool_price[part.pool][None, :])
-    rc += cost
-    if len(cable_price) and np.any(cable_price > 0):
-        rc += part.gbps[:, None] * (part.cables @ cable_price)[part.region]
+def priced_cost(part: Part, pool_price: np.ndarray, cable_price: np.ndarray,
+                rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """(B_m, T_m) each pair's cost plus the capacity and bandwidth it uses at these prices; inf if infeasible.
+    Only `rows`, if given."""
+    rc = np.multiply(part.masked()[1][rows], pool_price[part.pool][None, :])
+    rc += part.cabled(cable_price)[rows]
     return rc
 
 

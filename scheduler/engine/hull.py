@@ -36,11 +36,10 @@ class Hull:
 
     def __init__(self, p: Problem, parts: list[assign.Part], cable_price: np.ndarray, penalty: float):
         batch, cost, load, theta, pool = [], [], [], [], []
-        free_capacity = np.zeros(len(p.pool_cap))  # each pair's cost with its bandwidth at the cable prices
         for part in parts:
             r, k = np.nonzero(part.ok)
             batch.append(part.rows[r])
-            cost.append(assign.priced_cost(part, free_capacity, cable_price)[r, k])
+            cost.append(part.cabled(cable_price)[r, k])  # with its bandwidth at the cable prices
             load.append(part.load[r, k])
             theta.append(part.theta[r, k])
             pool.append(part.pool[k])

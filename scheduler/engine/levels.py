@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from scheduler.engine import ascent, assign, transport
+from scheduler.engine.shortlist import Shortlist
 
 if TYPE_CHECKING:
     from scheduler.engine.batch import Problem
 
 START_STEPS = 20  # subgradient steps pricing the starting levels
 MOVE_STEPS = 10  # ... and each candidate move, warm-started
-MOVES = 8  # level moves accepted, at most
+MOVES = 4  # level moves accepted, at most
 TRIES = 4  # candidate moves evaluated per accepted one, the best estimated first
-CANDIDATES = 64  # levels considered per pool (quantiles of its pairs' ceilings, and its capacity)
 LP_OPTIONS = 4  # targets per batch in the assignment LP
 LP_BATCHES = 4000  # batches the LP places: those whose next option costs least more than their first
 # Dual simplex from a slack basis without presolve: 1.6-1.7x faster than GLOP's defaults on these LPs
@@ -52,48 +52,86 @@ def levels_of(p: Problem, parts: list[assign.Part], target: np.ndarray) -> np.nd
     return np.maximum(level, p.used)
 
 
-def relevel(p: Problem, parts: list[assign.Part], target: np.ndarray, pool_price: np.ndarray,
-            cable_price: np.ndarray, penalty: float, upper: float,
-            moves: int = MOVES) -> tuple[assign.State, np.ndarray]:
-    """Search the levels from those of `target` (objective `upper`), then assign at the levels found; also returns
-    each batch's value at those levels and the prices found for them (`values`)."""
-    level = levels_of(p, parts, target)
-    value, price = _ascent(p, parts, penalty, level, pool_price, cable_price, upper, START_STEPS)
+def relevel(p: Problem, lists: list[Shortlist], target: np.ndarray, pool_price: np.ndarray, penalty: float,
+            upper: float, moves: int = MOVES) -> tuple[assign.State, np.ndarray]:
+    """Search the levels from those of `target` (objective `upper`) over the batches' shortlists, then assign at
+    the levels found; also returns each batch's value at those levels and the prices found for them (`values`)."""
+    level = levels_of(p, [s.part for s in lists], target)
+    credit = _credit(p, lists)
+    value, price = _ascent(p, lists, penalty, level, pool_price, credit, upper, START_STEPS)
     for _ in range(moves):
-        view = _View(p, parts, level, price, cable_price, penalty)
-        for _gain, q, new in _candidates(p, parts, level, price, view)[:TRIES]:
+        view = _View(p, lists, level, price, penalty)
+        for _gain, q, new in _candidates(p, lists, level, price, view)[:TRIES]:
             trial = level.copy()
             trial[q] = new
-            v, pr = _ascent(p, parts, penalty, trial, price, cable_price, upper, MOVE_STEPS)
+            v, pr = _ascent(p, lists, penalty, trial, price, credit, upper, MOVE_STEPS)
             if v < value - 1e-9 * abs(value):
                 level, value, price = trial, v, pr
                 break
         else:
             break
-    view = _View(p, parts, level, price, cable_price, penalty)
-    return _assign(p, parts, level, view, penalty), view.values(p, parts, penalty)
+    view = _View(p, lists, level, price, penalty)
+    return _assign(p, lists, level, view, penalty), view.values(p, penalty)
 
 
-def values(p: Problem, parts: list[assign.Part], level: np.ndarray, pool_price: np.ndarray, cable_price: np.ndarray,
+def values(p: Problem, lists: list[Shortlist], level: np.ndarray, pool_price: np.ndarray,
            penalty: float) -> np.ndarray:
     """(B,) what each batch pays at these levels and prices: its cheapest priced target the levels allow, or the
     penalty. Near the LP's multipliers of the batches' rows, so a good start for hull.py's bound."""
-    return _View(p, parts, level, pool_price, cable_price, penalty, second=False).values(p, parts, penalty)
+    return _View(p, lists, level, pool_price, penalty, second=False).values(p, penalty)
+
+
+def _allowed(s: Shortlist, pool_price: np.ndarray, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The shortlist's priced costs, and the same with inf where the batch's ceiling is under the pool's level."""
+    raw = s.priced(pool_price)
+    return raw, np.where(s.theta >= level[s.pool] - 1e-9, raw, np.inf)
+
+
+def _first(rc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's cheapest column (the lowest among ties) and its cost (inf for a row with no columns)."""
+    if not rc.shape[1]:
+        return np.zeros(len(rc), np.int64), np.full(len(rc), np.inf)
+    k = np.argmin(rc, axis=1)
+    return k, rc[np.arange(len(rc)), k]
+
+
+def _credit(p: Problem, lists: list[Shortlist]) -> float:
+    """The priced bandwidth credited back in the Lagrangian (the shortlists' costs carry it at their cable prices)."""
+    if not lists or not len(lists[0].cable_price):
+        return 0.0
+    cable_price = lists[0].cable_price
+    priced = cable_price > 0
+    return float(cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0))
+
+
+def _lagrangian(p: Problem, lists: list[Shortlist], penalty: float, pool_price: np.ndarray, level: np.ndarray,
+                credit: float) -> tuple[float, np.ndarray]:
+    """priced.py's Lagrangian for the fixed-level problem on the shortlists: a pool's capacity is its level and only
+    the batches whose ceiling there is at least that level may use it. Its value and the pools' use."""
+    total = -credit - float(pool_price @ np.maximum(level - p.used, 0.0))
+    used = np.zeros(len(pool_price))
+    for s in lists:
+        k, pick = _first(_allowed(s, pool_price, level)[1])
+        alone = penalty * p.weight[s.part.rows]
+        total += float(np.minimum(pick, alone).sum())
+        b = np.flatnonzero(pick < alone)
+        np.add.at(used, s.pool[b, k[b]], s.load[b, k[b]])
+    return total, used
 
 
 class _View:
-    """Per part at some prices: priced costs without and with the level filter, each batch's cheapest target under
-    the filter, what it costs (or the penalty, if that is cheaper), and, with `second`, its next option's cost."""
+    """Per shortlist at some prices: priced costs without and with the level filter, each batch's cheapest entry
+    under the filter, what it costs (or the penalty, if that is cheaper), and, with `second`, its next option's
+    cost."""
 
-    def __init__(self, p: Problem, parts: list[assign.Part], level: np.ndarray, pool_price: np.ndarray,
-                 cable_price: np.ndarray, penalty: float, second: bool = True):
+    def __init__(self, p: Problem, lists: list[Shortlist], level: np.ndarray, pool_price: np.ndarray,
+                 penalty: float, second: bool = True):
+        self.lists, self.price = lists, pool_price
         self.raw, self.rc, self.first, self.value, self.second, self.go = [], [], [], [], [], []
-        for part in parts:
-            raw = assign.priced_cost(part, pool_price, cable_price)
-            rc = np.where(part.theta >= level[part.pool][None, :] - 1e-9, raw, np.inf)
-            alone = penalty * p.weight[part.rows]
-            k = np.argmin(rc, axis=1) if rc.shape[1] else np.zeros(len(rc), np.int64)
-            first = rc[np.arange(len(rc)), k] if rc.shape[1] else np.full(len(rc), np.inf)
+        for s in lists:
+            raw, rc = _allowed(s, pool_price, level)
+            alone = penalty * p.weight[s.part.rows]
+            k, first = _first(rc)
             self.raw.append(raw)
             self.rc.append(rc)
             self.first.append(k)
@@ -103,26 +141,24 @@ class _View:
                 nxt = np.partition(rc, 1, axis=1)[:, 1] if rc.shape[1] > 1 else np.full(len(rc), np.inf)
                 self.second.append(np.minimum(nxt, alone))
 
-    def values(self, p: Problem, parts: list[assign.Part], penalty: float) -> np.ndarray:
+    def values(self, p: Problem, penalty: float) -> np.ndarray:
         """(B,) each batch's value (`values`); the penalty for a batch of a model no part holds."""
         out = penalty * p.weight.astype(float)
-        for part, value in zip(parts, self.value):
-            out[part.rows] = value
+        for s, value in zip(self.lists, self.value):
+            out[s.part.rows] = value
         return out
 
 
-def _ascent(p: Problem, parts: list[assign.Part], penalty: float, level: np.ndarray, pool_price: np.ndarray,
-            cable_price: np.ndarray, upper: float, steps: int) -> tuple[float, np.ndarray]:
+def _ascent(p: Problem, lists: list[Shortlist], penalty: float, level: np.ndarray, pool_price: np.ndarray,
+            credit: float, upper: float, steps: int) -> tuple[float, np.ndarray]:
     """Subgradient ascent on the pool prices of the fixed-level problem (cable prices kept): the best value and its
     prices."""
-    from scheduler.engine.priced import _lagrangian  # priced imports this module
-
-    run = ascent.polyak(lambda price: _lagrangian(p, parts, penalty, price, cable_price, level=level), pool_price,
+    run = ascent.polyak(lambda price: _lagrangian(p, lists, penalty, price, level, credit), pool_price,
                         np.maximum(level - p.used, 0.0), upper, steps)
     return run.best, run.price
 
 
-def _candidates(p: Problem, parts: list[assign.Part], level: np.ndarray, price: np.ndarray,
+def _candidates(p: Problem, lists: list[Shortlist], level: np.ndarray, price: np.ndarray,
                 view: _View) -> list[tuple[float, int, float]]:
     """(estimated change, pool, new level) of the best move of each pool whose estimate is a saving, best first.
 
@@ -130,91 +166,99 @@ def _candidates(p: Problem, parts: list[assign.Part], level: np.ndarray, price: 
     on q is in [L, L') and whose choice was q move to their next option (their second-best priced cost). Lowering
     it gives up (L - L') at price_q and lets the batches with a ceiling in [L', L) take q if it is cheaper for them
     than what they have."""
+    pools, thetas, losses, gains = [], [], [], []
+    for s, raw, k, value, second, go in zip(lists, view.raw, view.first, view.value, view.second, view.go):
+        if not s.pool.shape[1]:  # a model no pool serves
+            continue
+        b = np.arange(len(k))
+        chosen = np.where(go, s.pool[b, np.minimum(k, s.pool.shape[1] - 1)], -1)
+        r, n = np.nonzero(np.isfinite(s.cost))
+        q = s.pool[r, n]
+        pools.append(q)
+        thetas.append(s.theta[r, n])
+        losses.append(np.where(chosen[r] == q, second[r] - value[r], 0.0))
+        gains.append(np.maximum(value[r] - raw[r, n], 0.0))
+    if not pools:
+        return []
     P = len(level)
-    per_pool: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(P)]
-    for part, raw, k, value, second, go in zip(parts, view.raw, view.first, view.value, view.second, view.go):
-        if not part.ok.shape[1]:  # a model no pool serves
-            continue
-        chosen = np.where(go, part.pool[k], -1)
-        for col, q in enumerate(part.pool.tolist()):
-            r = np.flatnonzero(part.ok[:, col])
-            on_q = chosen[r] == q
-            per_pool[q].append((part.theta[r, col], np.where(on_q, second[r] - value[r], 0.0),
-                                np.maximum(value[r] - raw[r, col], 0.0)))
-    out = []
-    for q in range(P):
-        if not per_pool[q]:
-            continue
-        theta, loss, gain = (np.concatenate(x) for x in zip(*per_pool[q]))
-        order = np.argsort(theta, kind="stable")
-        theta, loss, gain = theta[order], loss[order], gain[order]
-        here = level[q]
-        gain = np.where(theta < here - 1e-9, gain, 0.0)  # only pairs the level now excludes can gain
-        lost = np.concatenate([[0.0], np.cumsum(loss)])
-        won = np.concatenate([[0.0], np.cumsum(gain)])
-        options = np.unique(np.append(theta[theta >= p.used[q]], p.pool_cap[q]))
-        if len(options) > CANDIDATES:
-            options = np.unique(np.append(np.quantile(options, np.linspace(0.0, 1.0, CANDIDATES)), p.pool_cap[q]))
-        below = np.searchsorted(theta, options - 1e-9)  # pairs with a ceiling under each option
-        now = int(np.searchsorted(theta, here - 1e-9))
-        change = np.where(options > here + 1e-9, lost[below] - lost[now] - price[q] * (options - here),
-                          price[q] * (here - options) - (won[now] - won[below]))
-        change[np.abs(options - here) <= 1e-9] = 0.0
-        i = int(np.argmin(change))
-        if change[i] < 0:
-            out.append((float(change[i]), q, float(options[i])))
+    # Each pool's capacity is an option too: a virtual pair at it that neither loses nor gains (and no pool is empty).
+    pool, theta, loss, gain = (np.concatenate(x) for x in ([*pools, np.arange(P)], [*thetas, p.pool_cap.astype(float)],
+                                                            [*losses, np.zeros(P)], [*gains, np.zeros(P)]))
+    order = np.lexsort((theta, pool))
+    pool, theta, loss, gain = pool[order], theta[order], loss[order], gain[order]
+    here = level[pool]
+    gain = np.where(theta < here - 1e-9, gain, 0.0)  # only pairs the level now excludes can gain
+    start = np.searchsorted(pool, np.arange(P + 1))
+    lost = np.concatenate([[0.0], np.cumsum(loss)])  # lost[i] - lost[start[q]]: pool q's pairs before i
+    won = np.concatenate([[0.0], np.cumsum(gain)])
+    # The option at each pair's ceiling; `below`: the first of the pool's pairs not under it (ties within 1e-9 join)
+    at = np.arange(len(pool))
+    below = np.maximum.accumulate(np.where((at == start[pool]) | (np.diff(theta, prepend=-np.inf) > 1e-9), at, 0))
+    now = (start[:-1] + np.add.reduceat((theta < here - 1e-9).astype(np.int64), start[:-1]))[pool]
+    change = np.where(theta > here, lost[below] - lost[now] - price[pool] * (theta - here),
+                      price[pool] * (here - theta) - (won[now] - won[below]))
+    change[(np.abs(theta - here) <= 1e-9) | (theta < p.used[pool])] = 0.0
+    best = np.lexsort((at, change, pool))[start[:-1]]  # each pool's least change, its lowest level among ties
+    out = [(float(change[i]), int(pool[i]), float(theta[i])) for i in best.tolist() if change[i] < 0]
     out.sort()
     return out
 
 
-def assign_at(p: Problem, parts: list[assign.Part], level: np.ndarray, pool_price: np.ndarray,
-              cable_price: np.ndarray, penalty: float) -> assign.State:
+def assign_at(p: Problem, lists: list[Shortlist], level: np.ndarray, pool_price: np.ndarray,
+              penalty: float) -> assign.State:
     """An assignment under these levels: each pool starts capped at its level, so a batch may use it only if its
     ceiling there allows that much load. Batches with one clearly cheapest priced target take it; the others, and
     every batch whose cheapest target is on a pool they would overfill together, are placed by rounding a
     transportation LP over their LP_OPTIONS cheapest targets (largest flow first); past LP_BATCHES of them, those
     whose next option costs most more go first, each to its cheapest target that fits. Whatever does not fit then
-    takes the cheapest target that does."""
-    return _assign(p, parts, level, _View(p, parts, level, pool_price, cable_price, penalty), penalty)
+    takes the cheapest target that fits among all of its own."""
+    return _assign(p, lists, level, _View(p, lists, level, pool_price, penalty), penalty)
 
 
-def _assign(p: Problem, parts: list[assign.Part], level: np.ndarray, view: _View, penalty: float) -> assign.State:
+def _assign(p: Problem, lists: list[Shortlist], level: np.ndarray, view: _View, penalty: float) -> assign.State:
     """`assign_at` from the view at its levels and prices."""
     state = assign.fresh_state(p)
     state.cap = np.minimum(state.cap, level)
     crowd = p.used.astype(float).copy()
-    for part, k, go in zip(parts, view.first, view.go):
+    for s, k, go in zip(lists, view.first, view.go):
         b = np.flatnonzero(go)
-        np.add.at(crowd, part.pool[k[b]], part.load[b, k[b]])
+        np.add.at(crowd, s.pool[b, k[b]], s.load[b, k[b]])
     crowded = crowd > level + 1e-9
     keys = []
-    for j, (part, k, value, second, go) in enumerate(zip(parts, view.first, view.value, view.second, view.go)):
-        if not part.ok.shape[1]:  # a model no pool serves
+    for j, (s, k, value, second, go) in enumerate(zip(lists, view.first, view.value, view.second, view.go)):
+        if not s.pool.shape[1]:  # a model no pool serves
             continue
-        clear = go & (second > value) & ~crowded[part.pool[k]]
+        b = np.arange(len(k))
+        clear = go & (second > value) & ~crowded[s.pool[b, k]]
         for r in np.flatnonzero(clear).tolist():
-            assign.place_first(p, part, state, int(part.rows[r]), r, [int(k[r])])
-        r = np.flatnonzero(go & (state.target[part.rows] < 0))  # the unclear, and the clear that did not fit
+            assign.place_first(p, s.part, state, int(s.part.rows[r]), r, [int(s.col[r, k[r]])])
+        r = np.flatnonzero(go & (state.target[s.part.rows] < 0))  # the unclear, and the clear that did not fit
         keys.append((second[r] - value[r], np.full(len(r), j), r))
-    regret, js, rows = (np.concatenate(x) for x in zip(*keys))
-    order = np.lexsort((rows, js, -regret))
-    cut = max(0, len(order) - LP_BATCHES)
-    for i in order[:cut].tolist():  # too many for the LP: the surest go first, each to its cheapest that fits
-        j, r = int(js[i]), int(rows[i])
-        rc = view.rc[j][r]
-        ks = np.argsort(rc, kind="stable")
-        assign.place_first(p, parts[j], state, int(parts[j].rows[r]), r, ks[np.isfinite(rc[ks])].tolist())
-    undecided = [(int(js[i]), int(rows[i])) for i in order[cut:].tolist()]
-    _round(p, parts, state, view, undecided, penalty)
-    for j, part in enumerate(parts):  # what found no room at the levels: the cheapest target that fits now
+    if keys:
+        regret, js, rows = (np.concatenate(x) for x in zip(*keys))
+        order = np.lexsort((rows, js, -regret))
+        cut = max(0, len(order) - LP_BATCHES)
+        for i in order[:cut].tolist():  # too many for the LP: the surest go first, each to its cheapest that fits
+            j, r = int(js[i]), int(rows[i])
+            rc = view.rc[j][r]
+            ks = np.argsort(rc, kind="stable")
+            s = lists[j]
+            assign.place_first(p, s.part, state, int(s.part.rows[r]), r, s.col[r, ks[np.isfinite(rc[ks])]].tolist())
+        _round(p, lists, state, view, [(int(js[i]), int(rows[i])) for i in order[cut:].tolist()], penalty)
+    for s in lists:  # what found no room at the levels: the cheapest target that fits now, among all of its own
+        part = s.part
         alone = penalty * p.weight[part.rows]
         fits_alone = part.masked()[0].min(axis=1, initial=np.inf) < alone
-        for r in np.flatnonzero((state.target[part.rows] < 0) & fits_alone).tolist():
-            assign.place_cheapest(p, part, state, int(part.rows[r]), r, view.raw[j][r])
+        left = np.flatnonzero((state.target[part.rows] < 0) & fits_alone)
+        if not len(left):
+            continue
+        rc = assign.priced_cost(part, view.price, s.cable_price, left)
+        for r, row in zip(left.tolist(), rc):
+            assign.place_cheapest(p, part, state, int(part.rows[r]), r, row)
     return state
 
 
-def _round(p: Problem, parts: list[assign.Part], state: assign.State, view: _View, undecided: list[tuple[int, int]],
+def _round(p: Problem, lists: list[Shortlist], state: assign.State, view: _View, undecided: list[tuple[int, int]],
            penalty: float) -> None:
     """Place `undecided` by rounding the transportation LP over the room `state` leaves (those it cannot place stay
     unplaced). Units are output-equivalent tokens, so the LP's penalty per unit is the objective's."""
@@ -227,19 +271,21 @@ def _round(p: Problem, parts: list[assign.Part], state: assign.State, view: _Vie
     cost, load = np.full((G, T), np.inf), np.zeros((G, T))
     gbps, use = np.zeros(G), np.zeros((G, T, C), bool)
     for j in np.unique(j_of).tolist():
-        part, at = parts[j], np.flatnonzero(j_of == j)
-        r = r_of[at]
+        s, at = lists[j], np.flatnonzero(j_of == j)
+        part, r = s.part, r_of[at]
         rc = view.rc[j][r]
         width = min(LP_OPTIONS, rc.shape[1])
-        ks = np.argpartition(rc, width - 1, axis=1)[:, :width] if width < rc.shape[1] else \
+        ns = np.argpartition(rc, width - 1, axis=1)[:, :width] if width < rc.shape[1] else \
             np.broadcast_to(np.arange(rc.shape[1]), rc.shape)
         w = p.weight[part.rows[r]]
         supply[at] = w
         gbps[at] = part.gbps[r] / w
-        rows = np.repeat(at, ks.shape[1])
-        cols, kk, rr = (ks + p.offset[part.m]).ravel(), ks.ravel(), np.repeat(r, ks.shape[1])
-        ok = np.isfinite(rc[np.repeat(np.arange(len(r)), ks.shape[1]), kk])
-        rows, cols, kk, rr = rows[ok], cols[ok], kk[ok], rr[ok]
+        rows = np.repeat(at, ns.shape[1])
+        rr = np.repeat(r, ns.shape[1])
+        ok = np.isfinite(rc[np.repeat(np.arange(len(r)), ns.shape[1]), ns.ravel()])
+        kk = s.col[rr, ns.ravel()]
+        rows, kk, rr = rows[ok], kk[ok], rr[ok]
+        cols = kk + p.offset[part.m]
         cost[rows, cols] = part.cost[rr, kk] / p.weight[part.rows[rr]]
         load[rows, cols] = part.load[rr, kk] / p.weight[part.rows[rr]]
         if C:
@@ -251,7 +297,7 @@ def _round(p: Problem, parts: list[assign.Part], state: assign.State, view: _Vie
     order = np.argsort(-share.max(axis=1), kind="stable")
     for g in order.tolist():
         j, r = undecided[g]
-        part = parts[j]
+        part = lists[j].part
         ts = np.flatnonzero(share[g] > 1e-9)
         ts = ts[np.argsort(-share[g, ts], kind="stable")]
         assign.place_first(p, part, state, int(part.rows[r]), r, (ts - p.offset[part.m]).tolist())

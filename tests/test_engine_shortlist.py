@@ -1,0 +1,83 @@
+"""shortlist.py: each batch's cheapest targets, split between those the levels allow and those they bar; and the
+large solve on shortlists that leave targets out (as on 200 sites) stays feasible, deterministic and bounded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_engine_support import assert_feasible, engine, problem
+
+from scheduler import synth
+from scheduler.engine import assign, levels, priced, shortlist
+from scheduler.engine import batch as joint
+from scheduler.model.loader import load_topology
+from scheduler.paths import DEFAULT_TOPOLOGY
+
+
+@pytest.fixture(scope="module")
+def wide():
+    """400 batches on 60 generated sites: each model has far more targets than a shortlist holds."""
+    topo = synth.generate(sites=60, regions=12, seed=4)
+    p = problem(engine(topo), synth.random_batches(topo, 400, seed=4), 14)
+    penalty = joint.penalty_of(p)
+    parts = assign.parts_of(p)
+    return p, parts, priced._price(p, parts, penalty)
+
+
+def test_a_part_no_wider_than_keep_all_keeps_every_target_in_column_order():
+    eng = engine(load_topology(DEFAULT_TOPOLOGY).value)
+    p = problem(eng, synth.random_batches(eng.catalog.topology, 300, seed=1), 14)
+    parts = assign.parts_of(p)
+    lp = priced._price(p, parts, joint.penalty_of(p))
+    for s in shortlist.shortlists(p, parts, lp.pool_price, lp.cable_price, p.pool_cap.astype(float)):
+        assert s.complete
+        assert s.col.shape[1] == s.part.ok.shape[1] <= shortlist.KEEP_ALL
+        assert (s.col == np.arange(s.col.shape[1])).all()
+        assert np.array_equal(np.isfinite(s.cost), s.part.ok)
+
+
+@pytest.mark.parametrize("barred", [0, 3, 6])
+def test_each_batch_keeps_its_cheapest_allowed_and_its_cheapest_barred_targets(wide, barred):
+    p, parts, lp = wide
+    width = 10
+    level = p.used + 0.7 * (p.pool_cap - p.used)
+    for s in shortlist.shortlists(p, parts, lp.pool_price, lp.cable_price, level, width=width, barred=barred):
+        part = s.part
+        assert part.ok.shape[1] > shortlist.KEEP_ALL and s.col.shape[1] == width
+        assert not s.complete
+        rc = assign.priced_cost(part, lp.pool_price, lp.cable_price)
+        allowed = part.theta >= level[part.pool][None, :] - 1e-9
+        for r in range(len(part.rows)):
+            kept = s.col[r][np.isfinite(s.cost[r])]
+            assert len(set(kept.tolist())) == len(kept)  # each target once
+            assert np.allclose(s.cost[r][np.isfinite(s.cost[r])], part.cabled(lp.cable_price)[r, kept])
+            for among, n in ((allowed[r], width - barred), (~allowed[r], barred)):
+                options = np.flatnonzero(among & part.ok[r])
+                mine = kept[among[kept]]
+                assert len(mine) == min(n, len(options))
+                if len(mine) and len(mine) < len(options):  # none left out is cheaper than one kept
+                    left = np.setdiff1d(options, mine)
+                    assert rc[r, left].min() >= rc[r, mine].max() - 1e-12
+
+
+def test_the_solve_on_shortlists_that_leave_targets_out(monkeypatch):
+    """6,000 contended batches on the default topology with shortlists of 6 of the 21 targets: the level search
+    runs on them (no hull bound then: it needs every pair), places everything through the full fit rule, gives the
+    same answer twice (its bound's ascent runs in a second thread) and keeps its bound under its objective."""
+    eng = engine(load_topology(DEFAULT_TOPOLOGY).value)
+    p = problem(eng, synth.random_batches(eng.catalog.topology, 6000, seed=3), 14)
+    penalty = joint.penalty_of(p)
+    monkeypatch.setattr(shortlist, "KEEP_ALL", 4)
+    monkeypatch.setattr(shortlist, "WIDTH", 6)
+    monkeypatch.setattr(shortlist, "BARRED", 2)
+    seen = []
+    monkeypatch.setattr(levels, "relevel", lambda p, lists, *a, **k: seen.append(lists) or relevel(p, lists, *a, **k))
+    runs = [priced.solve(p, penalty, 2.0) for _ in range(2)]
+    assert len(seen) == 2 and not any(s.complete for s in seen[0])
+    assert np.array_equal(runs[0][0], runs[1][0]) and runs[0][2] == runs[1][2]
+    target, _, bound = runs[0]
+    assert_feasible(p, target)
+    assert bound <= joint.objective_of(p, target, penalty) + 1e-9
+
+
+relevel = levels.relevel
