@@ -29,8 +29,8 @@ def test_a_part_no_wider_than_keep_all_keeps_every_target_in_column_order():
     p = problem(eng, synth.random_batches(eng.catalog.topology, 300, seed=1), 14)
     parts = assign.parts_of(p)
     lp = priced._price(p, parts, joint.penalty_of(p))
+    assert shortlist.complete(parts)
     for s in shortlist.shortlists(p, parts, lp.pool_price, lp.cable_price, p.pool_cap.astype(float)):
-        assert s.complete
         assert s.col.shape[1] == s.part.ok.shape[1] <= shortlist.KEEP_ALL
         assert (s.col == np.arange(s.col.shape[1])).all()
         assert np.array_equal(np.isfinite(s.cost), s.part.ok)
@@ -41,10 +41,10 @@ def test_each_batch_keeps_its_cheapest_allowed_and_its_cheapest_barred_targets(w
     p, parts, lp = wide
     width = 10
     level = p.used + 0.7 * (p.pool_cap - p.used)
+    assert not shortlist.complete(parts, width)
     for s in shortlist.shortlists(p, parts, lp.pool_price, lp.cable_price, level, width=width, barred=barred):
         part = s.part
         assert part.ok.shape[1] > shortlist.KEEP_ALL and s.col.shape[1] == width
-        assert not s.complete
         rc = assign.priced_cost(part, lp.pool_price, lp.cable_price)
         allowed = part.theta >= level[part.pool][None, :] - 1e-9
         for r in range(len(part.rows)):
@@ -73,7 +73,7 @@ def test_the_solve_on_shortlists_that_leave_targets_out(monkeypatch):
     seen = []
     monkeypatch.setattr(levels, "relevel", lambda p, lists, *a, **k: seen.append(lists) or relevel(p, lists, *a, **k))
     runs = [priced.solve(p, penalty, 2.0) for _ in range(2)]
-    assert len(seen) == 2 and not any(s.complete for s in seen[0])
+    assert len(seen) == 2 and seen[0][0].col.shape[1] == 6
     assert np.array_equal(runs[0][0], runs[1][0]) and runs[0][2] == runs[1][2]
     target, _, bound = runs[0]
     assert_feasible(p, target)

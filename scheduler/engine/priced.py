@@ -100,6 +100,7 @@ def _by_levels(p: Problem, parts: list[assign.Part], state: assign.State, prices
     for part in parts:  # filled once, before two threads read them
         part.masked()
         part.cabled(prices.cable_price)
+    complete = shortlist.complete(parts)
     with ThreadPoolExecutor(max_workers=1) as aside:
         tightening = aside.submit(_tighten, p, parts, penalty, prices, bound, objective_of(p, state.target, penalty),
                                   steps)
@@ -113,7 +114,7 @@ def _by_levels(p: Problem, parts: list[assign.Part], state: assign.State, prices
         if objective_of(p, other.target, penalty) < upper:
             best = other
         bound = max(bound, tightening.result()[0])
-    if all(s.complete for s in lists):
+    if complete:
         # The batches' values at the levels found start the ceiling-aware bound near its best multipliers.
         steps = min(HULL_STEPS, int(HULL_PAIR_STEPS_PER_S * time_limit_s / max(pairs, 1)))
         bound = max(bound, hull.bound(hull.Hull(p, parts, prices.cable_price, penalty), lam,

@@ -37,7 +37,6 @@ class Shortlist:
     load: np.ndarray
     theta: np.ndarray
     pool: np.ndarray
-    complete: bool  # every feasible target of every batch is on the list
     cable_price: np.ndarray  # (C,) the prices the costs carry bandwidth at
 
     def priced(self, pool_price: np.ndarray) -> np.ndarray:
@@ -52,6 +51,11 @@ def pairs(parts: list[assign.Part], width: int | None = None) -> int:
     width = WIDTH if width is None else width
     return sum(int(part.ok.sum()) if _keeps_all(part, width) else int(np.minimum(part.ok.sum(axis=1), width).sum())
                for part in parts)
+
+
+def complete(parts: list[assign.Part], width: int | None = None) -> bool:
+    """Whether the parts' shortlists will hold every target."""
+    return all(_keeps_all(part, WIDTH if width is None else width) for part in parts)
 
 
 def _keeps_all(part: assign.Part, width: int) -> bool:
@@ -88,6 +92,5 @@ def shortlists(p: Problem, parts: list[assign.Part], pool_price: np.ndarray, cab
             col, kept = np.concatenate(cols, axis=1), np.concatenate(kept, axis=1)
             order = np.argsort(col, axis=1, kind="stable")
             col, kept = col[b, order], kept[b, order]
-        out.append(Shortlist(part, col, kept, load[b, col], part.theta[b, col], part.pool[col],
-                             bool(np.isfinite(kept).sum() == part.ok.sum()), cable_price))
+        out.append(Shortlist(part, col, kept, load[b, col], part.theta[b, col], part.pool[col], cable_price))
     return out
