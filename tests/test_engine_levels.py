@@ -93,7 +93,8 @@ def test_same_levels_same_answer(contended):
     prices = priced._price(p, parts, penalty)
     state = assign.greedy(p, parts, prices.pool_price, prices.cable_price)
     upper = joint.objective_of(p, state.target, penalty)
-    lists = shortlist.shortlists(p, parts, prices.pool_price, prices.cable_price, levels.levels_of(p, parts, state.target))
+    level = levels.levels_of(p, parts, state.target)
+    lists = shortlist.shortlists(p, parts, prices.pool_price, prices.cable_price, level)
     runs = [levels.relevel(p, lists, state.target, prices.pool_price, penalty, upper, moves=2)[0] for _ in range(2)]
     assert np.array_equal(runs[0].target, runs[1].target)
 
@@ -136,3 +137,36 @@ def test_with_live_reservations_the_levels_respect_their_promises(monkeypatch):
         assert second.solution.best_bound <= second.solution.objective
         costs[relevel] = second.solution.objective
     assert costs[True] <= costs[False]
+
+
+def test_move_estimates_match_a_pool_by_pool_count(contended):
+    """_candidates prices every pool's moves at once; here each pool's best move is found again pair by pair: the
+    capacity a raise frees at the pool's price less what the batches it bars lose, or what a lowering admits less
+    the capacity it gives up."""
+    p, penalty = contended
+    parts = assign.parts_of(p)
+    prices = priced._price(p, parts, penalty)
+    state = assign.greedy(p, parts, prices.pool_price, prices.cable_price)
+    level = levels.levels_of(p, parts, state.target)
+    lists = shortlist.shortlists(p, parts, prices.pool_price, prices.cable_price, level)
+    view = levels._View(p, lists, level, prices.pool_price, penalty)
+    found = {q: (change, new) for change, q, new in levels._candidates(p, lists, level, prices.pool_price, view)}
+    pairs = {q: [] for q in range(len(level))}
+    for s, raw, k, value, second, go in zip(lists, view.raw, view.first, view.value, view.second, view.go):
+        for r, n in zip(*np.nonzero(np.isfinite(s.cost))):
+            q = int(s.pool[r, n])
+            mine = bool(go[r]) and int(s.pool[r, k[r]]) == q
+            pairs[q].append((s.theta[r, n], second[r] - value[r] if mine else 0.0, max(value[r] - raw[r, n], 0.0)))
+    for q, items in pairs.items():
+        here, price = level[q], prices.pool_price[q]
+        t, loss, gain = (np.array(x, dtype=float).reshape(-1) for x in zip(*items)) if items else (np.zeros(0),) * 3
+        new = np.unique(np.append(t[t >= p.used[q]], p.pool_cap[q]))
+        new = new[np.abs(new - here) > 1e-9]
+        barred = (t[None, :] >= here - 1e-9) & (t[None, :] < new[:, None] - 1e-9)  # by a raise to each new level
+        admitted = (t[None, :] >= new[:, None] - 1e-9) & (t[None, :] < here - 1e-9)  # by a lowering
+        change = np.where(new > here, (barred * loss).sum(axis=1) - price * (new - here),
+                          price * (here - new) - (admitted * gain).sum(axis=1))
+        if not len(change) or change.min() >= -1e-12:
+            assert q not in found or found[q][0] >= -1e-9
+        else:
+            assert found[q][0] == pytest.approx(change.min(), rel=1e-6, abs=1e-12)

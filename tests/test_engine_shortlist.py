@@ -71,7 +71,12 @@ def test_the_solve_on_shortlists_that_leave_targets_out(monkeypatch):
     monkeypatch.setattr(shortlist, "WIDTH", 6)
     monkeypatch.setattr(shortlist, "BARRED", 2)
     seen = []
-    monkeypatch.setattr(levels, "relevel", lambda p, lists, *a, **k: seen.append(lists) or relevel(p, lists, *a, **k))
+
+    def recorded(p, lists, *args, **kwargs):
+        seen.append(lists)
+        return relevel(p, lists, *args, **kwargs)
+
+    monkeypatch.setattr(levels, "relevel", recorded)
     runs = [priced.solve(p, penalty, 2.0) for _ in range(2)]
     assert len(seen) == 2 and seen[0][0].col.shape[1] == 6
     assert np.array_equal(runs[0][0], runs[1][0]) and runs[0][2] == runs[1][2]
