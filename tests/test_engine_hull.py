@@ -14,19 +14,29 @@ from scheduler.model.loader import load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY
 
 
+@pytest.mark.parametrize("lists,priced_at", [("all", None), ("all", "lp"), ("two", "lp"), ("two", "random")])
 @pytest.mark.parametrize("grid", [hull.LEVELS, 2])
 @pytest.mark.parametrize("name,topology,batches,hour", INSTANCES, ids=[i[0] for i in INSTANCES])
-def test_the_hull_bound_never_exceeds_the_true_optimum(monkeypatch, name, topology, batches, hour, grid):
+def test_the_hull_bound_never_exceeds_the_true_optimum(monkeypatch, name, topology, batches, hour, grid, lists,
+                                                       priced_at):
     """Weak duality at any multipliers: at the batches' values under the LP's prices, at random ones around them
     (above and below), and after the ascent; with a grid of levels fine enough to hold every ceiling on these small
-    instances, and with a coarse one (levels between grid points relaxed)."""
+    instances, and with a coarse one (levels between grid points relaxed); with every pair listed and with two per
+    batch (the others held off by the multipliers' caps); priced at zero, at the LP's prices or at random ones."""
     monkeypatch.setattr(hull, "LEVELS", grid)
     p, penalty, best, parts, lp = priced_instance(topology, batches, hour)
-    h = hull.Hull(p, parts, lp.cable_price, penalty)
-    level = p.pool_cap.astype(float)
-    start = levels.values(p, shortlist.shortlists(p, parts, lp.pool_price, lp.cable_price, level), level, lp.pool_price,
-                          penalty)
     rng = np.random.default_rng(len(name))
+    mu = {None: None, "lp": lp.pool_price, "random": rng.uniform(0.0, 2.0, len(lp.pool_price)) * lp.pool_price.max()
+          }[priced_at]
+    anywhere = np.full(len(p.pool_cap), -np.inf)
+    if lists == "two":
+        monkeypatch.setattr(shortlist, "KEEP_ALL", 0)
+        short = shortlist.shortlists(p, parts, lp.pool_price, lp.cable_price, anywhere, width=2, barred=0)
+        assert any(s.col.shape[1] < s.part.ok.shape[1] for s in short)
+    else:
+        short = shortlist.shortlists(p, parts, lp.pool_price, lp.cable_price, anywhere)
+    h = hull.Hull(p, short, penalty, mu)
+    start = levels.values(p, short, anywhere, lp.pool_price if mu is None else mu, penalty)
     tolerance = 1e-7 * max(1.0, abs(best.objective))
     for lam in [start] + [start * rng.uniform(0.0, f, len(start)) for f in (1.0, 2.0, 5.0)]:
         assert h.value(lam)[0] <= best.objective + tolerance

@@ -62,8 +62,9 @@ def test_each_batch_keeps_its_cheapest_allowed_and_its_cheapest_barred_targets(w
 
 def test_the_solve_on_shortlists_that_leave_targets_out(monkeypatch):
     """6,000 contended batches on the default topology with shortlists of 6 of the 21 targets: the level search
-    runs on them (no hull bound then: it needs every pair), places everything through the full fit rule, gives the
-    same answer twice (its bound's ascent runs in a second thread) and keeps its bound under its objective."""
+    runs on them, places everything through the full fit rule, gives the same answer twice (the bounds run in a
+    second thread) and keeps its bound under its objective; the ceiling-aware bound on such lists (hull.py priced at
+    the capacity prices) raises it."""
     eng = engine(load_topology(DEFAULT_TOPOLOGY).value)
     p = problem(eng, synth.random_batches(eng.catalog.topology, 6000, seed=3), 14)
     penalty = joint.penalty_of(p)
@@ -83,6 +84,11 @@ def test_the_solve_on_shortlists_that_leave_targets_out(monkeypatch):
     target, _, bound = runs[0]
     assert_feasible(p, target)
     assert bound <= joint.objective_of(p, target, penalty) + 1e-9
+    monkeypatch.setattr(priced, "HULL_ASIDE_STEPS", 0)
+    same, _, without = priced.solve(p, penalty, 2.0)
+    assert np.array_equal(target, same)  # the bound does not change the answer
+    stuck = joint.unavoidable_penalty(p, penalty)
+    assert bound - stuck > (without - stuck) * (1 + 1e-3)
 
 
 relevel = levels.relevel
