@@ -14,7 +14,8 @@ from itertools import repeat
 
 import numpy as np
 
-from scheduler.engine import baselines, batch as joint, fleet
+from scheduler.engine import baselines, fleet, knapsack
+from scheduler.engine import batch as joint
 from scheduler.engine.catalog import CABLE_PREFIX, Catalog
 from scheduler.engine.fleet import FleetPlan
 from scheduler.engine.ledger import Ledger, Reservation
@@ -38,6 +39,7 @@ class Engine:
         self.catalog = catalog.prepare()
         self.ledger = ledger or Ledger()
         self._hour = hour
+        knapsack.warm()  # the large solve's compiled part, before a placement needs it
 
     @classmethod
     def from_topology(cls, topology: Topology, version: str = "", ledger: Ledger | None = None,
