@@ -90,9 +90,10 @@ class Hull:
         return float(np.minimum(lam, self.alone).sum()) - self.credit - worth, taken
 
 
-def bound(hull: Hull, lam: np.ndarray, upper: float, steps: int) -> float:
+def bound(hull: Hull, lam: np.ndarray, upper: float, steps: int, decay: float = 1.5) -> float:
     """The best of `steps` Polyak subgradient steps on the multipliers from `lam`, held under `hull.rest`; `upper`
-    is the objective of an assignment found, the steps' target."""
+    is the objective of an assignment found, the steps' target; the step shrinks by `decay` after a step that did
+    not improve (slower for longer runs)."""
     best, step = -np.inf, 1.0
     lam = np.minimum(lam, hull.rest)
     for _ in range(steps):
@@ -100,7 +101,7 @@ def bound(hull: Hull, lam: np.ndarray, upper: float, steps: int) -> float:
         if value > best:
             best = value
         else:
-            step /= 1.5
+            step /= decay
         g = 1.0 - taken - (lam > hull.alone)  # each batch's row: one target, or unplaced at the penalty
         norm = float(g @ g)
         if norm <= 0 or upper <= value:
