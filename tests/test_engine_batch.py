@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from scheduler import synth
+from scheduler.engine import assign, priced
 from scheduler.engine import batch as joint
 from scheduler.engine.core import batch_decisions
 from scheduler.engine.ledger import Reservation
@@ -14,8 +15,8 @@ from scheduler.engine.place import Decision
 from scheduler.engine.request import Batch, Reason
 from scheduler.model.loader import load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY
-from test_engine_support import (TINY, engine, exhaustive, priced_instance, problem, random_batches, recheck,
-                                 shrink)
+from test_engine_support import (TINY, assert_feasible, engine, exhaustive, priced_instance, problem, random_batches,
+                                 recheck, shrink)
 
 SMALL = shrink(TINY, counts={"zhongwei": 12, "shaoguan": 8, "shantou": 6})
 NARROW = shrink(TINY, counts={"zhongwei": 40, "shaoguan": 40, "shantou": 40},
@@ -78,7 +79,6 @@ def test_the_instances_are_not_trivial():
 def test_the_lagrangian_with_ceiling_charges_never_exceeds_the_true_optimum(name, topology, batches, hour):
     """Weak duality holds at any nonnegative prices, with the ceilings' charges too: checked against exhaustive
     search at the LP's prices and at random ones (large prices make every batch's ceiling charge matter)."""
-    from scheduler.engine import priced
 
     p, penalty, best, parts, lp = priced_instance(topology, batches, hour)
     rng = np.random.default_rng(len(name))
@@ -167,7 +167,6 @@ def test_unplaced_batches_carry_their_reason():
 
 
 def test_subgradient_steps_tighten_the_lp_price_bound(monkeypatch):
-    from scheduler.engine import priced
 
     topo = load_topology(DEFAULT_TOPOLOGY).value
     eng = engine(topo)
@@ -185,7 +184,6 @@ def test_subgradient_steps_tighten_the_lp_price_bound(monkeypatch):
 @pytest.mark.parametrize("time_limit_s, greedy_runs", [(2.0, 3), (0.7, 2), (0.3, 1)])
 def test_the_greedy_retries_at_the_ascents_prices_as_the_time_limit_allows_and_keeps_the_cheapest(
         monkeypatch, time_limit_s, greedy_runs):
-    from scheduler.engine import assign, priced
 
     topo = load_topology(DEFAULT_TOPOLOGY).value
     eng = engine(topo)
@@ -273,3 +271,28 @@ def test_the_decision_table_holds_what_the_decisions_hold(reserve):
         assert tuple(t.reservation_ids[at:at + n].tolist()) == d.reservation_ids
         at += n
     assert at == len(t.reservation_ids) and (at > len(batches)) == reserve
+
+
+@pytest.mark.parametrize("cable,gbps", [("adc", 2.0), ("apcn-2", 2.0)])
+def test_searching_the_cable_prices_raises_the_bound_where_the_group_lp_overprices_a_cable(monkeypatch, cable, gbps):
+    """A cable squeezed to a few Gbps: the group LP prices it from its groups' average use; trying each priced
+    cable at shares of that price raises the Lagrangian bound (measured: 1.4 % and ~2x), which stays under what the
+    solve then places."""
+    topo = shrink(load_topology(DEFAULT_TOPOLOGY).value, cable_gbps={cable: gbps})
+    p = problem(engine(topo), synth.random_batches(topo, 3000, seed=3), 14)
+    penalty = joint.penalty_of(p)
+    parts = assign.parts_of(p)
+    lp = priced._price(p, parts, penalty)
+    assert (lp.cable_price > 0).any()
+    state = assign.greedy(p, parts, lp.pool_price, lp.cable_price)
+    upper = joint.objective_of(p, state.target, penalty)
+    start = priced._lagrangian(p, parts, penalty, lp.pool_price, lp.cable_price)[0]
+    searched = priced._tighten(p, parts, penalty, lp, start, upper, 20)[0]
+    monkeypatch.setattr(priced, "CABLE_SHARES", ())
+    kept = priced._tighten(p, parts, penalty, lp, start, upper, 20)[0]
+    stuck = joint.unavoidable_penalty(p, penalty)
+    assert searched - stuck > (kept - stuck) * (1 + 1e-3)
+    monkeypatch.undo()
+    target, _, bound = priced.solve(p, penalty, 2.0)
+    assert bound >= searched - 1e-9 and bound <= joint.objective_of(p, target, penalty) + 1e-9
+    assert_feasible(p, target)

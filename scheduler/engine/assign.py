@@ -9,6 +9,7 @@ settled at once while they do not compete for the last room (`_Queue.run`), with
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -25,6 +26,8 @@ FEW_OPTIONS = 12  # batches with at most this many feasible targets are placed f
 RANKED = 16  # targets ranked up front per batch; one that fits none of them takes the cheapest that fits
 CHUNK = 256  # queued batches settled at once while they do not compete for the last room ...
 MIN_RUN, ONE_BY_ONE = 8, 32  # ... and when fewer than MIN_RUN in a row do, the next ONE_BY_ONE go one by one
+CABLED = 4  # cable price vectors whose priced costs a part keeps
+_CABLED_LOCK = threading.Lock()
 
 
 @dataclass
@@ -43,7 +46,7 @@ class Part:
     region: np.ndarray  # (B_m,)
     catalog: Catalog = field(repr=False)
     _masked: tuple | None = field(default=None, repr=False)
-    _cabled: tuple | None = field(default=None, repr=False)
+    _cabled: dict = field(default_factory=dict, repr=False)
 
     def masked(self) -> tuple[np.ndarray, np.ndarray]:
         """(cost, load) with infeasible pairs at (inf, 0), so that pricing them needs no mask: built once, since
@@ -54,13 +57,20 @@ class Part:
 
     def cabled(self, cable_price: np.ndarray) -> np.ndarray:
         """(B_m, T_m) each pair's cost plus its bandwidth at these cable prices (inf if infeasible): kept for the
-        last prices asked, since a solve prices cables once and pools many times."""
+        last CABLED prices asked, since a solve prices pools many times at the same cable prices. Safe from two
+        threads: an entry is never changed, only added or dropped under a lock."""
         cost = self.masked()[0]
         if not len(cable_price) or not np.any(cable_price > 0):
             return cost
-        if self._cabled is None or not np.array_equal(self._cabled[0], cable_price):
-            self._cabled = (cable_price.copy(), cost + self.gbps[:, None] * (self.cables @ cable_price)[self.region])
-        return self._cabled[1]
+        key = cable_price.tobytes()
+        cached = self._cabled.get(key)
+        if cached is None:
+            cached = cost + self.gbps[:, None] * (self.cables @ cable_price)[self.region]
+            with _CABLED_LOCK:
+                while len(self._cabled) >= CABLED:
+                    del self._cabled[next(iter(self._cabled))]
+                self._cabled[key] = cached
+        return cached
 
     def crossed(self, region: int) -> list[tuple[int, ...]]:
         """Per target, the cables its route from `region` crosses (Catalog.crossed)."""

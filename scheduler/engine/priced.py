@@ -40,6 +40,8 @@ REPAIR_POOLS = 3  # pools re-packed around each
 REPACK_OPTIONS = 3  # targets outside the re-packed pools each batch may move to
 BOUND_STEPS = 20  # subgradient steps on the pool prices that tighten the Lagrangian bound after the assignment,
 QUICK_STEPS = 5  # or this many when the time limit is under RETRY_EVERY_S (a router's hot path)
+CABLE_SHARES = (0.5, 0.25, 0.1, 0.05, 0.0)  # of its LP price, each priced cable's price is tried at
+CABLE_STEPS = 5  # pool-price steps after a cable's price moved
 RETRY_EVERY_S = 0.5  # the greedy assigns again at the ascent's prices, once per this much of the time limit
 UNBLOCK_ROUNDS, UNBLOCK_EVERY_S = 10, 0.2  # rounds of unblock.py's local search: at most, one per this much time
 UNBLOCK_ALL_SHARE = 1e-3  # when unblocking the best assignment saves this share of its cost, unblock the rest too
@@ -79,7 +81,7 @@ def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, 
         # levels.py, when it runs, does more with the time than more greedy passes would
         best, bound = _by_levels(p, parts, state, prices, penalty, bound, steps, rounds, time_limit_s, pairs)
         return best.target, "FEASIBLE", bound
-    tightened, samples, _ = _tighten(p, parts, penalty, prices, bound, upper, steps)
+    tightened, samples, _, _ = _tighten(p, parts, penalty, prices, bound, upper, steps)
     # Prices from the ascent are nearer the LP's optimal duals than the group LP's, and the greedy at them often
     # assigns better (10k batches: 0.4 % cheaper on the default topology, 0.1 % on 200 sites).
     # A retry costs about one greedy, so a tight time limit skips it (a count, not a clock: deterministic).
@@ -291,20 +293,48 @@ def _ceiling_charges(p: Problem, pool_price: np.ndarray, pool: np.ndarray, theta
 
 
 def _tighten(p: Problem, parts: list[assign.Part], penalty: float, s: transport.TransportSolution, bound: float,
-             upper: float, steps: int) -> tuple[float, list[np.ndarray], np.ndarray]:
-    """Polyak subgradient ascent on the pool prices from the LP's (cable prices kept): the group LP's prices are
-    close to, not at, the best ones, and each step's Lagrangian value is itself a valid bound, so the best is kept.
-    At the best prices, the ceiling charges are added (one more evaluation). Also returns prices for the greedy to
-    try again: the mean of the ascent's iterates and the mean of its second half (the iterates zigzag around the
-    optimal duals; their means settle nearer: on four 10k-batch instances one of the two always beat the best-bound
-    and the last prices); and the best prices. `upper`: the objective of the assignment found, the Polyak target."""
-    run = ascent.polyak(lambda price: _lagrangian(p, parts, penalty, price, s.cable_price), s.pool_price,
-                        np.maximum(p.pool_free, 0.0), upper, steps)
-    best, best_price, seen = max(bound, run.best), run.price, run.seen
-    best = max(best, _lagrangian(p, parts, penalty, best_price, s.cable_price, ceilings=True)[0])
+             upper: float, steps: int) -> tuple[float, list[np.ndarray], np.ndarray, np.ndarray]:
+    """Polyak subgradient ascent on the pool prices from the LP's: the group LP's prices are close to, not at, the
+    best ones, and each step's Lagrangian value is itself a valid bound, so the best is kept. Then each priced
+    cable's price is searched (_cable_search) and, if it moved, a few more pool steps follow. At the best prices,
+    the ceiling charges are added (one more evaluation). Also returns pool prices for the greedy to try again (at
+    the LP's cable prices): the mean of the ascent's iterates and the mean of its second half (the iterates zigzag
+    around the optimal duals; their means settle nearer: on four 10k-batch instances one of the two always beat
+    the best-bound and the last prices); and the best pool and cable prices. `upper`: the objective of the
+    assignment found, the Polyak target."""
+    free = np.maximum(p.pool_free, 0.0)
+    run = ascent.polyak(lambda price: _lagrangian(p, parts, penalty, price, s.cable_price), s.pool_price, free,
+                        upper, steps)
+    best, pool_price, cable_price, seen = max(bound, run.best), run.price, s.cable_price, run.seen
+    searched, value = _cable_search(p, parts, penalty, pool_price, s.cable_price, run.best)
+    if value > run.best:
+        again = ascent.polyak(lambda price: _lagrangian(p, parts, penalty, price, searched), pool_price, free,
+                              upper, CABLE_STEPS)
+        best, pool_price, cable_price = max(best, value, again.best), again.price, searched
+        if again.best < value:  # the search's own point was better
+            pool_price = run.price
+    best = max(best, _lagrangian(p, parts, penalty, pool_price, cable_price, ceilings=True)[0])
     if len(seen) < 2:
-        return best, [], best_price
-    return best, [np.mean(seen, axis=0), np.mean(seen[len(seen) // 2:], axis=0)], best_price
+        return best, [], pool_price, cable_price
+    return best, [np.mean(seen, axis=0), np.mean(seen[len(seen) // 2:], axis=0)], pool_price, cable_price
+
+
+def _cable_search(p: Problem, parts: list[assign.Part], penalty: float, pool_price: np.ndarray,
+                  cable_price: np.ndarray, value: float) -> tuple[np.ndarray, float]:
+    """Each priced cable's price tried at CABLE_SHARES of its own, one cable after the other, keeping whatever
+    raises the Lagrangian (`value` at these prices). The group LP prices bandwidth by its groups' average use of
+    each cable, which can sit far above the dual optimum: on a 10k x 200 instance the LP priced one cable at 0.14
+    CNY/Gbps and the bound was 0.4 CNY higher at a tenth of that. Coordinate steps, because the pool ascent's
+    subgradient, in accelerators, would barely move a price per Gbps."""
+    best = cable_price
+    for c in np.flatnonzero(cable_price > 0).tolist():
+        for share in CABLE_SHARES:
+            trial = best.copy()
+            trial[c] = cable_price[c] * share
+            v = _lagrangian(p, parts, penalty, pool_price, trial)[0]
+            if v > value:
+                best, value = trial, v
+    return best, value
 
 
 def _bound_aside(p: Problem, parts: list[assign.Part], penalty: float, prices: transport.TransportSolution,
@@ -313,10 +343,10 @@ def _bound_aside(p: Problem, parts: list[assign.Part], penalty: float, prices: t
     on each batch's cheapest targets at them, from each batch's cheapest priced cost (where it is step 5's
     Lagrangian without the ceiling charges). Where the shortlists leave targets out, this is the ceiling-aware
     bound: on 10k x 200, 60 steps raise it 0.1 % in ~0.3 s, beside the level search."""
-    best, _, mu = _tighten(p, parts, penalty, prices, bound, upper, steps)
+    best, _, mu, cable_price = _tighten(p, parts, penalty, prices, bound, upper, steps)
     if hull_steps:
         anywhere = np.full(len(mu), -np.inf)  # no level bars a target
-        lists = shortlist.shortlists(p, parts, mu, prices.cable_price, anywhere, barred=0)
+        lists = shortlist.shortlists(p, parts, mu, cable_price, anywhere, barred=0)
         start = levels.values(p, lists, anywhere, mu, penalty)
         best = max(best, hull.bound(hull.Hull(p, lists, penalty, mu), start, upper, hull_steps, HULL_ASIDE_DECAY))
     return best
