@@ -9,12 +9,14 @@
    included) and the cables have bandwidth;
 4. repair: batches that found no room although they fit alone are re-packed with CP-SAT together with the batches
    on the pools where they come closest to fitting, under a deterministic work budget;
-5. tighten: subgradient steps on the pool prices raise the bound; the greedy (and repair) runs again at the mean
-   prices of those steps, and the cheaper assignment is kept;
+5. tighten: subgradient steps on the pool prices and a search over each priced cable's price raise the bound; the
+   greedy (and repair) runs again at the mean prices of those steps, and the cheaper assignment is kept;
 6. unblock (unblock.py): local search that lifts the caps a few latency-tight batches put on priced pools;
-7. levels (levels.py), when the time limit allows for the instance's size: search how full each pool may run, and
-   assign at those levels with an LP; kept if cheaper;
-8. hull (hull.py), with step 7: a bound that sees the ceilings, started from the batches' values at those levels.
+7. levels (levels.py), when the time limit allows for the instance's size, instead of step 5's retries: search how
+   full each pool may run, and assign at those levels with an LP on each batch's shortlist (shortlist.py), then
+   step 6 again; kept if cheaper;
+8. hull (hull.py), with step 7: a bound that sees the ceilings, from the batches' values at the levels found (every
+   target listed) or, beside step 7, at step 5's best prices (the lists leave targets out).
 Steps 5 to 8 are sized by the time limit as counts, never by the clock, so the same input gives the same answer.
 The greedy, its running state and its moves are in assign.py, shared with the baselines and unblock.py.
 """
@@ -98,9 +100,10 @@ def solve(p: Problem, penalty: float, time_limit_s: float) -> tuple[np.ndarray, 
 def _by_levels(p: Problem, parts: list[assign.Part], state: assign.State, prices: transport.TransportSolution,
                penalty: float, bound: float, steps: int, rounds: int, time_limit_s: float,
                pairs: int) -> tuple[assign.State, float]:
-    """Steps 5 (its bound only), 6, 7 and 8. The bound's ascent is numpy on whole arrays, which runs outside the
-    GIL, and nothing else waits for it: it runs in a second thread while the rest, mostly Python, searches the
-    levels (on 10k x 200 it hides ~0.2 s). Each thread's answer is the same as if run alone."""
+    """Steps 5 (its bound only), 6, 7 and 8. Step 5's ascent (numpy on whole arrays) and, where the shortlists
+    leave targets out, the hull bound after it (a compiled loop) run outside the GIL and nothing waits for them
+    until the end: they run in a second thread while the rest, mostly Python, searches the levels (on 10k x 200
+    this hides ~0.5 s). Each thread's answer is the same as if run alone."""
     from scheduler.engine.batch import objective_of  # batch imports this module
 
     for part in parts:  # filled once, before two threads read them
@@ -310,9 +313,7 @@ def _tighten(p: Problem, parts: list[assign.Part], penalty: float, s: transport.
     if value > run.best:
         again = ascent.polyak(lambda price: _lagrangian(p, parts, penalty, price, searched), pool_price, free,
                               upper, CABLE_STEPS)
-        best, pool_price, cable_price = max(best, value, again.best), again.price, searched
-        if again.best < value:  # the search's own point was better
-            pool_price = run.price
+        best, pool_price, cable_price = max(best, again.best), again.price, searched  # it starts at `value`
     best = max(best, _lagrangian(p, parts, penalty, pool_price, cable_price, ceilings=True)[0])
     if len(seen) < 2:
         return best, [], pool_price, cable_price
