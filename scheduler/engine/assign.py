@@ -129,6 +129,20 @@ def priced_cost(part: Part, pool_price: np.ndarray, cable_price: np.ndarray,
     return rc
 
 
+def cheapest(rc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's cheapest column (the lowest among ties) and its cost (inf for rows of a part with no columns)."""
+    if not rc.shape[1]:
+        return np.zeros(len(rc), np.int64), np.full(len(rc), np.inf)
+    k = np.argmin(rc, axis=1)
+    return k, rc[np.arange(len(rc)), k]
+
+
+def bandwidth_credit(p: Problem, cable_price: np.ndarray) -> float:
+    """What a Lagrangian that prices bandwidth at `cable_price` credits back: each priced cable's free Gbps."""
+    priced = cable_price > 0
+    return float(cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0)) if len(cable_price) else 0.0
+
+
 def greedy(p: Problem, parts: list[Part], pool_price: np.ndarray, cable_price: np.ndarray) -> State:
     """Batches with few options first, then from the most latency-tolerant to the least (so that a pool's cap only
     falls as it fills), each to its cheapest target at these prices where the pool has room under its cap and

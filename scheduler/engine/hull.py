@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scheduler.engine import knapsack
+from scheduler.engine import assign, knapsack
 from scheduler.engine.shortlist import Shortlist
 
 if TYPE_CHECKING:
@@ -76,9 +76,7 @@ class Hull:
             self.low[q, :len(grid)] = np.concatenate([[-np.inf], grid[:-1]])
             self.room[q, :len(grid)] = np.maximum(grid - p.used[q], 0.0)
         self.alone = penalty * p.weight
-        cable_price = lists[0].cable_price if lists else np.zeros(0)
-        priced = cable_price > 0
-        self.credit = float(cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0)) if len(cable_price) else 0.0
+        self.credit = assign.bandwidth_credit(p, lists[0].cable_price) if lists else 0.0
 
     def value(self, lam: np.ndarray) -> tuple[float, np.ndarray]:
         """The bound at `lam` (held under `rest`), and how much of each batch the pools' best sets take (its

@@ -58,7 +58,7 @@ def relevel(p: Problem, lists: list[Shortlist], target: np.ndarray, pool_price: 
     """Search the levels from those of `target` (objective `upper`) over the batches' shortlists, then assign at
     the levels found; also returns each batch's value at those levels and the prices found for them (`values`)."""
     level = levels_of(p, [s.part for s in lists], target)
-    credit = _credit(p, lists)
+    credit = assign.bandwidth_credit(p, lists[0].cable_price) if lists else 0.0  # the lists' costs carry it
     value, price = _ascent(p, lists, penalty, level, pool_price, credit, upper, START_STEPS)
     for _ in range(moves):
         view = _View(p, lists, level, price, penalty)
@@ -88,23 +88,6 @@ def _allowed(s: Shortlist, pool_price: np.ndarray, level: np.ndarray) -> tuple[n
     return raw, np.where(s.theta >= level[s.pool] - 1e-9, raw, np.inf)
 
 
-def _first(rc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's cheapest column (the lowest among ties) and its cost (inf for a row with no columns)."""
-    if not rc.shape[1]:
-        return np.zeros(len(rc), np.int64), np.full(len(rc), np.inf)
-    k = np.argmin(rc, axis=1)
-    return k, rc[np.arange(len(rc)), k]
-
-
-def _credit(p: Problem, lists: list[Shortlist]) -> float:
-    """The priced bandwidth credited back in the Lagrangian (the shortlists' costs carry it at their cable prices)."""
-    if not lists or not len(lists[0].cable_price):
-        return 0.0
-    cable_price = lists[0].cable_price
-    priced = cable_price > 0
-    return float(cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0))
-
-
 def _lagrangian(p: Problem, lists: list[Shortlist], penalty: float, pool_price: np.ndarray, level: np.ndarray,
                 credit: float) -> tuple[float, np.ndarray]:
     """priced.py's Lagrangian for the fixed-level problem on the shortlists: a pool's capacity is its level and only
@@ -112,7 +95,7 @@ def _lagrangian(p: Problem, lists: list[Shortlist], penalty: float, pool_price: 
     total = -credit - float(pool_price @ np.maximum(level - p.used, 0.0))
     used = np.zeros(len(pool_price))
     for s in lists:
-        k, pick = _first(_allowed(s, pool_price, level)[1])
+        k, pick = assign.cheapest(_allowed(s, pool_price, level)[1])
         alone = penalty * p.weight[s.part.rows]
         total += float(np.minimum(pick, alone).sum())
         b = np.flatnonzero(pick < alone)
@@ -132,7 +115,7 @@ class _View:
         for s in lists:
             raw, rc = _allowed(s, pool_price, level)
             alone = penalty * p.weight[s.part.rows]
-            k, first = _first(rc)
+            k, first = assign.cheapest(rc)
             self.raw.append(raw)
             self.rc.append(rc)
             self.first.append(k)

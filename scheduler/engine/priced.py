@@ -232,27 +232,22 @@ def _price(p: Problem, parts: list[assign.Part], penalty: float) -> transport.Tr
 
 
 def _lagrangian(p: Problem, parts: list[assign.Part], penalty: float, pool_price: np.ndarray,
-                cable_price: np.ndarray, ceilings: bool = False,
-                level: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+                cable_price: np.ndarray, ceilings: bool = False) -> tuple[float, np.ndarray]:
     """Weak duality at these prices, batch by batch, and the pool load of the batches' priced choices.
 
     For any prices >= 0 on pool capacity and cable bandwidth, every batch pays its cheapest priced option (or the
     penalty), and the priced capacity is credited back: no assignment that respects capacity and cables (let alone
     ceilings too) costs less. Valid whatever the grouping that produced the prices. The load is the subgradient's
     use side. With `ceilings`, part of each pool's price also charges the capacity its batches' ceilings waste
-    (_ceiling_charges), which only raises the value. With `level` (levels.py's fixed-level problem), a pool's
-    capacity is its level and only the batches whose ceiling there is at least that level may use it.
+    (_ceiling_charges), which only raises the value. (levels.py has the fixed-level variant, on shortlists.)
     """
     total = 0.0
     used = np.zeros(len(pool_price))
     firsts = []
     for part in parts:
         rc = assign.priced_cost(part, pool_price, cable_price)
-        if level is not None:
-            rc = np.where(part.theta >= level[part.pool][None, :] - 1e-9, rc, np.inf)
         b = np.arange(len(part.rows))
-        k = np.argmin(rc, axis=1) if rc.shape[1] else np.zeros(len(b), np.int64)
-        pick = rc[b, k] if rc.shape[1] else np.full(len(b), np.inf)
+        k, pick = assign.cheapest(rc)
         alone = penalty * p.weight[part.rows]
         total += float(np.minimum(pick, alone).sum())
         go = pick < alone
@@ -260,10 +255,7 @@ def _lagrangian(p: Problem, parts: list[assign.Part], penalty: float, pool_price
         if ceilings and rc.shape[1] > 1:
             second = np.minimum(np.partition(rc, 1, axis=1)[:, 1], alone)
             firsts.append((part.pool[k[go]], part.theta[b[go], k[go]], (second - pick)[go]))
-    free = p.pool_free if level is None else level - p.used
-    total -= float(pool_price @ np.maximum(free, 0.0))
-    priced = cable_price > 0
-    total -= float(cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0))
+    total -= float(pool_price @ np.maximum(p.pool_free, 0.0)) + assign.bandwidth_credit(p, cable_price)
     if firsts:
         total += _ceiling_charges(p, pool_price, *(np.concatenate(x) for x in zip(*firsts)))
     return total, used
