@@ -5,8 +5,8 @@ levels.py over all 2.7M pairs of 10k batches takes ~10 s, over 16 per batch unde
 batch's cheapest targets among those the current levels allow it, half among those they bar (a level move that
 lowers a pool's level can admit it there). Whatever is placed is placed through the full part's fit rule, and a
 target left out can still take a batch that found no room on its list. A part with at most KEEP_ALL targets keeps
-them all, in column order (the default topology's 21): there nothing is left out, and hull.py's bound, which needs
-every pair, runs only then.
+them all, in column order (the default topology's 21): there nothing is left out. hull.py's bound runs on lists
+too; where they leave targets out, priced at capacity prices that keep it valid.
 """
 
 from __future__ import annotations
