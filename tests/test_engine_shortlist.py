@@ -71,7 +71,7 @@ def test_the_solve_on_shortlists_that_leave_targets_out(monkeypatch):
     monkeypatch.setattr(shortlist, "KEEP_ALL", 4)
     monkeypatch.setattr(shortlist, "WIDTH", 6)
     monkeypatch.setattr(shortlist, "BARRED", 2)
-    seen = []
+    seen, relevel = [], levels.relevel
 
     def recorded(p, lists, *args, **kwargs):
         seen.append(lists)
@@ -89,6 +89,3 @@ def test_the_solve_on_shortlists_that_leave_targets_out(monkeypatch):
     assert np.array_equal(target, same)  # the bound does not change the answer
     stuck = joint.unavoidable_penalty(p, penalty)
     assert bound - stuck > (without - stuck) * (1 + 1e-3)
-
-
-relevel = levels.relevel
