@@ -26,7 +26,6 @@ FEW_OPTIONS = 12  # batches with at most this many feasible targets are placed f
 RANKED = 16  # targets ranked up front per batch; one that fits none of them takes the cheapest that fits
 CHUNK = 256  # queued batches settled at once while they do not compete for the last room ...
 MIN_RUN, ONE_BY_ONE = 8, 32  # ... and when fewer than MIN_RUN in a row do, the next ONE_BY_ONE go one by one
-CABLED = 4  # cable price vectors whose priced costs a part keeps
 _CABLED_LOCK = threading.Lock()
 
 
@@ -56,9 +55,10 @@ class Part:
         return self._masked
 
     def cabled(self, cable_price: np.ndarray) -> np.ndarray:
-        """(B_m, T_m) each pair's cost plus its bandwidth at these cable prices (inf if infeasible): kept for the
-        last CABLED prices asked, since a solve prices pools many times at the same cable prices. Safe from two
-        threads: an entry is never changed, only added or dropped under a lock."""
+        """(B_m, T_m) each pair's cost plus its bandwidth at these cable prices (inf if infeasible), kept: a solve
+        prices pools many times at the group LP's cable prices, which are asked first and always kept, and a few
+        times at others, of which the last is kept (the matrix is as large as the part). Safe from two threads: an
+        entry is never changed, only added or dropped under a lock."""
         cost = self.masked()[0]
         if not len(cable_price) or not np.any(cable_price > 0):
             return cost
@@ -67,8 +67,8 @@ class Part:
         if cached is None:
             cached = cost + self.gbps[:, None] * (self.cables @ cable_price)[self.region]
             with _CABLED_LOCK:
-                while len(self._cabled) >= CABLED:
-                    del self._cabled[next(iter(self._cabled))]
+                for old in list(self._cabled)[1:]:
+                    del self._cabled[old]
                 self._cabled[key] = cached
         return cached
 
