@@ -118,8 +118,9 @@ def _by_levels(p: Problem, parts: list[assign.Part], state: assign.State, prices
         lists = shortlist.shortlists(p, parts, prices.pool_price, prices.cable_price,
                                      levels.levels_of(p, parts, best.target))
         other, lam = levels.relevel(p, lists, best.target, prices.pool_price, penalty, upper)
-        # The LP's rounding leaves caps that the local search lifts, as after the greedy
-        unblock.unblock(p, parts, other, assign.where_of(parts), prices.pool_price, penalty, rounds)
+        # The LP's rounding leaves caps that the local search lifts, as after the greedy (half the rounds: on five
+        # instances the second half found nothing more)
+        unblock.unblock(p, parts, other, assign.where_of(parts), prices.pool_price, penalty, (rounds + 1) // 2)
         if objective_of(p, other.target, penalty) < upper:
             best = other
         bound = max(bound, bounding.result())
