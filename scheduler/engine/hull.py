@@ -58,8 +58,7 @@ class Hull:
             theta.append(s.theta[r, n])
             pool.append(s.pool[r, n])
             if s.col.shape[1] < s.part.ok.shape[1]:
-                off = np.multiply(s.part.masked()[1], self.mu[s.part.pool][None, :])
-                off += s.part.cabled(s.cable_price)
+                off = assign.priced_cost(s.part, self.mu, s.cable_price)  # a fresh array
                 off[np.arange(len(off))[:, None], s.col] = np.inf
                 self.rest[s.part.rows] = off.min(axis=1)
         order = np.argsort(np.concatenate(pool), kind="stable")

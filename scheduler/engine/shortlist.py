@@ -78,8 +78,7 @@ def shortlists(p: Problem, parts: list[assign.Part], pool_price: np.ndarray, cab
             col = np.broadcast_to(np.arange(T), (B, T))
             kept = raw[b, col]
         else:
-            rc = np.multiply(load, pool_price[part.pool][None, :])
-            rc += raw
+            rc = assign.priced_cost(part, pool_price, cable_price)
             allowed = part.theta >= level[part.pool][None, :] - 1e-9
             cols, kept = [], []
             for n, among in ((width - barred, allowed), (barred, ~allowed)):
