@@ -39,7 +39,6 @@ class Engine:
         self.catalog = catalog.prepare()
         self.ledger = ledger or Ledger()
         self._hour = hour
-        knapsack.warm()  # the large solve's compiled part, before a placement needs it
 
     @classmethod
     def from_topology(cls, topology: Topology, version: str = "", ledger: Ledger | None = None,
@@ -118,6 +117,7 @@ class Engine:
         """
         if not (time_limit_s > 0):
             raise InvalidRequest("time_limit_s", f"must be positive, got {time_limit_s!r}")
+        knapsack.warm()  # the large solve's compiled part, once per process, outside its time limit
         return self._joint(batches, hour, reserve, lambda problem: joint.solve(problem, time_limit_s))
 
     def _joint(self, batches: Sequence[Batch], hour: int | None, reserve: bool,

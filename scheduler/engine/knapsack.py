@@ -2,8 +2,9 @@
 
 Per pool and level the knapsack walks the pool's items from the densest until the level's room is full: a loop
 with an early exit, which numpy can only do as (levels x items) matrices (~20 ms a step on 10k x 200, against
-~2 ms here). Compiled by numba on first use and cached on disk; `warm` does it up front (~2.5 s once, ~0.2 s from the cache), so
-that no placement pays for it inside its time limit.
+~5 ms here). Compiled by numba on first use and cached on disk. `warm` does it up front (~2.5 s once, ~0.2 s
+from the cache): the server calls it before serving and Engine.place_many before its solve, so no solve pays for it
+inside its time limit, and commands that never place many batches (validate, place) skip it.
 """
 
 from __future__ import annotations

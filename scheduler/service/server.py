@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from scheduler.engine import knapsack
 from scheduler.engine.core import Engine, china_hour
 from scheduler.model.loader import load_topology
 from scheduler.service.gate import Gate, Limits
@@ -68,6 +69,7 @@ class ControlPlane:
             raise ValueError(f"default_deadline_s: must be >= 0, got {default_deadline_s}")
         loaded = load_topology(topology)
         engine = Engine(build_catalog(loaded), hour=hour)
+        knapsack.warm()  # compiled before serving, so the first PlaceBatch does not wait for it
         self.state = TopologyState(engine, str(loaded.path))
         self.watcher = FileWatcher(self.state, loaded.path, interval=poll_interval_s)
         self.metrics = Metrics(self.state)
