@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from scheduler.paths import SIMULATIONS_DIR  # noqa: E402
 from scheduler.sim.loop import simulate  # noqa: E402
-from scheduler.sim.rescue import quiet_solver_logs  # noqa: E402
+from scheduler.sim.solver_logs import quiet_solver_logs  # noqa: E402
 from scheduler.sim.scenario import load_scenario, parse_duration  # noqa: E402
 
 TARGET_S = 30.0
@@ -53,7 +53,7 @@ def main() -> int:
     per_policy = {}
     for p, t in run.traces.items():
         per_policy[p] = 1000.0 * t.plan_seconds / s.steps
-        print(f"  {p:<16} {per_policy[p]:6.2f} ms per Engine.plan  ({t.rescued} LP(s) solved only rescaled)")
+        print(f"  {p:<16} {per_policy[p]:6.2f} ms per Engine.plan  ({t.failed} solver failure(s))")
     print(f"  inside Engine.plan {engine_s:.2f} s ({100 * engine_s / day_s:.0f}%), simulator bookkeeping "
           f"{day_s - engine_s:.2f} s")
 
@@ -76,7 +76,7 @@ def main() -> int:
         "plans": plans,
         "engine_s": round(engine_s, 3),
         "ms_per_plan": {p: round(v, 3) for p, v in per_policy.items()},
-        "lp_rescued": {p: t.rescued for p, t in run.traces.items()},
+        "solver_failed": {p: t.failed for p, t in run.traces.items()},
         "outputs_s": None if outputs_s is None else round(outputs_s, 3),
         "topology": loaded.topology.name,
     }))

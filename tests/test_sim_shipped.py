@@ -9,7 +9,7 @@ import pytest
 from scheduler.paths import SIMULATIONS_DIR
 from scheduler.sim.loop import simulate
 from scheduler.sim.metrics import summarize
-from scheduler.sim.rescue import quiet_solver_logs
+from scheduler.sim.solver_logs import quiet_solver_logs
 from scheduler.sim.scenario import load_scenario
 
 COARSE = {"demand-growth-10x": 6 * 60.0}  # minutes per step; the rest run at 1 hour

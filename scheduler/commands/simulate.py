@@ -68,7 +68,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     from scheduler.sim import output, plots, report  # noqa: PLC0415 - matplotlib only when needed
     from scheduler.sim.loop import simulate
-    from scheduler.sim.rescue import quiet_solver_logs
+    from scheduler.sim.solver_logs import quiet_solver_logs
 
     try:
         scenario = loaded.scenario.with_overrides(step=_step_minutes(args.step), seed=args.seed)

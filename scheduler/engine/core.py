@@ -163,8 +163,10 @@ class Engine:
                 raise InvalidRequest(f"demand[{i}].tokens_per_s", f"must be a finite number >= 0, got {c.tokens_per_s!r}")
         if policy not in fleet.POLICIES:
             raise InvalidRequest("policy", f"unknown policy {policy!r}; choose from {', '.join(fleet.POLICIES)}")
-        used = self.usage(cat)[0] if use_ledger else None
-        return fleet.plan(cat, cells, slos, self.hour(hour), policy, used)
+        if not use_ledger:
+            return fleet.plan(cat, cells, slos, self.hour(hour), policy)
+        used, cable_used = self.usage(cat)
+        return fleet.plan(cat, cells, slos, self.hour(hour), policy, used, self.ceilings(cat), cable_used)
 
     def _items(self, cat: Catalog, d: Decision) -> list[tuple[str, float, float]]:
         items: list[tuple] = [(d.pool, d.load, d.hold_s, d.ceiling)]

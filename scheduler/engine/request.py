@@ -48,6 +48,7 @@ class Reason(IntEnum):
     E2E = 6
     CAPACITY = 7
     CABLE = 8
+    SOLVER_FAILED = 9  # the fleet plan's LP gave no answer: not a verdict on the demand
 
     @property
     def label(self) -> str:
@@ -64,6 +65,7 @@ _LABELS = {
     Reason.E2E: "end-to-end latency over SLO",
     Reason.CAPACITY: "no free capacity",
     Reason.CABLE: "cable bandwidth exhausted",
+    Reason.SOLVER_FAILED: "the solver failed",
 }
 
 

@@ -356,7 +356,9 @@ def plan_row_to_pb(row: PlanRow) -> types_pb2.PlanRow:
     return types_pb2.PlanRow(
         cell=cell_to_pb(row.cell), unserved_tokens_per_s=row.unserved_tokens_per_s, reason=REASON_TO_PB[row.reason],
         shares=[types_pb2.Share(site=s.site, pool=s.pool, fraction=s.fraction, tokens_per_s=s.tokens_per_s,
-                                cny_per_mtok=s.cny_per_mtok, rtt_ms=s.rtt_ms, ttft_ms=s.ttft_ms, cables=s.cables)
+                                cny_per_mtok=s.cny_per_mtok, rtt_ms=s.rtt_ms, ttft_ms=s.ttft_ms, cables=s.cables,
+                                e2e_ms=s.e2e_ms, kwh_per_hour=s.kwh_per_hour, g_co2_per_hour=s.g_co2_per_hour,
+                                green_share=s.green_share)
                 for s in row.shares],
     )
 
@@ -367,7 +369,8 @@ def plan_to_pb(p: FleetPlan) -> placement_pb2.GetPlanResponse:
         rows=[plan_row_to_pb(r) for r in p.rows], cost_cny_per_hour=p.cost_cny_per_hour,
         pool_utilization=p.pool_utilization, cable_load_gbps=p.cable_load_gbps,
         served_tokens_per_s=p.served_tokens_per_s, unserved_tokens_per_s=p.unserved_tokens_per_s,
-        solve_seconds=p.seconds,
+        solve_seconds=p.seconds, objective_cny_per_hour=p.objective_cny_per_hour,
+        bound_cny_per_hour=p.bound_cny_per_hour, gap=p.gap,
     )
 
 

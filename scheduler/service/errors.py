@@ -34,6 +34,7 @@ REASON_FIELD = {
     Reason.E2E: "e2e_ms",
     Reason.CAPACITY: "batch",
     Reason.CABLE: "batch",
+    Reason.SOLVER_FAILED: "demand",
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from scheduler.table import render
 from scheduler.v1 import placement_pb2, types_pb2
 
@@ -106,6 +108,10 @@ def plan_report(p: placement_pb2.GetPlanResponse) -> str:
         f"cost {p.cost_cny_per_hour:.2f} CNY/hour; served {p.served_tokens_per_s:.0f} tok/s, "
         f"unserved {p.unserved_tokens_per_s:.0f} tok/s; solved in {p.solve_seconds * 1000:.1f} ms",
     ]
+    if math.isfinite(p.gap):
+        lines.append(f"bound {p.bound_cny_per_hour:.2f} CNY/hour, gap {p.gap:.3%}: no plan that keeps every SLO costs "
+                     f"less than the bound (refused demand counted at its penalty)")
+    lines.append("TTFT is estimated at the pool loads this plan produces.")
     used = [(k, u) for k, u in busiest if u > 0]
     if used:
         lines += ["", render(["pool", "planned utilization"], [[k, f"{u:.1%}"] for k, u in used[:10]])]

@@ -16,7 +16,6 @@ import numpy as np
 from tqdm import tqdm
 
 from scheduler.model.schema import Topology
-from scheduler.sim import rescue
 from scheduler.sim.demand import DemandSeries, generate
 from scheduler.sim.metrics import Summary, Trace, summarize, ttft_slos
 from scheduler.sim.scenario import Event, Scenario
@@ -92,10 +91,10 @@ def simulate(scenario: Scenario, topology: Topology, version: str = "", progress
                 cells = demand.at(i)
                 for policy, trace in traces.items():
                     t0 = time.perf_counter()
-                    plan, attempts = rescue.plan(snap.engine, cells, hour, policy)
+                    plan = snap.engine.plan(cells, hour, policy)
                     trace.plan_seconds += time.perf_counter() - t0
                     trace.record(i, plan, snap, slo)
-                    trace.note_solver(plan.status, attempts)
+                    trace.note_solver(plan)
             bar.update(1)
     finally:
         bar.close()

@@ -4,8 +4,8 @@ Definitions (the report repeats them):
 - tokens are input + output tokens on the wire, the unit of demand;
 - served / refused: what the plan routed to a site / left unserved (no feasible site with room); served + refused =
   demanded at every step;
-- SLO attainment % = tokens served with estimated TTFT (Share.ttft_ms, judged at full planned utilization) within the
-  cell's TTFT SLO / tokens demanded x 100, so refusals count against it;
+- SLO attainment % = tokens served with estimated TTFT (Share.ttft_ms, at the pool loads the plan itself produces)
+  within the cell's TTFT SLO / tokens demanded x 100, so refusals count against it;
 - TTFT percentiles are token-weighted over served tokens (per step, and over the whole run);
 - energy and carbon follow each target's kWh and gCO2 per million output-equivalent tokens; green share is the
   kWh-weighted green share of the sites used.
@@ -66,8 +66,8 @@ class Trace:
         self.cable_gbps = np.zeros((steps, len(cables)))
         self.cables_used: list[set[str]] = [set() for _ in range(steps)]  # cables any share crossed
         self.plan_seconds = 0.0  # wall time inside the engine (benchmarks; never written to outputs)
-        self.rescued = 0  # steps whose LP only solved rescaled (see scheduler.sim.rescue)
-        self.failed = 0  # steps whose LP never solved: their demand counts as refused
+        self.failed = 0  # steps whose solver gave no answer: their demand counts as refused
+        self.worst_gap = 0.0  # the largest gap to its bound a plan reported (NaN: a baseline, no bound)
         self._ttft: list[np.ndarray] = []
         self._tps: list[np.ndarray] = []
         self._site_index = {s: i for i, s in enumerate(sites)}
@@ -78,20 +78,14 @@ class Trace:
         ttft, tps = [], []
         demand = served = within = kwh = co2 = green = 0.0
         for g, row in enumerate(plan.rows):
-            c = row.cell
-            demand += c.tokens_per_s
-            mt = cat.by_model[c.model]
-            weight_per_wire = (c.output_tokens + c.input_tokens / mt.speedup) / (c.input_tokens + c.output_tokens)
+            demand += row.cell.tokens_per_s
             for s in row.shares:
-                t = snap.target_of[(c.model, s.pool)]
-                w = s.tokens_per_s * weight_per_wire * 3600.0 / 1e6  # output-equivalent Mtok per hour
                 served += s.tokens_per_s
                 if s.ttft_ms <= slo_ms[g] + 1e-9:
                     within += s.tokens_per_s
-                e = w * float(mt.kwh_per_mtok[t])
-                kwh += e
-                co2 += w * float(mt.g_co2_per_mtok[t])
-                green += e * float(mt.green_share[t])
+                kwh += s.kwh_per_hour
+                co2 += s.g_co2_per_hour
+                green += s.kwh_per_hour * s.green_share
                 self.site_tps[i, self._site_index[s.site]] += s.tokens_per_s
                 self.cables_used[i].update(s.cables)
                 ttft.append(s.ttft_ms)
@@ -115,11 +109,10 @@ class Trace:
         for cable, gbps in plan.cable_load_gbps.items():
             self.cable_gbps[i, self._cable_index[cable]] = gbps
 
-    def note_solver(self, status: str, attempts: int) -> None:
-        if status == "ERROR":
+    def note_solver(self, plan: FleetPlan) -> None:
+        if plan.status == "ERROR":
             self.failed += 1
-        elif attempts:
-            self.rescued += 1
+        self.worst_gap = max(self.worst_gap, plan.gap) if math.isfinite(plan.gap) else math.nan
 
     def copy_step(self, i: int, j: int) -> None:
         """Step i planned exactly what step j did (same state, hour and demand)."""

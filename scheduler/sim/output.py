@@ -87,9 +87,8 @@ def summary_text(run: Run) -> str:
     lines += ["", summary_table(run.summaries()), ""]
     for p in run.scenario.policies:
         t = run.traces[p]
-        if t.rescued or t.failed:
-            lines.append(f"note: {p}: the LP solved only rescaled in {t.rescued} step(s)"
-                         + (f"; failed in {t.failed} step(s), whose demand counts as refused" if t.failed else ""))
+        if t.failed:
+            lines.append(f"note: {p}: the solver failed in {t.failed} step(s), whose demand counts as refused")
     lines += [f"  {d}" for d in DEFINITIONS]
     return "\n".join(lines) + "\n"
 
@@ -97,10 +96,10 @@ def summary_text(run: Run) -> str:
 def summary_csv(run: Run) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["scenario", "seed", *Summary.names(), "lp_rescued_steps", "lp_failed_steps"])
+    w.writerow(["scenario", "seed", *Summary.names(), "solver_failed_steps", "worst_gap"])
     for s in run.summaries():
         t = run.traces[s.policy]
-        w.writerow([run.scenario.name, run.scenario.seed, s.policy, *map(num, s.values()[1:]), t.rescued, t.failed])
+        w.writerow([run.scenario.name, run.scenario.seed, s.policy, *map(num, s.values()[1:]), t.failed, num(t.worst_gap)])
     return out.getvalue()
 
 

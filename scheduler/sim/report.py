@@ -50,8 +50,8 @@ def render(run: Run, pngs: dict[str, Path]) -> str:
     parts += [f'<p class="muted">{html.escape(line)}</p>' for line in heading(run)]
     parts.append("<h2>Policies compared</h2>")
     parts.append(_table(TABLE_HEADER, [table_row(x) for x in run.summaries()]))
-    notes = [f"{p}: the LP solved only rescaled in {run.traces[p].rescued} step(s), failed in "
-             f"{run.traces[p].failed}" for p in s.policies if run.traces[p].rescued or run.traces[p].failed]
+    notes = [f"{p}: the solver failed in {run.traces[p].failed} step(s), whose demand counts as refused"
+             for p in s.policies if run.traces[p].failed]
     parts += [f'<p class="muted">note: {html.escape(n)}</p>' for n in notes]
     parts.append("<ul>" + "".join(f"<li>{html.escape(d)}</li>" for d in DEFINITIONS) + "</ul>")
     parts.append("<h2>Events</h2>")

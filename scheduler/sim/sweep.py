@@ -24,7 +24,7 @@ from scheduler.model.schema import Topology
 from scheduler.sim.loop import simulate
 from scheduler.sim.metrics import Summary
 from scheduler.sim.output import num, si
-from scheduler.sim.rescue import quiet_solver_logs
+from scheduler.sim.solver_logs import quiet_solver_logs
 from scheduler.sim.scenario import Scenario
 from scheduler.table import render
 
@@ -46,8 +46,8 @@ class Result:
     scenario: str
     seed: int
     summaries: list[Summary]
-    rescued: dict[str, int]
     failed: dict[str, int]
+    worst_gap: dict[str, float]
     seconds: float
 
 
@@ -56,7 +56,7 @@ def run_job(job: Job) -> Result:
     quiet_solver_logs()
     run = simulate(job.scenario.with_overrides(seed=job.seed), job.topology, job.version)
     return Result(job.scenario.name, job.seed, run.summaries(),
-                  {p: t.rescued for p, t in run.traces.items()}, {p: t.failed for p, t in run.traces.items()},
+                  {p: t.failed for p, t in run.traces.items()}, {p: t.worst_gap for p, t in run.traces.items()},
                   run.seconds)
 
 
@@ -120,7 +120,7 @@ def run(todo: list[Job], workers: int = 1, ray_address: str | None = None, progr
 
 # --- the comparison ---------------------------------------------------------------------------------------------
 
-CSV_HEADER = ["scenario", "seed", *Summary.names(), "lp_rescued_steps", "lp_failed_steps"]
+CSV_HEADER = ["scenario", "seed", *Summary.names(), "solver_failed_steps", "worst_gap"]
 
 
 def results_csv(results: list[Result]) -> str:
@@ -129,8 +129,8 @@ def results_csv(results: list[Result]) -> str:
     w.writerow(CSV_HEADER)
     for r in results:
         for s in r.summaries:
-            w.writerow([r.scenario, r.seed, s.policy, *map(num, s.values()[1:]), r.rescued[s.policy],
-                        r.failed[s.policy]])
+            w.writerow([r.scenario, r.seed, s.policy, *map(num, s.values()[1:]), r.failed[s.policy],
+                        num(r.worst_gap[s.policy])])
     return out.getvalue()
 
 

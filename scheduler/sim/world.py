@@ -72,12 +72,6 @@ class Snapshot:
         return self.engine.catalog
 
     @cached_property
-    def target_of(self) -> dict[tuple[str, str], int]:
-        """(model, pool key) -> target row in the model's arrays."""
-        cat = self.catalog
-        return {(m, cat.pools[p].key): i for m, mt in cat.by_model.items() for i, p in enumerate(mt.pool.tolist())}
-
-    @cached_property
     def site_pools(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {s: [] for s in self.catalog.sites}
         for i, p in enumerate(self.catalog.pools):

@@ -80,7 +80,7 @@ class GetPlanRequest(_message.Message):
     def __init__(self, demand: _Optional[_Iterable[_Union[_types_pb2.DemandCell, _Mapping]]] = ..., hour: _Optional[int] = ..., policy: _Optional[str] = ..., use_ledger: _Optional[bool] = ...) -> None: ...
 
 class GetPlanResponse(_message.Message):
-    __slots__ = ("topology_version", "hour", "policy", "status", "rows", "cost_cny_per_hour", "pool_utilization", "cable_load_gbps", "served_tokens_per_s", "unserved_tokens_per_s", "solve_seconds")
+    __slots__ = ("topology_version", "hour", "policy", "status", "rows", "cost_cny_per_hour", "pool_utilization", "cable_load_gbps", "served_tokens_per_s", "unserved_tokens_per_s", "solve_seconds", "objective_cny_per_hour", "bound_cny_per_hour", "gap")
     class PoolUtilizationEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,9 @@ class GetPlanResponse(_message.Message):
     SERVED_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     UNSERVED_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     SOLVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_CNY_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    BOUND_CNY_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
     topology_version: str
     hour: int
     policy: str
@@ -117,7 +120,10 @@ class GetPlanResponse(_message.Message):
     served_tokens_per_s: float
     unserved_tokens_per_s: float
     solve_seconds: float
-    def __init__(self, topology_version: _Optional[str] = ..., hour: _Optional[int] = ..., policy: _Optional[str] = ..., status: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[_types_pb2.PlanRow, _Mapping]]] = ..., cost_cny_per_hour: _Optional[float] = ..., pool_utilization: _Optional[_Mapping[str, float]] = ..., cable_load_gbps: _Optional[_Mapping[str, float]] = ..., served_tokens_per_s: _Optional[float] = ..., unserved_tokens_per_s: _Optional[float] = ..., solve_seconds: _Optional[float] = ...) -> None: ...
+    objective_cny_per_hour: float
+    bound_cny_per_hour: float
+    gap: float
+    def __init__(self, topology_version: _Optional[str] = ..., hour: _Optional[int] = ..., policy: _Optional[str] = ..., status: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[_types_pb2.PlanRow, _Mapping]]] = ..., cost_cny_per_hour: _Optional[float] = ..., pool_utilization: _Optional[_Mapping[str, float]] = ..., cable_load_gbps: _Optional[_Mapping[str, float]] = ..., served_tokens_per_s: _Optional[float] = ..., unserved_tokens_per_s: _Optional[float] = ..., solve_seconds: _Optional[float] = ..., objective_cny_per_hour: _Optional[float] = ..., bound_cny_per_hour: _Optional[float] = ..., gap: _Optional[float] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("reservation_ids",)

@@ -19,6 +19,7 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_E2E: _ClassVar[Reason]
     REASON_CAPACITY: _ClassVar[Reason]
     REASON_CABLE: _ClassVar[Reason]
+    REASON_SOLVER_FAILED: _ClassVar[Reason]
 REASON_UNSPECIFIED: Reason
 REASON_OK: Reason
 REASON_NOT_SERVED: Reason
@@ -29,6 +30,7 @@ REASON_TTFT: Reason
 REASON_E2E: Reason
 REASON_CAPACITY: Reason
 REASON_CABLE: Reason
+REASON_SOLVER_FAILED: Reason
 
 class Batch(_message.Message):
     __slots__ = ("id", "region", "model", "input_tokens", "output_tokens", "requests", "ttft_ms", "e2e_ms", "data_class", "priority")
@@ -217,7 +219,7 @@ class DemandCell(_message.Message):
     def __init__(self, region: _Optional[str] = ..., model: _Optional[str] = ..., tokens_per_s: _Optional[float] = ..., data_class: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., ttft_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ...) -> None: ...
 
 class Share(_message.Message):
-    __slots__ = ("site", "pool", "fraction", "tokens_per_s", "cny_per_mtok", "rtt_ms", "ttft_ms", "cables")
+    __slots__ = ("site", "pool", "fraction", "tokens_per_s", "cny_per_mtok", "rtt_ms", "ttft_ms", "cables", "e2e_ms", "kwh_per_hour", "g_co2_per_hour", "green_share")
     SITE_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     FRACTION_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +228,10 @@ class Share(_message.Message):
     RTT_MS_FIELD_NUMBER: _ClassVar[int]
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
     CABLES_FIELD_NUMBER: _ClassVar[int]
+    E2E_MS_FIELD_NUMBER: _ClassVar[int]
+    KWH_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    G_CO2_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    GREEN_SHARE_FIELD_NUMBER: _ClassVar[int]
     site: str
     pool: str
     fraction: float
@@ -234,7 +240,11 @@ class Share(_message.Message):
     rtt_ms: float
     ttft_ms: float
     cables: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, site: _Optional[str] = ..., pool: _Optional[str] = ..., fraction: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., cny_per_mtok: _Optional[float] = ..., rtt_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., cables: _Optional[_Iterable[str]] = ...) -> None: ...
+    e2e_ms: float
+    kwh_per_hour: float
+    g_co2_per_hour: float
+    green_share: float
+    def __init__(self, site: _Optional[str] = ..., pool: _Optional[str] = ..., fraction: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., cny_per_mtok: _Optional[float] = ..., rtt_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., cables: _Optional[_Iterable[str]] = ..., e2e_ms: _Optional[float] = ..., kwh_per_hour: _Optional[float] = ..., g_co2_per_hour: _Optional[float] = ..., green_share: _Optional[float] = ...) -> None: ...
 
 class PlanRow(_message.Message):
     __slots__ = ("cell", "shares", "unserved_tokens_per_s", "reason")

@@ -1,0 +1,146 @@
+"""The fleet plan: routing fractions per demand cell (region x model x data class) over sites, for an hour's prices.
+
+Routers apply the fractions locally between re-plans. Every policy keeps each pool at or below the ceiling of
+every cell it routes there (problem.py), so every share's SLO holds at the loads the plan itself produces; the
+shares report latency at exactly those loads. Policies: `optimal` (optimal.py) and the baselines `cheapest-greedy`
+and `nearest` (greedy.py).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.engine.catalog import Catalog
+from scheduler.engine.estimate import latency_at
+from scheduler.engine.fleet import greedy, optimal
+from scheduler.engine.fleet.problem import FleetProblem, build
+from scheduler.engine.request import DemandCell, Reason, Slo
+
+POLICIES = ("optimal", "cheapest-greedy", "nearest")
+HEURISTIC = "HEURISTIC"
+
+
+@dataclass(frozen=True)
+class Share:
+    site: str
+    pool: str
+    fraction: float
+    tokens_per_s: float
+    cny_per_mtok: float  # per million tokens as demanded (input + output), like tokens_per_s
+    rtt_ms: float
+    ttft_ms: float  # at the pool loads the plan produces
+    cables: tuple[str, ...]
+    e2e_ms: float = math.nan
+    kwh_per_hour: float = 0.0
+    g_co2_per_hour: float = 0.0
+    green_share: float = 0.0
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    cell: DemandCell
+    shares: list[Share]
+    unserved_tokens_per_s: float
+    reason: Reason  # OK when fully served; else why the rest is not
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    topology_version: str
+    hour: int
+    policy: str
+    status: str  # OPTIMAL / FEASIBLE (optimal, by its gap), HEURISTIC (baselines), ERROR (no solver answer)
+    rows: list[PlanRow]
+    cost_cny_per_hour: float
+    pool_utilization: dict[str, float]
+    cable_load_gbps: dict[str, float]
+    seconds: float
+    objective_cny_per_hour: float = math.nan  # cost + the penalty on refused demand
+    bound_cny_per_hour: float = math.nan  # no plan keeping every SLO has a lower objective (NaN: not computed)
+    solves: int = 0  # LPs the optimal policy ran
+
+    @property
+    def gap(self) -> float:
+        """(objective - bound) / objective; NaN for the baselines."""
+        if not (math.isfinite(self.bound_cny_per_hour) and math.isfinite(self.objective_cny_per_hour)):
+            return math.nan
+        return max(0.0, self.objective_cny_per_hour - self.bound_cny_per_hour) / max(self.objective_cny_per_hour, 1e-300)
+
+    @property
+    def served_tokens_per_s(self) -> float:
+        return sum(s.tokens_per_s for r in self.rows for s in r.shares)
+
+    @property
+    def unserved_tokens_per_s(self) -> float:
+        return sum(r.unserved_tokens_per_s for r in self.rows)
+
+    @property
+    def kwh_per_hour(self) -> float:
+        return sum(s.kwh_per_hour for r in self.rows for s in r.shares)
+
+
+def plan(cat: Catalog, cells: list[DemandCell], slos: list[Slo], hour: int, policy: str = "optimal",
+         pool_used: np.ndarray | None = None, pool_cap: np.ndarray | None = None,
+         cable_used: np.ndarray | None = None) -> FleetPlan:
+    """Route steady demand. `pool_used` / `cable_used`: load already held (default none); `pool_cap`: the most
+    load each pool may carry (default its capacity; lower where live placements' SLOs say so)."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+    start = time.perf_counter()
+    P = len(cat.pools)
+    used = np.zeros(P) if pool_used is None else np.asarray(pool_used, float)
+    cap = cat.pool_capacity if pool_cap is None else np.minimum(cat.pool_capacity, pool_cap)
+    fp = build(cat, cells, slos, hour, used, cap, np.zeros(len(cat.cables)) if cable_used is None else cable_used)
+    if policy == "optimal":
+        s = optimal.solve(fp)
+        flow, status, objective, bound, solves = s.flow, s.status, s.objective, s.bound, s.solves
+    else:
+        flow, status, bound, solves = greedy.fill(fp, greedy.preference(fp, policy)), HEURISTIC, math.nan, 0
+        objective = float((flow * np.where(fp.candidate, fp.cost, 0.0)).sum()
+                          + fp.penalty * np.maximum(fp.supply - flow.sum(axis=1), 0.0).sum())
+    return _report(fp, flow, policy, status, objective, bound, solves, start)
+
+
+def _report(fp: FleetProblem, flow: np.ndarray, policy: str, status: str, objective: float, bound: float,
+            solves: int, start: float) -> FleetPlan:
+    cat = fp.cat
+    pool_load = fp.pool_load(flow)
+    ttft, e2e = np.full(fp.cost.shape, np.inf), np.full(fp.cost.shape, np.inf)
+    for m in fp.models:
+        cols = slice(fp.offset[m], fp.offset[m] + len(cat.by_model[m]))
+        ttft[fp.rows[m], cols], e2e[fp.rows[m], cols] = latency_at(cat, cat.by_model[m], fp.estimates[m], pool_load)
+    failed = status == "ERROR"
+    rows = []
+    total = 0.0
+    for g, cell in enumerate(fp.cells):
+        shares = []
+        wire = float(fp.wire_per_unit[g])
+        for t in np.flatnonzero(flow[g] > 1e-9).tolist():
+            site = cat.sites[fp.site[t]]
+            route = cat.route(cell.region, site)
+            x = float(flow[g, t])
+            per_hour = x * 3600.0
+            shares.append(Share(
+                site, cat.pools[fp.pool[t]].key, x / float(fp.supply[g]), x * wire, float(fp.cost[g, t]) * 1e6 / wire,
+                float(fp.rtt_ms[g, t]), float(ttft[g, t]), route.cables if route else (), float(e2e[g, t]),
+                float(fp.kwh[g, t]) * per_hour, float(fp.g_co2[g, t]) * per_hour, float(fp.green_share[t])))
+            total += float(fp.cost[g, t]) * per_hour
+        shares.sort(key=lambda s: -s.fraction)
+        left = max(0.0, float(fp.supply[g] - flow[g].sum()))
+        if left <= 1e-9 * max(float(fp.supply[g]), 1.0):
+            reason = Reason.OK
+        elif failed:
+            reason = Reason.SOLVER_FAILED
+        elif fp.candidate[g].any():
+            reason = Reason.CAPACITY
+        else:
+            reason = Reason(int(fp.reason[g].max())) if fp.reason.shape[1] else Reason.NOT_SERVED
+        rows.append(PlanRow(cell, shares, left * wire, reason))
+    util = {pl.key: float((pool_load[i] - fp.used[i]) / pl.count) for i, pl in enumerate(cat.pools)}
+    cables = dict(zip(cat.cables, fp.cable_load(flow).tolist()))
+    return FleetPlan(cat.version, fp.hour, policy, status, rows, total, util, cables, time.perf_counter() - start,
+                     objective * 3600.0, bound * 3600.0, solves)
