@@ -31,7 +31,7 @@ from scheduler.engine.fleet.problem import FleetProblem
 
 MAX_SOLVES = 40  # LPs per plan, the relaxation included (each ~0.3 ms on the default topology)
 OPTIMAL_GAP = 1e-6  # relative gap to the bound under which a plan is reported OPTIMAL
-SEARCH_GAP = 1e-4  # the search stops once this close to the bound (relative)
+SEARCH_GAP = 1e-3  # the search stops once this close to the bound (relative): within 0.1 % of the optimum
 _FLOWING = 1e-9  # share of a cell's supply below which a flow does not count as using a pool
 
 
