@@ -26,6 +26,7 @@ test: $(STAMP)
 # Benchmarks print ratios against baselines measured in the same run; each ends with one JSON line.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/placement.py
+	$(BIN)/python benchmarks/fleet.py
 	$(BIN)/python benchmarks/grpc_load.py
 	$(BIN)/python benchmarks/simulate.py
 

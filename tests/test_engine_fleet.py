@@ -77,7 +77,8 @@ def test_a_large_plan_balances_load_over_many_sites():
     eng = engine(topo)
     demand = [DemandCell(r.id, m.id, 80_000.0) for r in topo.regions for m in topo.models]
     plan = eng.plan(demand, hour=14)
-    assert plan.status == "OPTIMAL" and plan.unserved_tokens_per_s == pytest.approx(0.0, abs=1e-6)
+    assert plan.status in ("OPTIMAL", "FEASIBLE") and plan.gap <= 1e-3
+    assert plan.unserved_tokens_per_s == pytest.approx(0.0, abs=1e-6)
     assert len({s.site for r in plan.rows for s in r.shares}) > 3
     assert all(u <= topo.settings.max_utilization + 1e-9 for u in plan.pool_utilization.values())
     for c, g in plan.cable_load_gbps.items():

@@ -8,6 +8,12 @@ With z binary this is the exact model; with z fractional it is the tightest LP o
 than letting every pool fill to its highest ceiling (on an overloaded default topology the relaxation is 6 %
 under the optimum, this one 0.5 %). The rung weights also say which rung the LP leans to, a good start for the
 search in optimal.py.
+
+The bound must cover every level, not only the rungs the search tries (optimal.rungs keeps at most MAX_RUNGS): a
+level between rungs r_{k-1} < L <= r_k carries at most r_k and serves only cells whose ceiling passes r_{k-1}, so
+rung k here admits the cells above r_{k-1} (the least rung: every cell). With every distinct ceiling a rung, that
+is the exact rule. Pools outside `exact`, and every pool when the LP would pass MAX_ITEMS flow copies, take one
+rung at their highest ceiling admitting every cell: the relaxation's terms, weaker but still valid.
 """
 
 from __future__ import annotations
@@ -27,8 +33,20 @@ class HullBound:
     weight: list[np.ndarray]  # per pool, each rung's weight z_qk in the LP's answer
 
 
-def hull_bound(fp: FleetProblem, ladder: list[np.ndarray], units: transport.Units) -> HullBound:
+MAX_ITEMS = 4000  # flow copies in the LP (~5 ms at 600 on the default topology's 17 cells)
+
+
+def hull_bound(fp: FleetProblem, ladder: list[np.ndarray], units: transport.Units,
+               crowded: np.ndarray | None = None) -> HullBound:
+    """Every pool given its rungs if the LP stays within MAX_ITEMS, else only the `crowded` ones (P,: those whose
+    ceilings the relaxation broke), else none."""
     G = len(fp.supply)
+    items = np.bincount(fp.pool[np.nonzero(fp.candidate)[1]], minlength=len(ladder)) * np.array([len(r) for r in ladder])
+    exact = np.ones(len(ladder), bool)
+    if items.sum() > MAX_ITEMS:
+        exact = crowded.copy() if crowded is not None and items[crowded].sum() <= MAX_ITEMS else ~exact
+    full = ladder
+    ladder = [r if e or not len(r) else r[-1:] for r, e in zip(ladder, exact.tolist())]
     inf = float("inf")
     gs, ts = np.nonzero(fp.candidate & (fp.supply[:, None] > 0))
     # Items: one copy of a pair per rung of its pool that admits it. Variables: the rungs' weights, then the items,
@@ -40,7 +58,8 @@ def hull_bound(fp: FleetProblem, ladder: list[np.ndarray], units: transport.Unit
     for q, r in enumerate(ladder):
         on = np.flatnonzero(fp.pool[ts] == q)
         if len(r) and len(on):
-            admits = fp.ceiling[gs[on], ts[on]][None, :] >= r[:, None]  # (rungs, pairs)
+            above = np.concatenate([[-np.inf], r[:-1]]) if exact[q] else np.array([-np.inf])
+            admits = fp.ceiling[gs[on], ts[on]][None, :] > above[:, None]  # (rungs, pairs)
             k, j = np.nonzero(admits)
             pair_of.append(on[j])
             rung_of.append(first_rung[q] + k)
@@ -93,8 +112,9 @@ def hull_bound(fp: FleetProblem, ladder: list[np.ndarray], units: transport.Unit
 
     response = transport.solve_model(proto, "use_preprocessing: false")  # presolve gains nothing at this size
     if response.status != linear_solver_pb2.MPSOLVER_OPTIMAL:
-        return HullBound(-np.inf, [np.zeros(len(r)) for r in ladder])
+        return HullBound(-np.inf, [np.zeros(0) for _ in full])
     weights = np.asarray(response.variable_value)[:R]
     # GLOP's optimum is exact up to its tolerances (1e-7 relative at most): shade it so the bound stays valid.
     value = float(response.objective_value) / units.cost
-    return HullBound(value - 1e-7 * abs(value), [weights[first_rung[q]:first_rung[q + 1]] for q in range(len(ladder))])
+    return HullBound(value - 1e-7 * abs(value),
+                     [weights[first_rung[q]:first_rung[q + 1]] if exact[q] else np.zeros(0) for q in range(len(full))])

@@ -30,8 +30,12 @@ from scheduler.engine.fleet.bound import hull_bound
 from scheduler.engine.fleet.problem import FleetProblem
 
 MAX_SOLVES = 40  # LPs per plan, the relaxation included (each ~0.3 ms on the default topology)
+PAIR_SOLVES = 400_000  # and at most this many (cell, target) pairs x LPs: an LP over 40k pairs takes ~0.4 s
+MAX_RUNGS = 16  # levels tried per pool; more cells than this on a pool share rungs (every level stays feasible)
 OPTIMAL_GAP = 1e-6  # relative gap to the bound under which a plan is reported OPTIMAL
 SEARCH_GAP = 1e-3  # the search stops once this close to the bound (relative): within 0.1 % of the optimum
+# GLOP's presolve ends these LPs ABNORMAL now and then (on 1,000 cells, most re-solves); without it they solve.
+GLOP_PARAMETERS = "use_preprocessing: false"
 _FLOWING = 1e-9  # share of a cell's supply below which a flow does not count as using a pool
 
 
@@ -51,13 +55,17 @@ class Solution:
         return max(0.0, self.objective - self.bound) / max(abs(self.objective), 1e-300)
 
 
-def rungs(fp: FleetProblem) -> list[np.ndarray]:
-    """Per pool, the distinct ceilings of its candidate pairs, ascending: the levels worth trying."""
+def rungs(fp: FleetProblem, most: int = MAX_RUNGS) -> list[np.ndarray]:
+    """Per pool, the levels tried, ascending: the distinct ceilings of its candidate pairs, or `most` of them
+    spread evenly (the least and the highest always) where there are more."""
     ok = fp.candidate
     out = []
     for q in range(len(fp.cap)):
         cols = fp.pool == q
-        out.append(np.unique(fp.ceiling[:, cols][ok[:, cols]]))
+        r = np.unique(fp.ceiling[:, cols][ok[:, cols]])
+        if len(r) > most:
+            r = r[np.unique(np.linspace(0, len(r) - 1, most).round().astype(np.int64))]
+        out.append(r)
     return out
 
 
@@ -73,6 +81,7 @@ class LevelLP:
         proto, self.layout = transport.model(self.problem)
         self.solver = pywraplp.Solver.CreateSolver("GLOP")
         self.solver.LoadModelFromProto(proto)
+        self.solver.SetSolverSpecificParametersAsString(GLOP_PARAMETERS)
         variables, constraints = self.solver.variables(), self.solver.constraints()
         G, P = len(fp.supply), len(fp.cap)
         self._pairs = variables[:self.layout.n]
@@ -97,7 +106,7 @@ class LevelLP:
         self.solves += 1
         status = self.solver.Solve()
         if status != pywraplp.Solver.OPTIMAL:  # from scratch, with transport.solve's retries
-            return transport.solve(self._restricted(level, admit))
+            return transport.solve(self._restricted(level, admit), GLOP_PARAMETERS)
         response = linear_solver_pb2.MPSolutionResponse()
         self.solver.FillSolutionResponseProto(response)
         return transport.decode(self.problem, self.layout, response)
@@ -117,8 +126,12 @@ def keeps_ceilings(fp: FleetProblem, flow: np.ndarray) -> bool:
     return not _crowded(fp, flow).any()
 
 
-def solve(fp: FleetProblem, max_solves: int = MAX_SOLVES) -> Solution:
+def solve(fp: FleetProblem, max_solves: int | None = None) -> Solution:
+    """`max_solves`: LPs at most (default MAX_SOLVES, fewer on large plans: see PAIR_SOLVES; never fewer than 2,
+    the relaxation and one plan that keeps the ceilings)."""
     P = len(fp.cap)
+    if max_solves is None:
+        max_solves = int(np.clip(PAIR_SOLVES // max(int(fp.candidate.sum()), 1), 2, MAX_SOLVES))
     if not fp.candidate.any() or not (fp.supply > 0).any():
         unserved = fp.supply.copy()
         objective = fp.penalty * float(unserved.sum())
@@ -138,7 +151,7 @@ def solve(fp: FleetProblem, max_solves: int = MAX_SOLVES) -> Solution:
     if best.status != "OPTIMAL":
         return Solution("ERROR", np.zeros_like(fp.cost), fp.supply.copy(), np.inf, bound, lp.solves)
     if not _close(best.objective, bound):
-        hull = hull_bound(fp, ladder, lp.layout.units)
+        hull = hull_bound(fp, ladder, lp.layout.units, _crowded(fp, relaxed.flow))
         bound = max(bound, hull.value)
         for start in (_rungs_weighted(ladder, hull.weight, rung), np.array([len(r) - 1 for r in ladder]).clip(0)):
             if (start != rung).any():

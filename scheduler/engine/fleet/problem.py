@@ -10,6 +10,7 @@ cell to a pool only while the pool's final load stays at or below that cell's ce
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -52,11 +53,11 @@ class FleetProblem:
     offset: dict[str, int]  # each model's first target
     estimates: dict[str, Estimates]  # each model's cells against its targets, for latency at other loads
 
-    @property
+    @cached_property
     def candidate(self) -> np.ndarray:
         return np.isfinite(self.cost)
 
-    @property
+    @cached_property
     def penalty(self) -> float:
         """CNY per unserved unit: far above any candidate's cost, so serving anything feasible always wins."""
         finite = self.cost[self.candidate]
