@@ -30,7 +30,7 @@ from scheduler.engine.fleet.bound import hull_bound
 from scheduler.engine.fleet.problem import FleetProblem
 
 MAX_SOLVES = 40  # LPs per plan, the relaxation included (each ~0.3 ms on the default topology)
-PAIR_SOLVES = 400_000  # and at most this many (cell, target) pairs x LPs: an LP over 40k pairs takes ~0.4 s
+PAIR_SOLVES = 200_000  # and at most this many (cell, target) pairs x LPs: an LP over 40k pairs takes ~0.4 s
 MAX_RUNGS = 16  # levels tried per pool; more cells than this on a pool share rungs (every level stays feasible)
 OPTIMAL_GAP = 1e-6  # relative gap to the bound under which a plan is reported OPTIMAL
 SEARCH_GAP = 1e-3  # the search stops once this close to the bound (relative): within 0.1 % of the optimum
@@ -126,9 +126,10 @@ def keeps_ceilings(fp: FleetProblem, flow: np.ndarray) -> bool:
     return not _crowded(fp, flow).any()
 
 
-def solve(fp: FleetProblem, max_solves: int | None = None) -> Solution:
+def solve(fp: FleetProblem, max_solves: int | None = None, start: np.ndarray | None = None) -> Solution:
     """`max_solves`: LPs at most (default MAX_SOLVES, fewer on large plans: see PAIR_SOLVES; never fewer than 2,
-    the relaxation and one plan that keeps the ceilings)."""
+    the relaxation and one plan that keeps the ceilings). `start` (P,): pool levels of a plan known to keep the
+    ceilings (e.g. the groups' plan, groups.py), tried as one more start."""
     P = len(fp.cap)
     if max_solves is None:
         max_solves = int(np.clip(PAIR_SOLVES // max(int(fp.candidate.sum()), 1), 2, MAX_SOLVES))
@@ -137,6 +138,8 @@ def solve(fp: FleetProblem, max_solves: int | None = None) -> Solution:
         objective = fp.penalty * float(unserved.sum())
         return Solution("OPTIMAL", np.zeros_like(fp.cost), unserved, objective, objective, 0)
     ladder = rungs(fp)
+    if start is not None:
+        ladder = [np.union1d(r, [s]) if len(r) and r[0] <= s <= r[-1] else r for r, s in zip(ladder, start.tolist())]
     top = np.array([r[-1] if len(r) else c for r, c in zip(ladder, fp.cap)])
     lp = LevelLP(fp)
     relaxed = lp.solve(top, np.ones(lp.layout.n, bool))
@@ -150,6 +153,11 @@ def solve(fp: FleetProblem, max_solves: int | None = None) -> Solution:
     best, rung = lp.solve(_levels(ladder, start, top)), start
     if best.status != "OPTIMAL":
         return Solution("ERROR", np.zeros_like(fp.cost), fp.supply.copy(), np.inf, bound, lp.solves)
+    if start is not None:
+        given = np.array([int(np.searchsorted(r, s)) if len(r) else 0 for r, s in zip(ladder, start.tolist())])
+        sol = lp.solve(_levels(ladder, given, top))
+        if sol.status == "OPTIMAL" and sol.objective < best.objective:
+            best, rung = sol, given
     if not _close(best.objective, bound):
         hull = hull_bound(fp, ladder, lp.layout.units, _crowded(fp, relaxed.flow))
         bound = max(bound, hull.value)
@@ -176,6 +184,27 @@ def solve(fp: FleetProblem, max_solves: int | None = None) -> Solution:
             break
     solution = Solution("FEASIBLE", best.flow, best.unserved, best.objective, min(bound, best.objective), lp.solves)
     return replace(solution, status="OPTIMAL") if solution.gap <= OPTIMAL_GAP else solution
+
+
+def lower_bound(fp: FleetProblem) -> float:
+    """CNY/s: the relaxation, and the hull LP where the relaxation breaks a ceiling (-inf: no LP answered)."""
+    if not fp.candidate.any() or not (fp.supply > 0).any():
+        return fp.penalty * float(fp.supply.sum())
+    ladder = rungs(fp)
+    top = np.array([r[-1] if len(r) else c for r, c in zip(ladder, fp.cap)])
+    lp = LevelLP(fp)
+    relaxed = lp.solve(top, np.ones(lp.layout.n, bool))
+    if relaxed.status != "OPTIMAL":
+        return -np.inf
+    if keeps_ceilings(fp, relaxed.flow):
+        return relaxed.objective
+    return max(relaxed.objective, hull_bound(fp, ladder, lp.layout.units, _crowded(fp, relaxed.flow)).value)
+
+
+def serving_levels(fp: FleetProblem, flow: np.ndarray) -> np.ndarray:
+    """(P,) each pool at the least ceiling of the cells `flow` sends there, and at its least ceiling if none."""
+    ladder = rungs(fp, most=len(fp.supply) + 1)
+    return _levels(ladder, _rungs_served(fp, ladder, flow), fp.cap)
 
 
 def _rungs_served(fp: FleetProblem, ladder: list[np.ndarray], flow: np.ndarray) -> np.ndarray:

@@ -16,11 +16,14 @@ import numpy as np
 
 from scheduler.engine.catalog import Catalog
 from scheduler.engine.estimate import latency_at
-from scheduler.engine.fleet import greedy, optimal
+from scheduler.engine.fleet import greedy, groups, optimal
 from scheduler.engine.fleet.problem import FleetProblem, build
 from scheduler.engine.request import DemandCell, Reason, Slo
 
 POLICIES = ("optimal", "cheapest-greedy", "nearest")
+MAX_GROUPS = 200  # more demand cells than this are planned as this many groups (groups.py)
+BOUND_GROUPS = 400  # and bounded with this many
+SEARCH_PAIRS = 30_000  # up to this many (cell, target) pairs, the cells' own search runs too, from the groups' plan
 HEURISTIC = "HEURISTIC"
 
 
@@ -96,13 +99,42 @@ def plan(cat: Catalog, cells: list[DemandCell], slos: list[Slo], hour: int, poli
     cap = cat.pool_capacity if pool_cap is None else np.minimum(cat.pool_capacity, pool_cap)
     fp = build(cat, cells, slos, hour, used, cap, np.zeros(len(cat.cables)) if cable_used is None else cable_used)
     if policy == "optimal":
-        s = optimal.solve(fp)
-        flow, status, objective, bound, solves = s.flow, s.status, s.objective, s.bound, s.solves
+        flow, status, objective, bound, solves = _optimal(fp)
     else:
         flow, status, bound, solves = greedy.fill(fp, greedy.preference(fp, policy)), HEURISTIC, math.nan, 0
-        objective = float((flow * np.where(fp.candidate, fp.cost, 0.0)).sum()
-                          + fp.penalty * np.maximum(fp.supply - flow.sum(axis=1), 0.0).sum())
+        objective = _objective(fp, flow)
     return _report(fp, flow, policy, status, objective, bound, solves, start)
+
+
+def _optimal(fp: FleetProblem) -> tuple[np.ndarray, str, float, float, int]:
+    """Flows, status, objective and bound (CNY/s), LPs run; many cells as groups (groups.py)."""
+    grouping = groups.conservative(fp, MAX_GROUPS)
+    if grouping is None:
+        s = optimal.solve(fp)
+        return s.flow, s.status, s.objective, s.bound, s.solves
+    s = optimal.solve(grouping.cells)
+    if s.status == "ERROR":
+        return np.zeros_like(fp.cost), s.status, np.inf, -np.inf, s.solves
+    flow = grouping.spread(s.flow, fp)
+    objective = _objective(fp, flow)
+    solves = s.solves
+    bound = -np.inf
+    if int(fp.candidate.sum()) <= SEARCH_PAIRS:
+        # The cells' own search, also started from the groups' plan (every member of a group fits its levels).
+        alone = optimal.solve(fp, start=optimal.serving_levels(grouping.cells, s.flow))
+        solves += alone.solves
+        bound = alone.bound
+        if alone.status != "ERROR" and alone.objective < objective:
+            flow, objective = alone.flow, alone.objective
+    bound = min(max(bound, optimal.lower_bound(groups.optimistic(fp, BOUND_GROUPS).cells)), objective)
+    status = "OPTIMAL" if objective - bound <= optimal.OPTIMAL_GAP * abs(objective) else "FEASIBLE"
+    return flow, status, objective, bound, solves + 1
+
+
+def _objective(fp: FleetProblem, flow: np.ndarray) -> float:
+    """CNY/s: the flow's cost and the penalty on what it leaves unserved."""
+    return float((flow * np.where(fp.candidate, fp.cost, 0.0)).sum()
+                 + fp.penalty * np.maximum(fp.supply - flow.sum(axis=1), 0.0).sum())
 
 
 def _report(fp: FleetProblem, flow: np.ndarray, policy: str, status: str, objective: float, bound: float,

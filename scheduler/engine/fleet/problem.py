@@ -52,16 +52,12 @@ class FleetProblem:
     rows: dict[str, np.ndarray]  # each model's cells
     offset: dict[str, int]  # each model's first target
     estimates: dict[str, Estimates]  # each model's cells against its targets, for latency at other loads
+    penalty: float  # CNY per unserved unit: far above any candidate's cost, so serving anything feasible always wins
 
     @cached_property
     def candidate(self) -> np.ndarray:
         return np.isfinite(self.cost)
 
-    @cached_property
-    def penalty(self) -> float:
-        """CNY per unserved unit: far above any candidate's cost, so serving anything feasible always wins."""
-        finite = self.cost[self.candidate]
-        return 1000.0 * (float(finite.max(initial=0.0)) + 1e-6)
 
     def pool_load(self, flow: np.ndarray) -> np.ndarray:
         """(P,) each pool's final load: what it held plus what the flow adds."""
@@ -137,4 +133,5 @@ def build(cat: Catalog, cells: list[DemandCell], slos: list[Slo], hour: int, use
     return FleetProblem(
         cat, cells, slos, hour, supply, cost, load, ceiling, reason, pool, site, used.astype(float),
         cap.astype(float), cable_use, gbps, cat.cable_capacity_gbps - cable_used, wire / np.where(weight > 0, weight, 1.0),
-        rtt, kwh, g_co2, np.concatenate(green) if green else np.zeros(0), models, rows, offset, estimates)
+        rtt, kwh, g_co2, np.concatenate(green) if green else np.zeros(0), models, rows, offset, estimates,
+        1000.0 * (float(cost[np.isfinite(cost)].max(initial=0.0)) + 1e-6))
