@@ -20,7 +20,7 @@ from scheduler.table import render
 DEFINITIONS = (
     "tokens = input + output tokens; refused = demand no feasible site had room for (served + refused = demanded).",
     "SLO attainment % = tokens served with estimated TTFT within the SLO / tokens demanded (refusals count against).",
-    "TTFT = RTT + queueing at full planned utilization + prefill; percentiles are token-weighted over the run.",
+    "TTFT = RTT + queueing at the pool loads the plan produces + prefill; percentiles are token-weighted over the run.",
     "cost = energy x PUE x hourly price + accelerator amortization + transit; green = kWh-weighted green share.",
 )
 
