@@ -82,3 +82,16 @@ def test_members_of_a_group_share_its_fractions(eng):
         # Every member may use every pool its group uses, up to the group's load there.
         used = flow[members].sum(axis=0) > 0
         assert np.isfinite(fp.cost[np.ix_(members, np.flatnonzero(used))]).all()
+
+
+def test_a_start_at_the_optimum_s_levels_returns_the_optimum(eng):
+    """`optimal.solve(start=...)` tries the given levels (how the groups' plan seeds the cells' own search): started
+    at the levels of the exact optimum, it must return the optimum even with no LP to spare for searching."""
+    cells = varied_cells(eng, 24, 0.6, seed=5)
+    fp = fleet_problem_of(eng, cells, 14)
+    exact = fleet_oracle.solve(fp, "levels")
+    start = optimal.serving_levels(fp, exact.flow)
+    s = optimal.solve(fp, max_solves=3, start=start)
+    assert s.objective == pytest.approx(exact.objective, rel=1e-6)
+    unaided = optimal.solve(fp, max_solves=2)
+    assert unaided.objective > exact.objective * (1 + 1e-6)  # the case needs the start

@@ -149,8 +149,8 @@ def solve(fp: FleetProblem, max_solves: int | None = None, start: np.ndarray | N
         return Solution("OPTIMAL", relaxed.flow, relaxed.unserved, relaxed.objective, relaxed.objective, lp.solves)
 
     bound = relaxed.objective
-    start = _rungs_served(fp, ladder, relaxed.flow)
-    best, rung = lp.solve(_levels(ladder, start, top)), start
+    rung = _rungs_served(fp, ladder, relaxed.flow)
+    best = lp.solve(_levels(ladder, rung, top))
     if best.status != "OPTIMAL":
         return Solution("ERROR", np.zeros_like(fp.cost), fp.supply.copy(), np.inf, bound, lp.solves)
     if start is not None:
@@ -161,11 +161,11 @@ def solve(fp: FleetProblem, max_solves: int | None = None, start: np.ndarray | N
     if not _close(best.objective, bound):
         hull = hull_bound(fp, ladder, lp.layout.units, _crowded(fp, relaxed.flow))
         bound = max(bound, hull.value)
-        for start in (_rungs_weighted(ladder, hull.weight, rung), np.array([len(r) - 1 for r in ladder]).clip(0)):
-            if (start != rung).any():
-                sol = lp.solve(_levels(ladder, start, top))
+        for other in (_rungs_weighted(ladder, hull.weight, rung), np.array([len(r) - 1 for r in ladder]).clip(0)):
+            if (other != rung).any():
+                sol = lp.solve(_levels(ladder, other, top))
                 if sol.status == "OPTIMAL" and sol.objective < best.objective:
-                    best, rung = sol, start
+                    best, rung = sol, other
     tried: set[tuple[int, int]] = set()  # (pool, rung) moves that did not help: not tried again
     while lp.solves < max_solves and not _close(best.objective, bound):
         for q, step in _moves(fp, ladder, rung, best):

@@ -16,7 +16,9 @@ import numpy as np
 
 from scheduler.engine.catalog import Catalog
 from scheduler.engine.estimate import latency_at
-from scheduler.engine.fleet import greedy, groups, optimal
+import scheduler.engine.fleet.greedy as greedy
+import scheduler.engine.fleet.groups as groups
+import scheduler.engine.fleet.optimal as optimal
 from scheduler.engine.fleet.problem import FleetProblem, build
 from scheduler.engine.request import DemandCell, Reason, Slo
 
