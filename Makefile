@@ -27,6 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/placement.py
 	$(BIN)/python benchmarks/fleet.py
+	$(BIN)/python benchmarks/latency_model.py
 	$(BIN)/python benchmarks/grpc_load.py
 	$(BIN)/python benchmarks/simulate.py
 
