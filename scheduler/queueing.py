@@ -110,7 +110,7 @@ def ceiling_utilization(service_ms: np.ndarray, budget_ms: np.ndarray, c: np.nda
     """
     s, budget = np.broadcast_arrays(np.asarray(service_ms, float), np.asarray(budget_ms, float))
     with np.errstate(divide="ignore", invalid="ignore"):
-        h = np.divide(budget, s)  # 1 + the wait the budget leaves, in service times (inf: no service time)
+        h = np.divide(budget, s, out=np.empty(s.shape))  # 1 + the wait the budget leaves, in service times
     np.maximum(h, 1.0, out=h)
     np.log(h, out=h)
     h *= (STEPS - 1) / H_MAX

@@ -108,3 +108,9 @@ def test_the_engine_layout_reads_the_same_tables_as_the_general_one():
     assert np.array_equal(fast, general)
     one = queueing.ceiling_utilization(service[:1, :1], budget[:1, :1], c[:, :1], p[:1])
     assert one[0, 0] == fast[0, 0]
+
+
+def test_scalars_work_as_well_as_arrays():
+    u = queueing.ceiling_utilization(S, 913.0, 8, 95.0)
+    assert np.ndim(u) == 0 and 0 < float(u) < 1
+    assert float(queueing.within_probability(913.0 - S, S, 8, u)) >= 0.95
