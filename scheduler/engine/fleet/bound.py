@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from ortools.linear_solver import linear_solver_pb2
+from ortools.linear_solver import linear_solver_pb2, pywraplp
 
 from scheduler.engine import transport
 from scheduler.engine.fleet.problem import FleetProblem
@@ -36,16 +36,77 @@ class HullBound:
 MAX_ITEMS = 4000  # flow copies in the LP (~5 ms at 600 on the default topology's 17 cells)
 
 
+@dataclass(frozen=True)
+class _Model:
+    proto: linear_solver_pb2.MPModelProto
+    first_rung: np.ndarray  # (P + 1,) where each pool's rung weights start among the variables
+    exact: np.ndarray  # (P,) the pools given their rungs
+    g: np.ndarray  # (n,) each flow copy's cell
+    t: np.ndarray  # (n,) and target
+    x0: int  # the first flow copy's variable
+    units: transport.Units
+
+
+@dataclass(frozen=True)
+class ExactPlan:
+    """The disjunctive model with integer rung choices, solved by a MIP solver (`exact_plan`)."""
+
+    status: str  # OPTIMAL, FEASIBLE (time ran out), or ERROR (no solution)
+    flow: np.ndarray  # (G, T)
+    objective: float  # CNY/s
+    bound: float  # CNY/s: the solver's best bound
+
+
 def hull_bound(fp: FleetProblem, ladder: list[np.ndarray], units: transport.Units,
                crowded: np.ndarray | None = None) -> HullBound:
     """Every pool given its rungs if the LP stays within MAX_ITEMS, else only the `crowded` ones (P,: those whose
     ceilings the relaxation broke), else none."""
-    G = len(fp.supply)
     items = np.bincount(fp.pool[np.nonzero(fp.candidate)[1]], minlength=len(ladder)) * np.array([len(r) for r in ladder])
     exact = np.ones(len(ladder), bool)
     if items.sum() > MAX_ITEMS:
         exact = crowded.copy() if crowded is not None and items[crowded].sum() <= MAX_ITEMS else ~exact
-    full = ladder
+    m = _model(fp, ladder, units, exact)
+    response = transport.solve_model(m.proto, "use_preprocessing: false")  # presolve gains nothing at this size
+    if response.status != linear_solver_pb2.MPSOLVER_OPTIMAL:
+        return HullBound(-np.inf, [np.zeros(0) for _ in ladder])
+    weights = np.asarray(response.variable_value)[:m.first_rung[-1]]
+    # GLOP's optimum is exact up to its tolerances (1e-7 relative at most): shade it so the bound stays valid.
+    value = float(response.objective_value) / units.cost
+    return HullBound(value - 1e-7 * abs(value), [weights[m.first_rung[q]:m.first_rung[q + 1]] if m.exact[q]
+                                                 else np.zeros(0) for q in range(len(ladder))])
+
+
+def exact_plan(fp: FleetProblem, ladder: list[np.ndarray], units: transport.Units, nodes: int,
+               time_limit_s: float) -> ExactPlan:
+    """The exact model, one rung per pool as a binary choice, by HiGHS within `nodes` branch-and-bound nodes (a
+    limit that gives the same answer on every machine; `time_limit_s` is only a safety net). `ladder` must hold
+    every distinct ceiling of each pool (optimal.rungs with no limit) for the answer to be the optimum."""
+    m = _model(fp, ladder, units, np.ones(len(ladder), bool))
+    for i in range(m.first_rung[-1]):
+        m.proto.variable[i].is_integer = True
+    request = linear_solver_pb2.MPModelRequest(
+        model=m.proto, solver_type=linear_solver_pb2.MPModelRequest.HIGHS_MIXED_INTEGER_PROGRAMMING,
+        solver_time_limit_seconds=time_limit_s,
+        solver_specific_parameters=f"mip_rel_gap = 1e-7\nmip_max_nodes = {nodes}\nthreads = 1\noutput_flag = false\n")
+    response = linear_solver_pb2.MPSolutionResponse()
+    pywraplp.Solver.SolveWithProto(request, response)
+    status = {linear_solver_pb2.MPSOLVER_OPTIMAL: "OPTIMAL", linear_solver_pb2.MPSOLVER_FEASIBLE: "FEASIBLE"}.get(
+        response.status, "ERROR")
+    flow = np.zeros_like(fp.cost)
+    if status == "ERROR":
+        return ExactPlan(status, flow, np.inf, -np.inf)
+    values = np.asarray(response.variable_value)
+    np.add.at(flow, (m.g, m.t), np.maximum(values[m.x0:m.x0 + len(m.g)], 0.0) * units.flow)
+    # A MIP solver's answer carries crumbs within its tolerances (1e-9 of a unit on a pair its rung choice rules
+    # out): drop them, so no share breaks a ceiling by rounding.
+    flow[flow <= 1e-7 * fp.supply[:, None]] = 0.0
+    bound = float(response.best_objective_bound) / units.cost
+    return ExactPlan(status, flow, float(response.objective_value) / units.cost, bound - 1e-7 * abs(bound))
+
+
+def _model(fp: FleetProblem, ladder: list[np.ndarray], units: transport.Units, exact: np.ndarray) -> _Model:
+    """The disjunctive LP (module docstring); pools outside `exact` take one rung admitting every cell."""
+    G = len(fp.supply)
     ladder = [r if e or not len(r) else r[-1:] for r, e in zip(ladder, exact.tolist())]
     inf = float("inf")
     gs, ts = np.nonzero(fp.candidate & (fp.supply[:, None] > 0))
@@ -110,11 +171,4 @@ def hull_bound(fp: FleetProblem, ladder: list[np.ndarray], units: transport.Unit
             on = np.flatnonzero(crossing[:, c])
             row(-inf, max(float(fp.cable_free[c]), 0.0), (x0 + on).tolist(), gbps[on].tolist())
 
-    response = transport.solve_model(proto, "use_preprocessing: false")  # presolve gains nothing at this size
-    if response.status != linear_solver_pb2.MPSOLVER_OPTIMAL:
-        return HullBound(-np.inf, [np.zeros(0) for _ in full])
-    weights = np.asarray(response.variable_value)[:R]
-    # GLOP's optimum is exact up to its tolerances (1e-7 relative at most): shade it so the bound stays valid.
-    value = float(response.objective_value) / units.cost
-    return HullBound(value - 1e-7 * abs(value),
-                     [weights[first_rung[q]:first_rung[q + 1]] if exact[q] else np.zeros(0) for q in range(len(full))])
+    return _Model(proto, first_rung, exact, g, t, x0, units)

@@ -26,14 +26,17 @@ import numpy as np
 from ortools.linear_solver import linear_solver_pb2, pywraplp
 
 from scheduler.engine import transport
-from scheduler.engine.fleet.bound import hull_bound
+from scheduler.engine.fleet.bound import exact_plan, hull_bound
 from scheduler.engine.fleet.problem import FleetProblem
 
 MAX_SOLVES = 40  # LPs per plan, the relaxation included (each ~0.3 ms on the default topology)
 PAIR_SOLVES = 200_000  # and at most this many (cell, target) pairs x LPs: an LP over 40k pairs takes ~0.4 s
 MAX_RUNGS = 16  # levels tried per pool; more cells than this on a pool share rungs (every level stays feasible)
 OPTIMAL_GAP = 1e-6  # relative gap to the bound under which a plan is reported OPTIMAL
-SEARCH_GAP = 1e-3  # the search stops once this close to the bound (relative): within 0.1 % of the optimum
+SEARCH_GAP = 1e-3  # the search stops once this close to the bound (relative to the cost): within 0.1 % of the optimum
+EXACT_ITEMS = 20_000  # rungs x cells up to which a plan still short of its bound is solved exactly (bound.exact_plan)
+EXACT_NODES = 500  # branch-and-bound nodes the exact model may take (deterministic: nodes, not seconds)
+EXACT_SECONDS = 5.0  # a safety net on its time
 # GLOP's presolve ends these LPs ABNORMAL now and then (on 1,000 cells, most re-solves); without it they solve.
 GLOP_PARAMETERS = "use_preprocessing: false"
 _FLOWING = 1e-9  # share of a cell's supply below which a flow does not count as using a pool
@@ -50,9 +53,12 @@ class Solution:
     bound: float  # CNY/s: no plan that keeps every ceiling has a lower objective
     solves: int  # LPs run
 
+    cost: float = 0.0  # CNY/s of the flows, penalties aside
+
     @property
     def gap(self) -> float:
-        return max(0.0, self.objective - self.bound) / max(abs(self.objective), 1e-300)
+        """(objective - bound) / cost: what a better plan could save, as a share of what this one costs."""
+        return max(0.0, self.objective - self.bound) / max(self.cost, 1e-300)
 
 
 def rungs(fp: FleetProblem, most: int = MAX_RUNGS) -> list[np.ndarray]:
@@ -146,7 +152,8 @@ def solve(fp: FleetProblem, max_solves: int | None = None, start: np.ndarray | N
     if relaxed.status != "OPTIMAL":
         return Solution("ERROR", np.zeros_like(fp.cost), fp.supply.copy(), np.inf, -np.inf, lp.solves)
     if keeps_ceilings(fp, relaxed.flow):
-        return Solution("OPTIMAL", relaxed.flow, relaxed.unserved, relaxed.objective, relaxed.objective, lp.solves)
+        return Solution("OPTIMAL", relaxed.flow, relaxed.unserved, relaxed.objective, relaxed.objective, lp.solves,
+                        cost_of(fp, relaxed.flow))
 
     bound = relaxed.objective
     rung = _rungs_served(fp, ladder, relaxed.flow)
@@ -158,7 +165,7 @@ def solve(fp: FleetProblem, max_solves: int | None = None, start: np.ndarray | N
         sol = lp.solve(_levels(ladder, given, top))
         if sol.status == "OPTIMAL" and sol.objective < best.objective:
             best, rung = sol, given
-    if not _close(best.objective, bound):
+    if not _close(best.objective, bound, fp, best.flow):
         hull = hull_bound(fp, ladder, lp.layout.units, _crowded(fp, relaxed.flow))
         bound = max(bound, hull.value)
         for other in (_rungs_weighted(ladder, hull.weight, rung), np.array([len(r) - 1 for r in ladder]).clip(0)):
@@ -167,7 +174,7 @@ def solve(fp: FleetProblem, max_solves: int | None = None, start: np.ndarray | N
                 if sol.status == "OPTIMAL" and sol.objective < best.objective:
                     best, rung = sol, other
     tried: set[tuple[int, int]] = set()  # (pool, rung) moves that did not help: not tried again
-    while lp.solves < max_solves and not _close(best.objective, bound):
+    while lp.solves < max_solves and not _close(best.objective, bound, fp, best.flow):
         for q, step in _moves(fp, ladder, rung, best):
             if lp.solves >= max_solves:
                 break
@@ -182,7 +189,19 @@ def solve(fp: FleetProblem, max_solves: int | None = None, start: np.ndarray | N
             tried.add((q, int(trial[q])))
         else:
             break
-    solution = Solution("FEASIBLE", best.flow, best.unserved, best.objective, min(bound, best.objective), lp.solves)
+    flow, unserved, objective = best.flow, best.unserved, best.objective
+    if not _close(objective, bound, fp, flow):
+        full = rungs(fp, most=len(fp.supply) + 1)
+        if sum(len(r) for r in full) * len(fp.supply) <= EXACT_ITEMS:
+            # Still short of its bound on a small plan (cells of different SLOs and shapes sharing pools): the
+            # exact model, as a MIP. Its answer keeps every ceiling too; its bound is valid.
+            exact = exact_plan(fp, full, lp.layout.units, EXACT_NODES, EXACT_SECONDS)
+            if exact.status != "ERROR":
+                bound = max(bound, exact.bound)
+                if exact.objective < objective:
+                    flow, objective = exact.flow, exact.objective
+                    unserved = np.maximum(fp.supply - flow.sum(axis=1), 0.0)
+    solution = Solution("FEASIBLE", flow, unserved, objective, min(bound, objective), lp.solves, cost_of(fp, flow))
     return replace(solution, status="OPTIMAL") if solution.gap <= OPTIMAL_GAP else solution
 
 
@@ -235,8 +254,15 @@ def _crowded(fp: FleetProblem, flow: np.ndarray) -> np.ndarray:
     return load > least + 1e-9 * np.maximum(least, 1.0)
 
 
-def _close(objective: float, bound: float) -> bool:
-    return objective - bound <= SEARCH_GAP * abs(objective)
+def _close(objective: float, bound: float, fp: FleetProblem, flow: np.ndarray) -> bool:
+    """Within SEARCH_GAP of the bound, measured against the plan's cost (not its penalties: a plan that refuses
+    demand it could serve is far from close, however large its objective)."""
+    return objective - bound <= SEARCH_GAP * cost_of(fp, flow)
+
+
+def cost_of(fp: FleetProblem, flow: np.ndarray) -> float:
+    """CNY/s the flow costs (penalties aside)."""
+    return float((flow * np.where(fp.candidate, fp.cost, 0.0)).sum())
 
 
 def _levels(ladder: list[np.ndarray], rung: np.ndarray, top: np.ndarray) -> np.ndarray:

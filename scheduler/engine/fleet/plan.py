@@ -70,10 +70,11 @@ class FleetPlan:
 
     @property
     def gap(self) -> float:
-        """(objective - bound) / objective; NaN for the baselines."""
+        """(objective - bound) / cost: what a better plan could save, as a share of what this one costs (refused
+        demand counted at its penalty); NaN for the baselines."""
         if not (math.isfinite(self.bound_cny_per_hour) and math.isfinite(self.objective_cny_per_hour)):
             return math.nan
-        return max(0.0, self.objective_cny_per_hour - self.bound_cny_per_hour) / max(self.objective_cny_per_hour, 1e-300)
+        return max(0.0, self.objective_cny_per_hour - self.bound_cny_per_hour) / max(self.cost_cny_per_hour, 1e-300)
 
     @property
     def served_tokens_per_s(self) -> float:
@@ -129,7 +130,7 @@ def _optimal(fp: FleetProblem) -> tuple[np.ndarray, str, float, float, int]:
         if alone.status != "ERROR" and alone.objective < objective:
             flow, objective = alone.flow, alone.objective
     bound = min(max(bound, optimal.lower_bound(groups.optimistic(fp, BOUND_GROUPS).cells)), objective)
-    status = "OPTIMAL" if objective - bound <= optimal.OPTIMAL_GAP * abs(objective) else "FEASIBLE"
+    status = "OPTIMAL" if objective - bound <= optimal.OPTIMAL_GAP * optimal.cost_of(fp, flow) else "FEASIBLE"
     return flow, status, objective, bound, solves + 1
 
 
@@ -148,6 +149,12 @@ def _report(fp: FleetProblem, flow: np.ndarray, policy: str, status: str, object
         cols = slice(fp.offset[m], fp.offset[m] + len(cat.by_model[m]))
         ttft[fp.rows[m], cols], e2e[fp.rows[m], cols] = latency_at(cat, cat.by_model[m], fp.estimates[m], pool_load)
     failed = status == "ERROR"
+    # A cell whose every candidate route crosses a cable the plan fills is short of bandwidth, not accelerators.
+    if fp.cable_use.size:
+        full = fp.cable_load(flow) >= fp.cable_free * (1 - 1e-9) - 1e-12
+        cut_off = ~(fp.candidate & ~(fp.cable_use & full[None, None, :]).any(axis=2)).any(axis=1)
+    else:
+        cut_off = np.zeros(len(fp.cells), bool)
     rows = []
     total = 0.0
     for g, cell in enumerate(fp.cells):
@@ -170,7 +177,7 @@ def _report(fp: FleetProblem, flow: np.ndarray, policy: str, status: str, object
         elif failed:
             reason = Reason.SOLVER_FAILED
         elif fp.candidate[g].any():
-            reason = Reason.CAPACITY
+            reason = Reason.CABLE if cut_off[g] else Reason.CAPACITY
         else:
             reason = Reason(int(fp.reason[g].max())) if fp.reason.shape[1] else Reason.NOT_SERVED
         rows.append(PlanRow(cell, shares, left * wire, reason))

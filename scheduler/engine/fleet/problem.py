@@ -101,7 +101,7 @@ def build(cat: Catalog, cells: list[DemandCell], slos: list[Slo], hour: int, use
             ttft_slo=np.array([slos[g].ttft_ms for g in idx]), e2e_slo=np.array([slos[g].e2e_ms for g in idx]),
             data_class=[cells[g].data_class for g in idx])
         e = estimate(cat, mt, arrays, hour, used)
-        top, _ = ceilings(cat, mt, e, arrays.ttft_slo, arrays.e2e_slo)
+        top, binding = ceilings(cat, mt, e, arrays.ttft_slo, arrays.e2e_slo)
         top = np.minimum(top, cap[mt.pool][None, :])
         w = (arrays.output_tokens + arrays.input_tokens / mt.speedup)  # output-equivalent tokens per request
         cols = slice(n, n + len(mt))
@@ -109,7 +109,8 @@ def build(cat: Catalog, cells: list[DemandCell], slos: list[Slo], hour: int, use
         roomy = top > used[mt.pool][None, :] + MIN_ROOM
         ok = static & roomy
         r = e.reason.copy()
-        r[static & ~roomy] = int(Reason.CAPACITY)
+        # Out of reach: the SLO even on an idle pool (the bound that binds), else the pool's load already.
+        r[static & ~roomy] = np.where(np.isfinite(top), int(Reason.CAPACITY), binding)[static & ~roomy]
         r[ok] = int(Reason.OK)
         reason[idx, cols] = r
         cost[idx, cols] = np.where(ok, e.cost_cny / w[:, None], np.inf)
