@@ -3,7 +3,10 @@
 - every RPC with random and malformed messages: random field values (NaN, inf, negative, huge, unicode), random
   authorization headers, and raw random bytes through a generic `channel.unary_unary` with identity serializers.
   The server never falls over and answers only with defined codes; INTERNAL comes only from grpc itself, for bytes
-  that do not decode as the request message ("Exception deserializing request!"), before any of our code runs;
+  that do not decode as the request message ("Exception deserializing request!"), before any of our code runs.
+  Every error's metadata (trailers and details, as sent) stays under gRPC's 8 KiB limit;
+- every string field of every RPC with oversized values (10 KiB, 100 KiB, 1 MiB): always INVALID_ARGUMENT naming
+  the field, never RESOURCE_EXHAUSTED (what a client sees when an error's metadata overflows), with small metadata;
 - the topology loader with random mutations of the default YAML (lines deleted, duplicated, swapped, re-indented,
   values changed in number and type): it raises LoadError and nothing else, every problem on a line of the file;
 - hot reload with such mutations: the served version is always the old one or that of a file that validates.
@@ -11,16 +14,19 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import string
 from pathlib import Path
+from urllib.parse import quote as percent
 
 import grpc
 import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from scheduler.engine.request import MAX_ID_CHARS, MAX_NAME_CHARS
 from scheduler.model.loader import LoadError, load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY
 from scheduler.service.client import Client, error_version
@@ -141,20 +147,45 @@ def no_surprises(caplog):
     assert not surprises, [r.getMessage() for r in surprises]
 
 
-def call(channel: grpc.Channel, method: str, payload: bytes, auth: str | None) -> tuple[grpc.StatusCode, str]:
-    """Send serialized bytes as-is (identity serializers); the status code and details that came back."""
+METADATA_LIMIT = 8 * 1024  # gRPC's default limit on received metadata; past it the client sees RESOURCE_EXHAUSTED
+PRINTABLE = " !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"  # sent as is in grpc-message (besides letters and digits)
+
+
+def metadata_bytes(e: grpc.RpcError) -> int:
+    """An error's trailing metadata as sent: the sum of key and value lengths of every trailer (binary values
+    base64-encoded, as on the wire) and of the status (grpc-message percent-encodes all but printable ASCII)."""
+    n = len("grpc-status") + 2 + len("grpc-message") + len(percent(e.details() or "", safe=PRINTABLE))
+    for key, value in e.trailing_metadata() or ():
+        n += len(key) + (len(base64.b64encode(value)) if isinstance(value, bytes) else len(value.encode()))
+    return n
+
+
+def call(channel: grpc.Channel, method: str, payload: bytes, auth: str | None,
+         extra: tuple = ()) -> tuple[grpc.StatusCode, str]:
+    """Send serialized bytes as-is (identity serializers); the status code and details that came back. Every error
+    must come with metadata under gRPC's limit."""
+    code, details, _ = call_full(channel, method, payload, auth, extra)
+    return code, details
+
+
+def call_full(channel: grpc.Channel, method: str, payload: bytes, auth: str | None,
+              extra: tuple = ()) -> tuple[grpc.StatusCode, str, tuple]:
+    """`call`, with the trailing metadata of an error."""
     path = f"/scheduler.v1.{SERVICE[method]}/{method}"
     md = [("authorization", auth)] if auth is not None else []
+    md += list(extra)
     try:
         if method in STREAMING:
             stream = channel.unary_stream(path)(payload, metadata=md, timeout=10)
             next(stream)
             stream.cancel()
-            return grpc.StatusCode.OK, ""
+            return grpc.StatusCode.OK, "", ()
         channel.unary_unary(path)(payload, metadata=md, timeout=10)
-        return grpc.StatusCode.OK, ""
+        return grpc.StatusCode.OK, "", ()
     except grpc.RpcError as e:
-        return e.code(), e.details() or ""
+        size = metadata_bytes(e)
+        assert size < METADATA_LIMIT, (method, e.code(), size, (e.details() or "")[:200])
+        return e.code(), e.details() or "", tuple(e.trailing_metadata() or ())
 
 
 REQUEST_CLASS = {"Place": placement_pb2.PlaceRequest, "PlaceBatch": placement_pb2.PlaceBatchRequest,
@@ -211,6 +242,86 @@ def test_raw_bytes_are_refused_by_grpc_or_answered_with_defined_codes(plane, cha
 
     fuzz()
     assert undecodable > 0  # the fuzzer did send garbage
+    still_serving(plane)
+
+
+# --- oversized strings ---------------------------------------------------------------------------------------------
+KIB = 1024
+# 1, 2 and 4 UTF-8 bytes a character, and a control character (repr: 4 characters; on the wire: 3 bytes).
+BIG = st.tuples(st.sampled_from([10 * KIB, 100 * KIB, KIB * KIB]),
+                st.sampled_from(["x", "\u00e9", "\U0001F600", "\x00"])).map(lambda t: t[1] * t[0])
+BATCH_STRINGS = ("id", "region", "model", "data_class")
+LIMIT = {"id": MAX_ID_CHARS, "region": MAX_NAME_CHARS, "model": MAX_NAME_CHARS, "data_class": MAX_NAME_CHARS,
+         "policy": MAX_NAME_CHARS, "ids": MAX_ID_CHARS}
+CELL_STRINGS = ("region", "model", "data_class")
+
+
+@st.composite
+def with_oversized(draw, messages, fields):
+    """1..4 messages (random or plausible), one or two of them with an oversized value in one of `fields`."""
+    out = draw(st.lists(messages, min_size=1, max_size=4))
+    marked = sorted(draw(st.sets(st.integers(0, len(out) - 1), min_size=1, max_size=2)))
+    for i in marked:
+        setattr(out[i], draw(st.sampled_from(fields)), draw(BIG))
+    return out
+
+
+@st.composite
+def oversized_requests(draw, method):
+    """A request of `method` with an oversized string somewhere, and what the field the error names starts with
+    (an earlier batch or cell may be invalid for another reason: the error names the first one), or the exact
+    details where only the oversized value can be at fault."""
+    if method == "Place":
+        batch = draw(st.one_of(PLAUSIBLE, batches()))
+        name = draw(st.sampled_from(BATCH_STRINGS))
+        value = draw(BIG)
+        setattr(batch, name, value)
+        return (placement_pb2.PlaceRequest(batch=batch, hour=draw(maybe(HOURS)), dry_run=draw(st.booleans())),
+                f"{name}: at most {LIMIT[name]} characters, got {len(value)}")
+    if method == "PlaceBatch":
+        items = draw(with_oversized(st.one_of(PLAUSIBLE, batches()), BATCH_STRINGS))
+        return placement_pb2.PlaceBatchRequest(batches=items, hour=draw(maybe(HOURS)), dry_run=draw(st.booleans()),
+                                               time_limit_ms=draw(st.integers(0, 2000))), "batches["
+    if method == "GetPlan":
+        if draw(st.booleans()):
+            demand = draw(st.lists(cells(), min_size=1, max_size=3))
+            policy = draw(BIG)
+            return (placement_pb2.GetPlanRequest(demand=demand, policy=policy),
+                    f"policy: at most {MAX_NAME_CHARS} characters, got {len(policy)}")
+        items = draw(with_oversized(cells(), CELL_STRINGS))
+        return placement_pb2.GetPlanRequest(demand=items, policy=draw(st.sampled_from(["", "optimal", "nearest"])),
+                                            hour=draw(maybe(HOURS))), "demand["
+    assert method == "SetLinkStatus"
+    ids = draw(st.lists(LINKS, min_size=1, max_size=4))
+    at = draw(st.integers(0, len(ids) - 1))
+    ids[at] = draw(BIG)
+    return (operator_pb2.SetLinkStatusRequest(ids=ids, up=draw(st.booleans())),
+            f"ids[{at}]: at most {MAX_ID_CHARS} characters, got {len(ids[at])}")
+
+
+@pytest.mark.parametrize("method", ["Place", "PlaceBatch", "GetPlan", "SetLinkStatus"])
+def test_oversized_strings_are_invalid_argument_with_small_metadata(plane, channel, method):
+    sizes: list[int] = []
+
+    @settings(FUZZ, max_examples=12)
+    @given(case=oversized_requests(method), request_id=st.sampled_from(["", "r" * 200, "r" * 4 * KIB]))
+    def fuzz(case, request_id):
+        request, expected = case
+        extra = (("x-request-id", request_id),) if request_id else ()
+        code, details, trailers = call_full(channel, method, request.SerializeToString(), f"Bearer {OPERATOR}",
+                                            extra)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details[:300])
+        field = dict(trailers).get("scheduler-field", "")
+        assert details.startswith(f"{field}: "), (field, details[:300])
+        if expected.endswith("["):
+            assert field.startswith(expected), (field, details[:300])
+        else:
+            assert details == expected, details[:300]
+        assert len(details) < 1024 and len(dict(trailers).get("x-request-id", "")) <= 128
+        sizes.append(sum(len(k) + len(v) for k, v in trailers) + len(details))
+
+    fuzz()
+    assert sizes and max(sizes) < 1024  # far under the 8 KiB limit, whatever the input size
     still_serving(plane)
 
 

@@ -11,6 +11,12 @@ import numpy as np
 
 MAX_TOKENS = 10_000_000
 MAX_REQUESTS = 1_000_000
+# Length limits on the strings a request carries, in characters (the API answers INVALID_ARGUMENT past them, so a
+# request never makes the server hold, compare or echo an unbounded string). Generous for real use: topology ids
+# are at most 64 characters (schema.Id), a link id "a~b" at most 129.
+MAX_ID_CHARS = 256  # caller-chosen ids: a batch's id; a cable, segment or link id in SetLinkStatus
+MAX_NAME_CHARS = 128  # names of things the topology or engine defines: region, model, data class, policy
+QUOTE_CHARS = 64  # an error message quotes at most this much of a value it echoes (see `quote`)
 
 
 class InvalidRequest(ValueError):
@@ -20,6 +26,24 @@ class InvalidRequest(ValueError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
+    """A value for an error message: its repr, or for a longer one the repr of its first `limit` characters, an
+    ellipsis and the original length (`'xxxx'... (20480 characters)`), so an error never grows with the input."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def too_long(value: object, limit: int) -> str | None:
+    """The error message for a string over `limit` characters (None when it is within it, or not a string)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"at most {limit} characters, got {len(value)}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -34,6 +58,11 @@ class Batch:
     data_class: str = "public"
     priority: int = 0
     id: str = ""
+
+
+# A batch's strings and their length limits, in the order `check_batch` judges them (before anything else).
+BATCH_STRINGS = (("id", MAX_ID_CHARS), ("region", MAX_NAME_CHARS), ("model", MAX_NAME_CHARS),
+                 ("data_class", MAX_NAME_CHARS))
 
 
 class Reason(IntEnum):
@@ -80,26 +109,30 @@ def check_batch(batch: Batch, regions: dict, models: set[str], data_classes: set
     def bad(name: str, message: str) -> InvalidRequest:
         return InvalidRequest(prefix + name, message)
 
+    for name, limit in BATCH_STRINGS:
+        message = too_long(getattr(batch, name, None), limit)
+        if message is not None:
+            raise bad(name, message)
     if batch.region not in regions:
-        raise bad("region", f"unknown region {batch.region!r}")
+        raise bad("region", f"unknown region {quote(batch.region)}")
     if batch.model not in models:
-        raise bad("model", f"unknown model {batch.model!r}")
+        raise bad("model", f"unknown model {quote(batch.model)}")
     if batch.data_class not in data_classes:
-        raise bad("data_class", f"unknown data class {batch.data_class!r}")
+        raise bad("data_class", f"unknown data class {quote(batch.data_class)}")
     for name in ("input_tokens", "output_tokens"):
         value = getattr(batch, name)
         if not isinstance(value, int) or value < 0 or value > MAX_TOKENS:
-            raise bad(name, f"must be an integer in 0..{MAX_TOKENS}, got {value!r}")
+            raise bad(name, f"must be an integer in 0..{MAX_TOKENS}, got {quote(value)}")
     if batch.input_tokens + batch.output_tokens == 0:
         raise bad("output_tokens", "a batch needs input_tokens or output_tokens above zero")
     if not 1 <= batch.requests <= MAX_REQUESTS:
-        raise bad("requests", f"must be in 1..{MAX_REQUESTS}, got {batch.requests!r}")
+        raise bad("requests", f"must be in 1..{MAX_REQUESTS}, got {quote(batch.requests)}")
     default = regions[batch.region].slo
     ttft = batch.ttft_ms if batch.ttft_ms is not None else default.ttft_ms
     e2e = batch.e2e_ms if batch.e2e_ms is not None else default.e2e_ms
     for name, value in (("ttft_ms", batch.ttft_ms), ("e2e_ms", batch.e2e_ms)):
         if value is not None and not (value > 0 and math.isfinite(value)):
-            raise bad(name, f"must be a positive number of milliseconds, got {value!r}")
+            raise bad(name, f"must be a positive number of milliseconds, got {quote(value)}")
     if ttft is None and e2e is None:
         raise bad("ttft_ms", "no SLO: give ttft_ms or e2e_ms (the region has no default)")
     return Slo(ttft if ttft is not None else math.inf, e2e if e2e is not None else math.inf)
@@ -141,6 +174,9 @@ def check_batches(batches: Sequence[Batch], regions: Mapping, models, data_class
         raise
     try:
         clear = _screen(n, regions, models, data_classes, region, model, dclass, inp, out, req, ttft, e2e)
+        ids = [getattr(b, "id", "") for b in batches]  # the one string no known set bounds: its length alone
+        if max(map(len, ids), default=0) > MAX_ID_CHARS:
+            clear = [ok and len(i) <= MAX_ID_CHARS for ok, i in zip(clear, ids)]
     except (TypeError, ValueError, OverflowError):  # values of unexpected types: let check_batch judge each one
         clear = [False] * n
     defaults = {r: (regions[r].slo.ttft_ms, regions[r].slo.e2e_ms) for r in set(region) if r in regions}

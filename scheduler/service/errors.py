@@ -3,6 +3,12 @@
 Every failure reads `field: message` (e.g. `region: unknown region 'mars'`) and carries trailing metadata a program
 can use without parsing the text: `scheduler-field`, `scheduler-topology-version`, and for an unplaced single batch
 `scheduler-decision-bin`, the serialized Decision with every rejected site and why.
+
+Errors stay small whatever the request: a message quotes at most a short prefix of any value it echoes
+(`scheduler.engine.request.quote`), the API refuses over-long ids and names up front (INVALID_ARGUMENT naming the
+field and the limit), and as a last line `abort` cuts the details and drops a decision that would not fit, so a
+failure's metadata stays well under gRPC's default 8 KiB limit (over it, a client sees RESOURCE_EXHAUSTED instead
+of the real error).
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ FIELD_KEY = "scheduler-field"
 VERSION_KEY = "scheduler-topology-version"
 DECISION_KEY = "scheduler-decision-bin"
 NO_DEADLINE = 1e8  # grpc reports a huge time_remaining when the client set no deadline
+# Error metadata budget, on the wire (gRPC clients refuse trailers over 8 KiB by default): the details as sent
+# (grpc-message percent-encodes every byte outside printable ASCII: 3 bytes each), and the serialized decision
+# (sent base64-encoded: 4 bytes per 3), together under 6.5 KiB with room for the field, version and request id.
+MAX_DETAILS_WIRE_BYTES = 2048
+MAX_DECISION_BYTES = 3 * 1024
 
 # Which request field an unplaced reason is about, so FAILED_PRECONDITION messages name a field too.
 REASON_FIELD = {
@@ -76,16 +87,43 @@ def check_deadline(context: grpc.ServicerContext, what: str) -> None:
         raise ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline: exceeded {what}", "deadline")
 
 
+def _wire_bytes(text: str) -> int:
+    """Bytes `text` takes as grpc-message: printable ASCII as is (but %), everything else percent-encoded."""
+    data = text.encode("utf-8", "replace")
+    return len(data) + 2 * sum(1 for b in data if b < 0x20 or b > 0x7E or b == 0x25)
+
+
+def bounded_details(message: str, limit: int = MAX_DETAILS_WIRE_BYTES) -> str:
+    """`message` as is when it fits in `limit` wire bytes, else its longest prefix that does, marked as cut."""
+    # 12: the most wire bytes one character takes (4 UTF-8 bytes, percent-encoded); at least 1 each
+    if len(message) * 12 <= limit or (len(message) <= limit and _wire_bytes(message) <= limit):
+        return message
+    suffix = f"... (cut from {len(message)} characters)"
+    budget = limit - len(suffix)
+    low, high = 0, min(len(message), budget)
+    while low < high:  # the longest prefix that fits
+        mid = (low + high + 1) // 2
+        if _wire_bytes(message[:mid]) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return message[:low] + suffix
+
+
 def abort(context: grpc.ServicerContext, e: ServiceError) -> None:
     trailers: list[tuple[str, str | bytes]] = []
     if e.field:
-        trailers.append((FIELD_KEY, e.field))
+        trailers.append((FIELD_KEY, bounded_details(e.field, 256)))
     if e.version:
         trailers.append((VERSION_KEY, e.version))
     if e.decision is not None:
-        trailers.append((DECISION_KEY, e.decision))
+        if len(e.decision) <= MAX_DECISION_BYTES:
+            trailers.append((DECISION_KEY, e.decision))
+        else:  # callers trim decisions to fit (placement.trailer_decision); never send one that would not
+            log.warning("dropped a %d-byte decision from the error trailers (limit %d)", len(e.decision),
+                        MAX_DECISION_BYTES)
     context.set_trailing_metadata(trailers)
-    context.abort(e.code, e.message)
+    context.abort(e.code, bounded_details(e.message))
 
 
 F = TypeVar("F", bound=Callable[..., Any])

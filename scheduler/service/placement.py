@@ -11,7 +11,9 @@ import grpc
 from scheduler.engine.core import Engine
 from scheduler.engine.fleet import POLICIES
 from scheduler.service import convert
-from scheduler.service.errors import ServiceError, check_deadline, invalid, remaining, translated, unplaced
+from scheduler.engine.request import MAX_NAME_CHARS, QUOTE_CHARS, quote, too_long
+from scheduler.service.errors import (MAX_DECISION_BYTES, ServiceError, check_deadline, invalid, remaining,
+                                      translated, unplaced)
 from scheduler.service.metrics import Metrics
 from scheduler.service.security import OPERATE
 from scheduler.service.state import TopologyState
@@ -27,8 +29,9 @@ DEFAULT_TIME_LIMIT_S = 2.0  # the engine's default solver budget
 DEADLINE_SHARE = 0.8
 OVERHEAD_S_PER_BATCH = 6e-5
 MIN_SOLVE_S = 0.005
-# gRPC clients refuse trailers over 8 KiB by default: the unplaced decision in the error trailer keeps to this.
-MAX_TRAILER_DECISION_BYTES = 6 * 1024
+# gRPC clients refuse trailers over 8 KiB by default: the unplaced decision in the error trailer keeps to this
+# (base64 on the wire: 4 KiB; a decision on the shipped topologies is under 1 KiB).
+MAX_TRAILER_DECISION_BYTES = MAX_DECISION_BYTES
 
 
 def _version(servicer: PlacementServicer) -> str:
@@ -176,6 +179,10 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         if n > MAX_DEMAND_CELLS:
             raise invalid("demand", f"at most {MAX_DEMAND_CELLS} demand cells per call, got {n}")
         policy = request.policy or POLICIES[0]
+        if (message := too_long(policy, MAX_NAME_CHARS)) is not None:
+            raise invalid("policy", message)
+        if policy not in POLICIES:
+            raise invalid("policy", f"unknown policy {quote(policy)}; choose from {', '.join(POLICIES)}")
         check_deadline(context, "before planning")
         plan = self.engine.plan([convert.cell_from_pb(c) for c in request.demand], hour=convert.hour_of(request),
                                 policy=policy, use_ledger=request.use_ledger)
@@ -194,7 +201,12 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
 
 
 def trailer_decision(d: types_pb2.Decision) -> bytes:
-    """The decision serialized for the error trailer, dropping the last rejections if it would not fit."""
+    """The decision serialized for the error trailer, dropping the last rejections if it would not fit (and, should
+    it still not, cutting its batch id and message to a prefix: the API's length limits make that moot)."""
     while d.ByteSize() > MAX_TRAILER_DECISION_BYTES and (d.rejections or d.alternatives):
         del (d.rejections or d.alternatives)[-1]
+    if d.ByteSize() > MAX_TRAILER_DECISION_BYTES:
+        d.batch_id = d.batch_id[:QUOTE_CHARS]
+        d.message = d.message[:MAX_TRAILER_DECISION_BYTES // 8]
+        del d.reservation_ids[:]
     return d.SerializeToString()

@@ -18,6 +18,8 @@ from scheduler.engine.core import Engine
 from scheduler.engine.ledger import Ledger
 from scheduler.engine.request import Batch
 from scheduler.model.loader import Loaded, Problem
+from scheduler.model.schema import Status
+from scheduler.network import link_id
 
 HISTORY = 64  # reload events kept for watchers that fall behind
 
@@ -56,9 +58,12 @@ def build_catalog(loaded: Loaded, overrides: Mapping[str, bool] | None = None) -
 
 
 def _apply_overrides(engine: Engine, overrides: Mapping[str, bool]) -> None:
+    """Operator cuts and repairs carried across a reload; a repair of what the new file marks as not built is
+    dropped (SetLinkStatus would refuse it now)."""
     known = known_links(engine.catalog)
+    never = unbuilt(engine.catalog)
     for up in (False, True):
-        ids = [i for i, u in overrides.items() if u is up and i in known]
+        ids = [i for i, u in overrides.items() if u is up and i in known and not (up and i in never)]
         if ids:
             engine.set_links(ids, up)
 
@@ -75,6 +80,29 @@ def known_links(catalog: Catalog) -> set[str]:
     """Every id SetLinkStatus accepts: cables, cable segments and terrestrial links."""
     net = catalog.network
     return set(net.edges) | set(net.cables)
+
+
+def unbuilt(catalog: Catalog) -> dict[str, str]:
+    """Ids SetLinkStatus may not bring up, each with why: links, cables and cable segments the topology marks as
+    planned (not built). A cable with a planned segment is among them: bringing the cable up would light that
+    segment too. Cutting them is allowed (it changes nothing)."""
+    topo = catalog.topology
+    out: dict[str, str] = {}
+    for link in topo.links:
+        if link.status is Status.planned:
+            out[link_id(link.a, link.b)] = "the link is planned (not built) in the topology"
+    for cable in topo.cables:
+        planned = [j for j, s in enumerate(cable.segments) if s.status is Status.planned]
+        if cable.status is Status.planned:
+            out[cable.id] = "the cable is planned (not built) in the topology"
+            for j in range(len(cable.segments)):
+                out[f"{cable.id}#{j}"] = f"its cable {cable.id!r} is planned (not built) in the topology"
+        elif planned:
+            out[cable.id] = (f"the cable's segment {cable.id}#{planned[0]} is planned (not built) in the topology; "
+                             f"bring up its built segments one by one")
+            for j in planned:
+                out[f"{cable.id}#{j}"] = "the segment is planned (not built) in the topology"
+    return out
 
 
 class TopologyState:
