@@ -1,5 +1,10 @@
 """`scheduler serve`: run the gRPC control plane on a topology file until SIGTERM/SIGINT, then drain.
 
+On SIGTERM (or SIGINT) health turns NOT_SERVING at once while calls are still served for `--drain-grace` seconds
+(load balancers and round_robin clients move away); then the server stops accepting calls and lets the ones in
+flight finish for up to `--grace` seconds. A second signal cuts the drain period short. At start the soft limit on
+open files is raised to the hard limit (connections are bounded below it, see docs/production.md).
+
 Every setting is a flag, and may also come from `--config FILE` (YAML, keys named like the flags: `tls_cert` or
 `tls-cert`); a flag given on the command line wins over the file. Relative paths in the file are relative to it.
 """
@@ -12,6 +17,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +29,11 @@ from scheduler.paths import DEFAULT_TOPOLOGY
 from scheduler.service import logs
 from scheduler.service.placement import MAX_BATCHES
 from scheduler.service.security import ConfigError, TlsFiles, TokenStore, check_exposure
-from scheduler.service.server import (DEFAULT_DEADLINE_S, DEFAULT_GRACE_S, DEFAULT_PORT, DEFAULT_WORKERS,
-                                      MAX_MESSAGE_BYTES, ControlPlane)
+from scheduler.service.server import (DEFAULT_DEADLINE_S, DEFAULT_DRAIN_S, DEFAULT_GRACE_S,
+                                      DEFAULT_HANDSHAKE_TIMEOUT_S, DEFAULT_MAX_CONNECTION_AGE_S,
+                                      DEFAULT_MAX_CONNECTION_IDLE_S, DEFAULT_PORT, DEFAULT_WORKERS, MAX_MESSAGE_BYTES,
+                                      ControlPlane)
+from scheduler.service.topology import DEFAULT_MAX_STREAM_AGE_S
 
 log = logging.getLogger("scheduler.serve")
 
@@ -35,6 +44,7 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "port": (DEFAULT_PORT, int),
     "workers": (DEFAULT_WORKERS, int),
     "grace": (DEFAULT_GRACE_S, float),
+    "drain_grace": (DEFAULT_DRAIN_S, float),
     "log_level": ("info", str),
     "log_format": ("json", str),
     "tls_cert": (None, str),
@@ -48,7 +58,15 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "default_deadline": (DEFAULT_DEADLINE_S, float),
     "metrics_port": (0, int),
     "metrics_host": ("127.0.0.1", str),
+    "max_watches": (None, int),
+    "max_watches_per_client": (None, int),
+    "max_stream_age": (DEFAULT_MAX_STREAM_AGE_S, float),
+    "max_connections": (None, int),
+    "handshake_timeout": (DEFAULT_HANDSHAKE_TIMEOUT_S, float),
+    "max_connection_idle": (DEFAULT_MAX_CONNECTION_IDLE_S, float),
+    "max_connection_age": (DEFAULT_MAX_CONNECTION_AGE_S, float),
 }
+POSITIVE_SECONDS = ("max_stream_age", "handshake_timeout", "max_connection_idle", "max_connection_age")
 PATHS = {"topology", "tls_cert", "tls_key", "tls_client_ca", "tokens"}
 CHOICES = {"log_level": ("debug", "info", "warning", "error"), "log_format": ("json", "text")}
 
@@ -65,6 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help=f"calls at work at once (default: {d['workers']})")
     p.add_argument("--grace", type=float,
                    help=f"seconds in-flight calls may take to finish on shutdown (default: {d['grace']:g})")
+    p.add_argument("--drain-grace", type=float,
+                   help=f"on SIGTERM, seconds to keep serving new calls after health turns NOT_SERVING, before "
+                        f"the server stops accepting them; 0: none (default: {d['drain_grace']:g})")
     p.add_argument("--log-level", choices=CHOICES["log_level"], help="default: info")
     p.add_argument("--log-format", choices=CHOICES["log_format"],
                    help="json: one JSON object per line with the request id (default); text: for people")
@@ -86,6 +107,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--default-deadline", type=float,
                    help=f"seconds allowed to a call whose client set no deadline; 0: none "
                         f"(default: {d['default_deadline']:g})")
+    g = p.add_argument_group("streams and connections")
+    g.add_argument("--max-watches", type=int,
+                   help="open WatchTopology streams in all; more: RESOURCE_EXHAUSTED (default: a quarter of "
+                        "--workers, at least 1)")
+    g.add_argument("--max-watches-per-client", type=int,
+                   help="open WatchTopology streams per token name (per peer address without --tokens) "
+                        "(default: half of --max-watches, at least 1)")
+    g.add_argument("--max-stream-age", type=float,
+                   help=f"seconds after which a WatchTopology stream is ended (OK) and the client opens a new one "
+                        f"(default: {d['max_stream_age']:g})")
+    g.add_argument("--max-connections", type=int,
+                   help="connections open at once; more are closed as soon as accepted (default: the open-file "
+                        "limit less a reserve)")
+    g.add_argument("--handshake-timeout", type=float,
+                   help=f"seconds a new connection has to finish TLS and send its HTTP/2 preface, else it is "
+                        f"closed (default: {d['handshake_timeout']:g})")
+    g.add_argument("--max-connection-idle", type=float,
+                   help=f"seconds a connection may go without a call before it is closed (GOAWAY; clients "
+                        f"reconnect) (default: {d['max_connection_idle']:g})")
+    g.add_argument("--max-connection-age", type=float,
+                   help=f"seconds after which a connection is recycled (GOAWAY, calls in flight finish) "
+                        f"(default: {d['max_connection_age']:g})")
     g = p.add_argument_group("observability")
     g.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port; 0: off (default: 0)")
     g.add_argument("--metrics-host", help=f"address of the metrics endpoint (default: {d['metrics_host']})")
@@ -148,6 +191,15 @@ def check(s: dict[str, Any]) -> tuple[TlsFiles | None, TokenStore | None]:
         raise ConfigError("--max-concurrent: must be at least 1")
     if not s["default_deadline"] >= 0:
         raise ConfigError("--default-deadline: must be >= 0")
+    for name in ("max_watches", "max_watches_per_client", "max_connections"):
+        if s[name] is not None and s[name] < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be at least 1")
+    for name in POSITIVE_SECONDS:
+        if not s[name] > 0:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be > 0 seconds")
+    for name in ("grace", "drain_grace"):
+        if not s[name] >= 0:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0 seconds")
     if not 0 <= s["metrics_port"] < 65536:
         raise ConfigError("--metrics-port: must be 0 (off) or a port number")
     check_exposure(s["host"], tls is not None, tokens is not None, bool(s["insecure"]))
@@ -161,7 +213,31 @@ def build(s: dict[str, Any]) -> ControlPlane:
         s["topology"], host=s["host"], port=s["port"], workers=s["workers"], tls=tls, tokens=tokens,
         insecure=bool(s["insecure"]), max_message_bytes=s["max_message_bytes"], max_batch=s["max_batch"],
         max_concurrent=s["max_concurrent"], default_deadline_s=s["default_deadline"] or None,
-        metrics_port=s["metrics_port"] or None, metrics_host=s["metrics_host"])
+        metrics_port=s["metrics_port"] or None, metrics_host=s["metrics_host"],
+        max_watches=s["max_watches"], max_watches_per_client=s["max_watches_per_client"],
+        max_stream_age_s=s["max_stream_age"], max_connections=s["max_connections"],
+        handshake_timeout_s=s["handshake_timeout"], max_connection_idle_s=s["max_connection_idle"],
+        max_connection_age_s=s["max_connection_age"])
+
+
+def raise_open_file_limit() -> tuple[int, int] | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each connection takes a descriptor); returns (before,
+    after), or None where there is no such limit or it cannot be changed."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft, soft
+    # An unlimited hard limit may not be a valid soft one (macOS caps it): then try a large finite one.
+    for target in (hard, 1 << 20) if hard == resource.RLIM_INFINITY else (hard,):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return soft, target
+        except (ValueError, OSError):
+            continue
+    return soft, soft
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,6 +248,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     logs.setup(s["log_level"], s["log_format"])
+    limits = raise_open_file_limit()  # before build: the connection cap is derived from it
+    if limits is not None:
+        log.info("open files: soft limit %d (was %d)", limits[1], limits[0],
+                 extra={"nofile": limits[1], "nofile_before": limits[0]})
     try:
         plane = build(s)
     except ConfigError as e:
@@ -212,6 +292,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"metrics on http://{f'[{host}]' if ':' in host else host}:{plane.metrics_port}/metrics", flush=True)
     while not stop.wait(0.5):
         pass
+    if s["drain_grace"] > 0:
+        plane.drain()  # health NOT_SERVING now; calls are still served
+        print(f"{received[0]}: health NOT_SERVING; still serving new calls for {s['drain_grace']:g} s", flush=True)
+        stop.clear()
+        ends = time.monotonic() + s["drain_grace"]
+        while (left := ends - time.monotonic()) > 0 and not stop.wait(min(0.5, left)):
+            pass  # a second signal ends the drain period early
     print(f"{received[0]}: draining in-flight calls (up to {s['grace']:g} s)", flush=True)
     plane.stop(s["grace"])
     print("stopped", flush=True)

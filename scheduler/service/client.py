@@ -3,13 +3,18 @@
 Security is the channel's: `token` is sent as `authorization: Bearer <token>` on every call; `ca` turns TLS on
 (trusting that CA; `tls=True` alone trusts the system roots), and `cert`/`key` add a client certificate for mutual
 TLS. Every call carries an `x-request-id` (the server logs it and returns it in the trailers).
+
+`watch_topology` outlives the server's limit on a stream's age: when the server ends a watch at its max age, the
+client opens a new one by itself and carries on from the version being served.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -18,6 +23,7 @@ from scheduler.engine.request import Batch, DemandCell
 from scheduler.service import convert
 from scheduler.service.errors import DECISION_KEY, FIELD_KEY, VERSION_KEY
 from scheduler.service.security import ConfigError, channel_credentials
+from scheduler.service.topology import END_MAX_AGE, WATCH_END_KEY
 from scheduler.v1 import (operator_pb2, operator_pb2_grpc, placement_pb2, placement_pb2_grpc, topology_pb2,
                           topology_pb2_grpc, types_pb2)
 
@@ -25,6 +31,10 @@ DEFAULT_TARGET = "localhost:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 TOKEN_ENV = "SCHEDULER_TOKEN"
 REQUEST_ID_KEY = "x-request-id"
+# Keepalive: ping a connection with calls in flight (a long watch stream) after 30 s of quiet, and give up on the
+# server after 10 s without an answer; the server allows pings every 10 s (server.MIN_CLIENT_PING_INTERVAL_S).
+KEEPALIVE_OPTIONS = (("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
+                     ("grpc.keepalive_permit_without_calls", 0), ("grpc.http2.max_pings_without_data", 0))
 
 
 class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
@@ -76,8 +86,10 @@ def read_token(token_file: str | Path | None = None) -> str | None:
 
 def make_channel(target: str, tls: bool = False, ca: str | Path | None = None, cert: str | Path | None = None,
                  key: str | Path | None = None, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
-    opts = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES), *options]
+    given = {k for k, _ in options}
+    opts = [*options, *((k, v) for k, v in (("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                                             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                                             *KEEPALIVE_OPTIONS) if k not in given)]
     if tls or ca or cert:
         return grpc.secure_channel(target, channel_credentials(ca, cert, key), options=opts)
     return grpc.insecure_channel(target, options=opts)
@@ -135,9 +147,16 @@ class Client:
     def get_topology(self, timeout: float | None = None) -> topology_pb2.GetTopologyResponse:
         return self.topology.GetTopology(topology_pb2.GetTopologyRequest(), timeout=self._t(timeout))
 
-    def watch_topology(self, timeout: float | None = None) -> Iterator[topology_pb2.TopologyEvent]:
-        """A server stream; cancel it with `.cancel()` on the returned iterator."""
-        return self.topology.WatchTopology(topology_pb2.WatchTopologyRequest(), timeout=timeout)
+    def watch_topology(self, timeout: float | None = None, reconnect: bool = True) -> Watch:
+        """Topology events (first the current state, then every reload result); cancel with `.cancel()` on the
+        returned iterator. `timeout` bounds the whole watch. With `reconnect` (the default), a stream the server
+        ends at its max stream age is replaced by a new one at once, without a repeat of what was already seen; a
+        stream ended because the server stops (or any error) ends the iteration."""
+
+        def open_stream(left: float | None):
+            return self.topology.WatchTopology(topology_pb2.WatchTopologyRequest(), timeout=left)
+
+        return Watch(open_stream, timeout, reconnect)
 
     def set_link_status(self, ids: Sequence[str], up: bool,
                         timeout: float | None = None) -> operator_pb2.SetLinkStatusResponse:
@@ -157,6 +176,69 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Watch:
+    """An iterator of TopologyEvents over one or more WatchTopology streams (see `Client.watch_topology`). Reads
+    like the grpc call it wraps: `cancel()`, `code()`, `details()`, `trailing_metadata()`... are the current
+    stream's. `reconnects` counts the streams opened after the first."""
+
+    def __init__(self, open_stream: Callable[[float | None], object], timeout: float | None, reconnect: bool):
+        self._open = open_stream
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._reconnect = reconnect
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._last: topology_pb2.TopologyEvent | None = None
+        self._fresh = False  # the current stream replaced one the server ended at its max age
+        self.reconnects = 0
+        self._call = open_stream(timeout)
+
+    def __iter__(self) -> Watch:
+        return self
+
+    def __next__(self) -> topology_pb2.TopologyEvent:
+        while True:
+            call = self._call
+            try:
+                event = next(call)  # type: ignore[call-overload]
+            except StopIteration:
+                if not self._replace(call):
+                    raise
+                continue
+            if self._fresh:
+                self._fresh = False
+                if (event.kind == topology_pb2.TopologyEvent.KIND_CURRENT and self._last is not None
+                        and event.topology_version == self._last.topology_version
+                        and event.reload == self._last.reload):
+                    continue  # nothing happened while we reconnected
+            self._last = event
+            return event
+
+    def _replace(self, ended) -> bool:
+        """After a stream ended cleanly: open the next one if the server ended it at its max age."""
+        if not self._reconnect or _trailer(ended, WATCH_END_KEY) != END_MAX_AGE:
+            return False
+        with self._lock:
+            if self._cancelled:
+                return False
+            left = None if self._deadline is None else self._deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            self._call = self._open(left)
+            self._fresh = True
+            self.reconnects += 1
+            return True
+
+    def cancel(self) -> bool:
+        with self._lock:
+            self._cancelled = True
+            return self._call.cancel()  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str):
+        if name == "_call":  # not opened (the first stream failed to open)
+            raise AttributeError(name)
+        return getattr(self._call, name)
 
 
 def _trailer(e: grpc.RpcError, key: str) -> str | bytes | None:

@@ -2,7 +2,8 @@
 their own HTTP port (`scheduler serve --metrics-port`).
 
 Counted as calls happen: RPC latency per method, failed calls per method and status code, placements per outcome,
-calls turned away because the server was full, topology reload attempts. Read from the live state at each scrape:
+calls turned away because the server was full, topology reload attempts, topology file reads that failed (I/O
+errors, not edits), open and refused WatchTopology streams. Read from the live state at each scrape:
 per-site utilization, per-pool held accelerators, per-cable load (Gbps held in the ledger), cable and site status,
 and the topology version being served.
 """
@@ -47,6 +48,14 @@ class Metrics:
                                "refused)", ["result"], registry=r)
         self.reload_failures = Counter("scheduler_topology_reload_failures", "Topology edits refused (the "
                                        "previous version kept serving)", registry=r)
+        self.watch_errors = Counter("scheduler_topology_watch_errors", "Topology file reads that failed with an I/O "
+                                    "error (e.g. too many open files, file missing): nothing was refused, the "
+                                    "served version is kept and the read is retried", registry=r)
+        self.watch_streams = Gauge("scheduler_watch_streams", "WatchTopology streams open now", registry=r)
+        self.watch_refusals = Counter("scheduler_watch_refusals", "WatchTopology streams refused, by the limit "
+                                      "reached (total, per_client)", ["limit"], registry=r)
+        self.watch_refusals.labels("total")
+        self.watch_refusals.labels("per_client")
         self._placement_counters: dict[tuple[str, Reason | None], Callable[[float], None]] = {}
         self.reloads.labels("applied")
         self.reloads.labels("refused")
@@ -59,6 +68,9 @@ class Metrics:
         self.reloads.labels("applied" if outcome.ok else "refused").inc()
         if not outcome.ok:
             self.reload_failures.inc()
+
+    def on_watch_error(self, _error: OSError) -> None:
+        self.watch_errors.inc()
 
     def decided(self, rpc: str, reasons: Iterable[Reason | None]) -> None:
         for reason, n in Tally(reasons).items():

@@ -1,9 +1,20 @@
-"""TopologyService: what is being served (with live pool usage) and a stream of reload results."""
+"""TopologyService: what is being served (with live pool usage) and a stream of reload results.
+
+Watch streams are bounded so that no client can hoard them: at most `max_watchers` open in all and at most
+`max_per_client` per client (the token's name, or the peer's address when the server checks no tokens); past
+either, RESOURCE_EXHAUSTED naming the limit. A stream is ended cleanly (OK, trailer `scheduler-watch-end:
+max-age`) after about `max_age_s`, so slots turn over and a client that went away without closing its stream
+gives its slot back; the project's client (`Client.watch_topology`) then opens a new one by itself and carries on
+from the version being served. A stream ended because the server stops carries `scheduler-watch-end: shutdown`.
+"""
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 import grpc
 
@@ -13,6 +24,11 @@ from scheduler.service.state import Event, Kind, ReloadOutcome, TopologyState
 from scheduler.v1 import topology_pb2, topology_pb2_grpc
 
 WAKE_S = 1.0  # how often an idle watch checks that its client is still there
+DEFAULT_MAX_STREAM_AGE_S = 600.0
+AGE_JITTER = 0.1  # a stream ends between (1 - AGE_JITTER) and 1 times its max age: reconnects do not all coincide
+WATCH_END_KEY = "scheduler-watch-end"  # trailer: why the server ended a watch stream cleanly
+END_MAX_AGE = "max-age"  # the stream reached its max age: open a new one (the project's client does)
+END_SHUTDOWN = "shutdown"  # the server is stopping
 KIND_TO_PB = {
     Kind.CURRENT: topology_pb2.TopologyEvent.KIND_CURRENT,
     Kind.APPLIED: topology_pb2.TopologyEvent.KIND_APPLIED,
@@ -30,11 +46,73 @@ def _version(servicer: TopologyServicer) -> str:
     return servicer.state.version
 
 
+def peer_host(peer: str) -> str:
+    """`ipv4:10.0.0.7:53122` -> `10.0.0.7`, `ipv6:[::1]:53122` (or its %5B..%5D form) -> `::1`; anything else whole.
+    The port is dropped: a client opening many connections is still one client."""
+    kind, _, rest = unquote(peer).partition(":")
+    if kind in ("ipv4", "ipv6") and ":" in rest:
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return peer
+
+
+def client_of(context: grpc.ServicerContext) -> str:
+    """Who a watch counts against: the token's name when the server checks tokens (the gate sets the principal),
+    else the peer's address."""
+    principal = getattr(context, "principal", None)
+    if principal is not None:
+        return f"token {principal.name}"
+    try:
+        return f"peer {peer_host(context.peer())}"
+    except Exception:  # a stand-in context in tests
+        return "peer unknown"
+
+
 class TopologyServicer(topology_pb2_grpc.TopologyServiceServicer):
-    def __init__(self, state: TopologyState, max_watchers: int):
+    def __init__(self, state: TopologyState, max_watchers: int, max_per_client: int | None = None,
+                 max_age_s: float = DEFAULT_MAX_STREAM_AGE_S, metrics=None):
         self.state = state
-        self._watchers = threading.BoundedSemaphore(max_watchers)
         self._max_watchers = max_watchers
+        self._max_per_client = max_per_client or max_watchers
+        self.max_age_s = max_age_s
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._open = 0
+        self._by_client: dict[str, int] = {}
+
+    def open_watches(self) -> dict[str, int]:
+        """Open watch streams per client."""
+        with self._lock:
+            return dict(self._by_client)
+
+    def _admit(self, client: str) -> str | None:
+        """Take a slot for `client`; or the refusal (None: admitted)."""
+        with self._lock:
+            if self._open >= self._max_watchers:
+                limit, refusal = "total", f"watch: at most {self._max_watchers} open watches"
+            elif self._by_client.get(client, 0) >= self._max_per_client:
+                limit, refusal = "per_client", (f"watch: at most {self._max_per_client} open watches per client "
+                                                f"({client}); close one, or retry later")
+            else:
+                self._open += 1
+                self._by_client[client] = self._by_client.get(client, 0) + 1
+                limit = refusal = None
+        if self._metrics is not None:
+            if limit is None:
+                self._metrics.watch_streams.inc()
+            else:
+                self._metrics.watch_refusals.labels(limit).inc()
+        return refusal
+
+    def _leave(self, client: str) -> None:
+        with self._lock:
+            self._open -= 1
+            left = self._by_client[client] - 1
+            if left:
+                self._by_client[client] = left
+            else:
+                del self._by_client[client]
+        if self._metrics is not None:
+            self._metrics.watch_streams.dec()
 
     def info(self) -> topology_pb2.TopologyInfo:
         """The served snapshot, with pool and cable usage from the live ledger."""
@@ -69,24 +147,32 @@ class TopologyServicer(topology_pb2_grpc.TopologyServiceServicer):
 
     def WatchTopology(self, request: topology_pb2.WatchTopologyRequest,
                       context: grpc.ServicerContext) -> Iterator[topology_pb2.TopologyEvent]:
-        # Each open watch holds a server thread; cap them so watchers can never starve placements.
-        if not self._watchers.acquire(blocking=False):
-            abort(context, ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                        f"watch: at most {self._max_watchers} open watches", "watch"))
+        # Each open watch holds a server thread; cap them (in all and per client) so watchers can never starve
+        # placements, nor one client take every slot.
+        client = client_of(context)
+        refusal = self._admit(client)
+        if refusal is not None:
+            abort(context, ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal, "watch"))
         try:
             context.add_callback(self.state.wake)
+            ends = time.monotonic() + self.max_age_s * random.uniform(1 - AGE_JITTER, 1)
             seq, last = self.state.cursor()
             yield topology_pb2.TopologyEvent(kind=topology_pb2.TopologyEvent.KIND_CURRENT,
                                              topology_version=last.serving_version, reload=outcome_to_pb(last))
             while context.is_active():
-                events = self.state.wait(seq, WAKE_S)
-                if events is None:
-                    return  # the server is stopping: end the stream cleanly
+                left = ends - time.monotonic()
+                if left <= 0:  # end cleanly; the client opens a new stream (and so gets a slot like anyone else)
+                    context.set_trailing_metadata(((WATCH_END_KEY, END_MAX_AGE),))
+                    return
+                events = self.state.wait(seq, min(WAKE_S, left))
+                if events is None:  # the server is stopping: end the stream cleanly
+                    context.set_trailing_metadata(((WATCH_END_KEY, END_SHUTDOWN),))
+                    return
                 for e in events:
                     seq = e.seq
                     yield event_to_pb(e)
         finally:
-            self._watchers.release()
+            self._leave(client)
 
 
 def event_to_pb(e: Event) -> topology_pb2.TopologyEvent:
