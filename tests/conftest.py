@@ -6,6 +6,7 @@ import pytest
 
 from scheduler.model.loader import Loaded, load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY, TOPOLOGY_DIR
+from scheduler.service.security import TokenStore, hash_token
 
 TINY = TOPOLOGY_DIR / "tiny.yaml"
 
@@ -18,3 +19,10 @@ def tiny() -> Loaded:
 @pytest.fixture(scope="session")
 def china_sea() -> Loaded:
     return load_topology(DEFAULT_TOPOLOGY)
+
+
+def token_store(path, **tokens: tuple[str, str]) -> TokenStore:
+    """A tokens file at `path` with one entry per name (name=(role, secret)), loaded as the server loads it."""
+    path.write_text("tokens:\n" + "".join(f"  - {{name: {name}, role: {role}, sha256: {hash_token(secret)}}}\n"
+                                         for name, (role, secret) in tokens.items()))
+    return TokenStore.load(path)

@@ -30,9 +30,9 @@ from scheduler.engine.request import MAX_ID_CHARS, MAX_NAME_CHARS
 from scheduler.model.loader import LoadError, load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY
 from scheduler.service.client import Client, error_version
-from scheduler.service.security import TokenStore, hash_token
 from scheduler.service.server import ControlPlane
 from scheduler.v1 import operator_pb2, placement_pb2, topology_pb2, types_pb2
+from conftest import token_store
 
 TINY = Path(__file__).resolve().parent.parent / "topology" / "tiny.yaml"
 ROUTER, OPERATOR = "fuzz-router-token", "fuzz-operator-token"
@@ -121,12 +121,10 @@ STREAMING = {"WatchTopology"}
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
-    tokens = root / "tokens.yaml"
-    tokens.write_text(f"tokens:\n  - {{name: r, role: router, sha256: {hash_token(ROUTER)}}}\n"
-                      f"  - {{name: o, role: operator, sha256: {hash_token(OPERATOR)}}}\n")
+    tokens = token_store(root / "tokens.yaml", r=("router", ROUTER), o=("operator", OPERATOR))
     topo = root / "tiny.yaml"
     topo.write_text(TINY.read_text())
-    with ControlPlane(topo, port=0, hour=lambda: 14, tokens=TokenStore.load(tokens), default_deadline_s=5.0,
+    with ControlPlane(topo, port=0, hour=lambda: 14, tokens=tokens, default_deadline_s=5.0,
                       workers=8) as p:
         yield p
 

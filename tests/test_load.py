@@ -22,9 +22,9 @@ import grpc
 
 from scheduler.paths import DEFAULT_TOPOLOGY
 from scheduler.service.client import Client, error_field
-from scheduler.service.security import TokenStore, hash_token
 from scheduler.service.server import ControlPlane
 from scheduler.v1 import types_pb2
+from conftest import token_store
 
 CLIENTS = 64
 SECONDS = 9.0
@@ -184,11 +184,9 @@ def operator(plane: ControlPlane, path, began: float, stop: threading.Event, t: 
 def test_64_clients_through_a_cable_cut_a_site_outage_and_bad_and_good_reloads(tmp_path, request):
     path = tmp_path / "china-sea.yaml"
     path.write_text(DEFAULT_TOPOLOGY.read_text())
-    tokens = tmp_path / "tokens.yaml"
-    tokens.write_text(f"tokens:\n  - {{name: routers, role: router, sha256: {hash_token(ROUTER)}}}\n"
-                      f"  - {{name: ops, role: operator, sha256: {hash_token(OPERATOR)}}}\n")
+    tokens = token_store(tmp_path / "tokens.yaml", routers=("router", ROUTER), ops=("operator", OPERATOR))
     plane = ControlPlane(path, port=0, hour=lambda: 14, workers=CLIENTS, max_concurrent=CLIENTS + 16,
-                         poll_interval_s=3600, tokens=TokenStore.load(tokens)).start()
+                         poll_interval_s=3600, tokens=tokens).start()
     topo = plane.engine.catalog.topology
     regions, models = [r.id for r in topo.regions], [m.id for m in topo.models]
     calls: list[list[Call]] = [[] for _ in range(CLIENTS)]

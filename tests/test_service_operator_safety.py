@@ -16,9 +16,10 @@ from scheduler.model.schema import Status
 from scheduler.paths import DEFAULT_TOPOLOGY, TOPOLOGY_DIR
 from scheduler.service.client import Client, error_field
 from scheduler.service.operator import NO_TOKENS, unbuilt
-from scheduler.service.security import TokenStore, hash_token
+from scheduler.service.security import hash_token
 from scheduler.service.server import ControlPlane
 from scheduler.v1 import types_pb2
+from conftest import token_store
 
 OPERATOR_TOKEN, ROUTER_TOKEN = "safety-operator-token", "safety-router-token"
 PLANNED = "sea-h2x"  # planned in topology/china-sea.yaml: under construction, for what-if scenarios
@@ -28,12 +29,11 @@ SOUTH = ("singapore", "jakarta", "kuala-lumpur")  # the regions it would carry i
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory):
     root = tmp_path_factory.mktemp("operator-safety")
-    tokens = root / "tokens.yaml"
-    tokens.write_text(f"tokens:\n  - {{name: ops-oncall, role: operator, sha256: {hash_token(OPERATOR_TOKEN)}}}\n"
-                      f"  - {{name: router-sg-1, role: router, sha256: {hash_token(ROUTER_TOKEN)}}}\n")
+    tokens = token_store(root / "tokens.yaml", **{"ops-oncall": ("operator", OPERATOR_TOKEN),
+                                                  "router-sg-1": ("router", ROUTER_TOKEN)})
     topo = root / "china-sea.yaml"
     topo.write_text(DEFAULT_TOPOLOGY.read_text())
-    with ControlPlane(topo, port=0, hour=lambda: 14, tokens=TokenStore.load(tokens), poll_interval_s=3600) as p:
+    with ControlPlane(topo, port=0, hour=lambda: 14, tokens=tokens, poll_interval_s=3600) as p:
         yield p
 
 
