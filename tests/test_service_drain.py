@@ -16,7 +16,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from scheduler.paths import TOPOLOGY_DIR
 from scheduler.service.client import Client
+from scheduler.service.server import ControlPlane
 from scheduler.v1 import types_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,3 +87,20 @@ def test_sigterm_turns_health_not_serving_at_once_serves_through_the_drain_grace
     assert not_serving_after < 1.0 and DRAIN_S - 0.2 <= exited_after < DRAIN_S + 8
     assert f"SIGTERM: health NOT_SERVING; still serving new calls for {DRAIN_S:g} s" in out
     assert "SIGTERM: draining in-flight calls (up to 5 s)" in out and out.rstrip().endswith("stopped")
+
+
+def test_as_the_server_stops_new_calls_are_turned_away_unavailable_not_cancelled():
+    """An outside probe saw 1-3 Place calls CANCELLED by grpc at the instant the drain ended: calls that reached the
+    server as it stopped accepting them. The gate now refuses new calls UNAVAILABLE (what retry policies retry)
+    for a moment before the server stops."""
+    with ControlPlane(TOPOLOGY_DIR / "tiny.yaml", port=0, hour=lambda: 14) as plane:
+        with Client(plane.target, timeout=10) as c:
+            c.wait_ready()
+            batch = types_pb2.Batch(region="singapore", model="llm-70b", input_tokens=100, output_tokens=10)
+            c.place(batch, dry_run=True)
+            plane.gate.closing = True
+            with pytest.raises(grpc.RpcError) as e:
+                c.place(batch, dry_run=True)
+            assert e.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert "shutting down" in e.value.details()
+            plane.gate.closing = False

@@ -127,6 +127,9 @@ class Gate(grpc.ServerInterceptor):
         n = self.limits.max_concurrent
         self._slots = threading.BoundedSemaphore(n) if n else None
         self._wrapped: dict[str, tuple] = {}  # method -> (grpc's handler, the same wrapped)
+        # Set as the server stops: new calls are turned away UNAVAILABLE (retried elsewhere), not left for grpc to
+        # CANCEL as it stops accepting them.
+        self.closing = False
 
     def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         handler = continuation(details)
@@ -234,6 +237,9 @@ class Gate(grpc.ServerInterceptor):
             if inflight_inc is not None:
                 inflight_inc()
             try:
+                if self.closing and permission is not None:
+                    self._deny(ctx, grpc.StatusCode.UNAVAILABLE,
+                               "server: shutting down; retry on another replica", "server")
                 if authorize is not None:
                     authorize(ctx, method, permission)
                 if limited:

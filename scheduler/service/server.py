@@ -53,6 +53,7 @@ DEFAULT_GRACE_S = 5.0
 DEFAULT_DEADLINE_S = 30.0  # for calls whose client set no deadline
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a 10,000-batch PlaceBatch answer is a few MB
 SPARE_THREADS = 4  # beyond the working ones: turn calls away fast, answer health checks, while all are busy
+CLOSING_S = 0.05  # between turning new calls away and stopping the server
 DEFAULT_DRAIN_S = 2.0  # on SIGTERM: NOT_SERVING, but still taking calls, for this long (load balancers move away)
 
 # Connections (see transport_options).
@@ -173,9 +174,10 @@ class ControlPlane:
             handshake_timeout_s=handshake_timeout_s, max_connection_idle_s=max_connection_idle_s,
             max_connection_age_s=max_connection_age_s,
             max_connection_age_grace_s=longest_call + CONNECTION_AGE_GRACE_S)
+        self.gate = Gate(tokens, self.limits, self.metrics)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
-            interceptors=[Gate(tokens, self.limits, self.metrics)],
+            interceptors=[self.gate],
             options=self.options,
             # Never queue a call behind busy threads: past this many, grpc answers RESOURCE_EXHAUSTED itself.
             maximum_concurrent_rpcs=threads,
@@ -253,6 +255,8 @@ class ControlPlane:
             time.sleep(drain_s)
         self._started = False
         self.health.enter_graceful_shutdown()
+        self.gate.closing = True
+        time.sleep(CLOSING_S)  # calls already on the wire meet the gate's UNAVAILABLE, not grpc's CANCELLED
         self.watcher.stop()
         self.state.close()  # open WatchTopology streams end cleanly instead of being cut at the grace deadline
         self.server.stop(grace).wait()
