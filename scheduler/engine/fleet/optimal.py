@@ -136,7 +136,6 @@ def solve(fp: FleetProblem, max_solves: int | None = None, start: np.ndarray | N
     """`max_solves`: LPs at most (default MAX_SOLVES, fewer on large plans: see PAIR_SOLVES; never fewer than 2,
     the relaxation and one plan that keeps the ceilings). `start` (P,): pool levels of a plan known to keep the
     ceilings (e.g. the groups' plan, groups.py), tried as one more start."""
-    P = len(fp.cap)
     if max_solves is None:
         max_solves = int(np.clip(PAIR_SOLVES // max(int(fp.candidate.sum()), 1), 2, MAX_SOLVES))
     if not fp.candidate.any() or not (fp.supply > 0).any():
@@ -199,8 +198,9 @@ def solve(fp: FleetProblem, max_solves: int | None = None, start: np.ndarray | N
             if exact.status != "ERROR":
                 bound = max(bound, exact.bound)
                 if exact.objective < objective:
-                    flow, objective = exact.flow, exact.objective
+                    flow = exact.flow
                     unserved = np.maximum(fp.supply - flow.sum(axis=1), 0.0)
+                    objective = cost_of(fp, flow) + fp.penalty * float(unserved.sum())  # of the tidied flows
     solution = Solution("FEASIBLE", flow, unserved, objective, min(bound, objective), lp.solves, cost_of(fp, flow))
     return replace(solution, status="OPTIMAL") if solution.gap <= OPTIMAL_GAP else solution
 
