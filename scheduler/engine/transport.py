@@ -26,7 +26,8 @@ _EMPTY = np.zeros(0)
 # GLOP's parameter sets, tried in turn until one answers OPTIMAL. Its presolve occasionally ends a small, well-scaled
 # LP as ABNORMAL (the fleet's hull LP, tests/test_engine_transport.py); without presolve, or with the dual simplex,
 # the same LP solves. HiGHS's simplex is the last resort.
-GLOP_RETRIES = ("", "use_preprocessing: false", "use_dual_simplex: true", "use_scaling: false")
+NO_PRESOLVE = "use_preprocessing: false"
+GLOP_RETRIES = ("", NO_PRESOLVE, "use_dual_simplex: true", "use_scaling: false")
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def hull_bound(fp: FleetProblem, ladder: list[np.ndarray], units: transport.Unit
     if items.sum() > MAX_ITEMS:
         exact = crowded.copy() if crowded is not None and items[crowded].sum() <= MAX_ITEMS else ~exact
     m = _model(fp, ladder, units, exact)
-    response = transport.solve_model(m.proto, "use_preprocessing: false")  # presolve gains nothing at this size
+    response = transport.solve_model(m.proto, transport.NO_PRESOLVE)  # presolve gains nothing at this size
     if response.status != linear_solver_pb2.MPSOLVER_OPTIMAL:
         return HullBound(-np.inf, [np.zeros(0) for _ in ladder])
     weights = np.asarray(response.variable_value)[:m.first_rung[-1]]

@@ -13,14 +13,16 @@ levels worth trying are the ceilings themselves: a pool's *rungs*. The search:
    The search starts from the better of two: each pool at the least ceiling of the cells the relaxation sent there,
    and each pool at the rung the hull LP (bound.py) weighs most.
 3. The bound: the best of the relaxation and the hull LP, which sees the ceilings. The search stops once it is
-   within SEARCH_GAP of it.
+   within SEARCH_GAP of it (measured against the plan's cost).
+4. Exact, when still short: on a small plan (rungs x cells <= EXACT_ITEMS) the disjunctive model with binary rungs
+   (bound.exact_plan), by a MIP solver within EXACT_NODES nodes; its answer and bound are kept where better.
 
 The tests compare the answer with an exact mixed-integer optimum of the same model (tests/fleet_oracle.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from ortools.linear_solver import linear_solver_pb2, pywraplp
@@ -38,7 +40,7 @@ EXACT_ITEMS = 20_000  # rungs x cells up to which a plan still short of its boun
 EXACT_NODES = 500  # branch-and-bound nodes the exact model may take (deterministic: nodes, not seconds)
 EXACT_SECONDS = 5.0  # a safety net on its time
 # GLOP's presolve ends these LPs ABNORMAL now and then (on 1,000 cells, most re-solves); without it they solve.
-GLOP_PARAMETERS = "use_preprocessing: false"
+GLOP_PARAMETERS = transport.NO_PRESOLVE
 _FLOWING = 1e-9  # share of a cell's supply below which a flow does not count as using a pool
 
 
@@ -145,14 +147,12 @@ def solve(fp: FleetProblem, max_solves: int | None = None, start: np.ndarray | N
     ladder = rungs(fp)
     if start is not None:
         ladder = [np.union1d(r, [s]) if len(r) and r[0] <= s <= r[-1] else r for r, s in zip(ladder, start.tolist())]
-    top = np.array([r[-1] if len(r) else c for r, c in zip(ladder, fp.cap)])
-    lp = LevelLP(fp)
-    relaxed = lp.solve(top, np.ones(lp.layout.n, bool))
+    top, lp, relaxed = _relax(fp, ladder)
     if relaxed.status != "OPTIMAL":
         return Solution("ERROR", np.zeros_like(fp.cost), fp.supply.copy(), np.inf, -np.inf, lp.solves)
     if keeps_ceilings(fp, relaxed.flow):
         return Solution("OPTIMAL", relaxed.flow, relaxed.unserved, relaxed.objective, relaxed.objective, lp.solves,
-                        cost_of(fp, relaxed.flow))
+                        fp.cost_of(relaxed.flow))
 
     bound = relaxed.objective
     rung = _rungs_served(fp, ladder, relaxed.flow)
@@ -200,9 +200,9 @@ def solve(fp: FleetProblem, max_solves: int | None = None, start: np.ndarray | N
                 if exact.objective < objective:
                     flow = exact.flow
                     unserved = np.maximum(fp.supply - flow.sum(axis=1), 0.0)
-                    objective = cost_of(fp, flow) + fp.penalty * float(unserved.sum())  # of the tidied flows
-    solution = Solution("FEASIBLE", flow, unserved, objective, min(bound, objective), lp.solves, cost_of(fp, flow))
-    return replace(solution, status="OPTIMAL") if solution.gap <= OPTIMAL_GAP else solution
+                    objective = fp.objective(flow)  # of the tidied flows
+    cost, bound = fp.cost_of(flow), min(bound, objective)
+    return Solution(status_of(objective, bound, cost), flow, unserved, objective, bound, lp.solves, cost)
 
 
 def lower_bound(fp: FleetProblem) -> float:
@@ -210,14 +210,19 @@ def lower_bound(fp: FleetProblem) -> float:
     if not fp.candidate.any() or not (fp.supply > 0).any():
         return fp.penalty * float(fp.supply.sum())
     ladder = rungs(fp)
-    top = np.array([r[-1] if len(r) else c for r, c in zip(ladder, fp.cap)])
-    lp = LevelLP(fp)
-    relaxed = lp.solve(top, np.ones(lp.layout.n, bool))
+    _, lp, relaxed = _relax(fp, ladder)
     if relaxed.status != "OPTIMAL":
         return -np.inf
     if keeps_ceilings(fp, relaxed.flow):
         return relaxed.objective
     return max(relaxed.objective, hull_bound(fp, ladder, lp.layout.units, _crowded(fp, relaxed.flow)).value)
+
+
+def _relax(fp: FleetProblem, ladder: list[np.ndarray]) -> tuple[np.ndarray, LevelLP, transport.TransportSolution]:
+    """Each pool's highest rung, the LP loaded, and the relaxation: every candidate pair, each pool up to its top."""
+    top = np.array([r[-1] if len(r) else c for r, c in zip(ladder, fp.cap)])
+    lp = LevelLP(fp)
+    return top, lp, lp.solve(top, np.ones(lp.layout.n, bool))
 
 
 def serving_levels(fp: FleetProblem, flow: np.ndarray) -> np.ndarray:
@@ -228,14 +233,9 @@ def serving_levels(fp: FleetProblem, flow: np.ndarray) -> np.ndarray:
 
 def _rungs_served(fp: FleetProblem, ladder: list[np.ndarray], flow: np.ndarray) -> np.ndarray:
     """Each pool at the least ceiling of the cells `flow` sends there (its lowest rung if none): keeps them all."""
-    serving = flow > _FLOWING * np.maximum(fp.supply[:, None], 1.0)
-    rung = np.zeros(len(ladder), dtype=np.int64)
-    for q, r in enumerate(ladder):
-        if len(r):
-            cols = fp.pool == q
-            ceilings = fp.ceiling[:, cols][serving[:, cols]]
-            rung[q] = np.searchsorted(r, ceilings.min()) if len(ceilings) else 0
-    return rung
+    least = _least_ceiling(fp, flow)
+    return np.array([int(np.searchsorted(r, c)) if len(r) and np.isfinite(c) else 0
+                     for r, c in zip(ladder, least.tolist())], dtype=np.int64)
 
 
 def _rungs_weighted(ladder: list[np.ndarray], weight: list[np.ndarray], rung: np.ndarray) -> np.ndarray:
@@ -246,23 +246,27 @@ def _rungs_weighted(ladder: list[np.ndarray], weight: list[np.ndarray], rung: np
 
 def _crowded(fp: FleetProblem, flow: np.ndarray) -> np.ndarray:
     """(P,) the pools whose load under `flow` passes the ceiling of a cell it serves: where the rungs matter."""
-    load = fp.pool_load(flow)
-    serving = flow > _FLOWING * np.maximum(fp.supply[:, None], 1.0)
+    least = _least_ceiling(fp, flow)
+    return fp.pool_load(flow) > least + 1e-9 * np.maximum(least, 1.0)
+
+
+def _least_ceiling(fp: FleetProblem, flow: np.ndarray) -> np.ndarray:
+    """(P,) the least ceiling of the cells `flow` sends to each pool (inf: none)."""
     least = np.full(len(fp.cap), np.inf)
-    g, t = np.nonzero(serving)
+    g, t = np.nonzero(flow > _FLOWING * np.maximum(fp.supply[:, None], 1.0))
     np.minimum.at(least, fp.pool[t], fp.ceiling[g, t])
-    return load > least + 1e-9 * np.maximum(least, 1.0)
+    return least
 
 
 def _close(objective: float, bound: float, fp: FleetProblem, flow: np.ndarray) -> bool:
     """Within SEARCH_GAP of the bound, measured against the plan's cost (not its penalties: a plan that refuses
     demand it could serve is far from close, however large its objective)."""
-    return objective - bound <= SEARCH_GAP * cost_of(fp, flow)
+    return objective - bound <= SEARCH_GAP * fp.cost_of(flow)
 
 
-def cost_of(fp: FleetProblem, flow: np.ndarray) -> float:
-    """CNY/s the flow costs (penalties aside)."""
-    return float((flow * np.where(fp.candidate, fp.cost, 0.0)).sum())
+def status_of(objective: float, bound: float, cost: float) -> str:
+    """OPTIMAL within OPTIMAL_GAP of the bound, measured against the cost as `Solution.gap` is, else FEASIBLE."""
+    return "OPTIMAL" if objective - bound <= OPTIMAL_GAP * cost else "FEASIBLE"
 
 
 def _levels(ladder: list[np.ndarray], rung: np.ndarray, top: np.ndarray) -> np.ndarray:

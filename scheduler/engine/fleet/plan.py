@@ -105,7 +105,7 @@ def plan(cat: Catalog, cells: list[DemandCell], slos: list[Slo], hour: int, poli
         flow, status, objective, bound, solves = _optimal(fp)
     else:
         flow, status, bound, solves = greedy.fill(fp, greedy.preference(fp, policy)), HEURISTIC, math.nan, 0
-        objective = _objective(fp, flow)
+        objective = fp.objective(flow)
     return _report(fp, flow, policy, status, objective, bound, solves, start)
 
 
@@ -119,7 +119,7 @@ def _optimal(fp: FleetProblem) -> tuple[np.ndarray, str, float, float, int]:
     if s.status == "ERROR":
         return np.zeros_like(fp.cost), s.status, np.inf, -np.inf, s.solves
     flow = grouping.spread(s.flow, fp)
-    objective = _objective(fp, flow)
+    objective = fp.objective(flow)
     solves = s.solves
     bound = -np.inf
     if int(fp.candidate.sum()) <= SEARCH_PAIRS:
@@ -130,14 +130,8 @@ def _optimal(fp: FleetProblem) -> tuple[np.ndarray, str, float, float, int]:
         if alone.status != "ERROR" and alone.objective < objective:
             flow, objective = alone.flow, alone.objective
     bound = min(max(bound, optimal.lower_bound(groups.optimistic(fp, BOUND_GROUPS).cells)), objective)
-    status = "OPTIMAL" if objective - bound <= optimal.OPTIMAL_GAP * optimal.cost_of(fp, flow) else "FEASIBLE"
+    status = optimal.status_of(objective, bound, fp.cost_of(flow))
     return flow, status, objective, bound, solves + 1
-
-
-def _objective(fp: FleetProblem, flow: np.ndarray) -> float:
-    """CNY/s: the flow's cost and the penalty on what it leaves unserved."""
-    return float((flow * np.where(fp.candidate, fp.cost, 0.0)).sum()
-                 + fp.penalty * np.maximum(fp.supply - flow.sum(axis=1), 0.0).sum())
 
 
 def _report(fp: FleetProblem, flow: np.ndarray, policy: str, status: str, objective: float, bound: float,

@@ -14,6 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
+from scheduler.engine import transport
 from scheduler.engine.catalog import Catalog
 from scheduler.engine.estimate import BatchArrays, Estimates, ceilings, estimate
 from scheduler.engine.request import DemandCell, Reason, Slo
@@ -58,6 +59,13 @@ class FleetProblem:
     def candidate(self) -> np.ndarray:
         return np.isfinite(self.cost)
 
+    def cost_of(self, flow: np.ndarray) -> float:
+        """CNY/s the flow costs (penalties aside)."""
+        return float((flow * np.where(self.candidate, self.cost, 0.0)).sum())
+
+    def objective(self, flow: np.ndarray) -> float:
+        """CNY/s: the flow's cost and the penalty on what it leaves unserved, what every policy is judged by."""
+        return self.cost_of(flow) + self.penalty * float(np.maximum(self.supply - flow.sum(axis=1), 0.0).sum())
 
     def pool_load(self, flow: np.ndarray) -> np.ndarray:
         """(P,) each pool's final load: what it held plus what the flow adds."""
@@ -135,4 +143,4 @@ def build(cat: Catalog, cells: list[DemandCell], slos: list[Slo], hour: int, use
         cat, cells, slos, hour, supply, cost, load, ceiling, reason, pool, site, used.astype(float),
         cap.astype(float), cable_use, gbps, cat.cable_capacity_gbps - cable_used, wire / np.where(weight > 0, weight, 1.0),
         rtt, kwh, g_co2, np.concatenate(green) if green else np.zeros(0), models, rows, offset, estimates,
-        1000.0 * (float(cost[np.isfinite(cost)].max(initial=0.0)) + 1e-6))
+        transport.unserved_penalty(cost))
