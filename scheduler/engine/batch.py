@@ -121,6 +121,7 @@ def build(cat: Catalog, batches: list[Batch], slos: list[Slo], hour: int, used: 
             region=region[idx], input_tokens=c.input_tokens[idx], output_tokens=c.output_tokens[idx],
             requests=c.requests[idx], ttft_slo=c.ttft_ms[idx], e2e_slo=c.e2e_ms[idx],
             data_class=[c.data_class[i] for i in by_model[m]], data_class_index=data_class[idx],
+            percentile=c.percentile[idx],
         )
         e = estimate(cat, mt, arrays, hour, used, energy=False)  # kWh and gCO2 only for the pairs chosen
         th, binding = ceilings(cat, mt, e, arrays.ttft_slo, arrays.e2e_slo)
@@ -146,7 +147,8 @@ def _columns(batches: list[Batch], slos: list[Slo]) -> Checked:
     return Checked(list(slos), [b.region for b in batches], [b.model for b in batches],
                    [b.data_class for b in batches], cols[:, 0], cols[:, 1], cols[:, 2],
                    np.fromiter((s.ttft_ms for s in slos), dtype=float, count=len(slos)),
-                   np.fromiter((s.e2e_ms for s in slos), dtype=float, count=len(slos)))
+                   np.fromiter((s.e2e_ms for s in slos), dtype=float, count=len(slos)),
+                   np.fromiter((s.percentile for s in slos), dtype=float, count=len(slos)))
 
 
 def latency_at(p: Problem, m: str, rows: np.ndarray, k: np.ndarray, pool_load: np.ndarray) -> Estimates:
@@ -156,7 +158,8 @@ def latency_at(p: Problem, m: str, rows: np.ndarray, k: np.ndarray, pool_load: n
     dc = a.data_class_index
     sub = BatchArrays(a.region[rows], a.input_tokens[rows], a.output_tokens[rows], a.requests[rows],
                       a.ttft_slo[rows], a.e2e_slo[rows], [a.data_class[i] for i in rows.tolist()],
-                      None if dc is None else dc[rows])
+                      None if dc is None else dc[rows],
+                      a.percentile if np.ndim(a.percentile) == 0 else a.percentile[rows])
     e = estimate(p.cat, p.cat.by_model[m], sub, p.hour, pool_load, targets=k)
     return Estimates(**{f: (v[:, 0] if isinstance(v, np.ndarray) and v.ndim == 2 else v) for f, v in e.__dict__.items()})
 

@@ -12,9 +12,10 @@ from functools import cached_property
 
 import numpy as np
 
-from scheduler import costs
+from scheduler import costs, queueing
 from scheduler.model.schema import Status, Topology
 from scheduler.network import NetworkModel, Route
+from scheduler.queueing import PoolQueues
 
 CABLE_PREFIX = "cable:"  # the ledger keys cable bandwidth as CABLE_PREFIX + cable id, beside the pools' keys
 
@@ -35,6 +36,8 @@ class ModelTargets:
     cny_per_mtok: np.ndarray  # (targets, 24): energy at each local hour + amortization, transit excluded
     g_co2_per_mtok: np.ndarray
     green_share: np.ndarray
+    servers: np.ndarray  # int: each target's pool as a queue: accelerators // parallelism (at least 1)
+    queues: PoolQueues  # the targets' waiting-time tables
 
     def __len__(self) -> int:
         return len(self.site)
@@ -106,19 +109,24 @@ class Catalog:
                 rows.append((si, self._pool(site.id, j, pool.accelerator, pool.count), tp.decode_tokens_per_s,
                              tp.prefill_tokens_per_s, kwh, cny, costs.g_co2_per_mtok(kwh, carbon), green))
         cols = list(zip(*rows)) if rows else [()] * 8
+        pool = np.array(cols[1], dtype=np.int64)
+        servers = queueing.servers(np.array([self.pools[p].count for p in pool], dtype=np.int64),
+                                   model.prefill_parallelism).astype(np.int64)
         return ModelTargets(
             model=model_id,
             speedup=costs.prefill_speedup(model),
             stream_tokens_per_s=model.stream_tokens_per_s,
             parallelism=model.prefill_parallelism,
             site=np.array(cols[0], dtype=np.int64),
-            pool=np.array(cols[1], dtype=np.int64),
+            pool=pool,
             decode_tps=np.array(cols[2], dtype=float),
             prefill_tps=np.array(cols[3], dtype=float),
             kwh_per_mtok=np.array(cols[4], dtype=float),
             cny_per_mtok=np.array(cols[5], dtype=float).reshape(len(rows), costs.HOURS),
             g_co2_per_mtok=np.array(cols[6], dtype=float),
             green_share=np.array(cols[7], dtype=float),
+            servers=servers,
+            queues=PoolQueues(servers),
         )
 
     def _pool(self, site: str, j: int, accelerator: str, count: int) -> int:
@@ -306,6 +314,16 @@ class OneBatchTables:
             self.site_targets[s].append(t)
         self._regions: dict[int, tuple] = {}
         self._hours: dict[int, list[float]] = {}
+        self._queues: dict[float, tuple[list[memoryview], list[memoryview]]] = {}
+        self.mean_waits = [mt.queues.mean_column(t) for t in range(self.n)]  # per target, by queueing.grid_index
+
+    def queues(self, percentile: float) -> tuple[list[memoryview], list[memoryview]]:
+        """Per target, its queue's wait table and ceiling inverse table at the percentile (PoolQueues.column)."""
+        out = self._queues.get(percentile)
+        if out is None:
+            columns = [self.mt.queues.column(t, percentile) for t in range(self.n)]
+            out = self._queues[percentile] = ([w for w, _ in columns], [i for _, i in columns])
+        return out
 
     def hour(self, h: int) -> list[float]:
         cny = self._hours.get(h)

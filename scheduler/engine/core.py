@@ -18,6 +18,7 @@ from scheduler.engine import baselines, fleet, knapsack
 from scheduler.engine import batch as joint
 from scheduler.engine.catalog import CABLE_PREFIX, Catalog
 from scheduler.engine.fleet import FleetPlan
+from scheduler.engine.estimate import mean_ttft_ms
 from scheduler.engine.ledger import Ledger, Reservation
 from scheduler.engine.place import Decision, decide, decide_one
 from scheduler.engine.request import (Batch, DemandCell, InvalidRequest, Reason, Slo, check_batch,
@@ -199,7 +200,7 @@ class DecisionTable:
     pool: list[str | None]
     route: list[Route | None]
     rtt_ms: np.ndarray  # (B,) floats
-    ttft_ms: np.ndarray
+    ttft_ms: np.ndarray  # at the SLO's percentile
     e2e_ms: np.ndarray
     cost_cny: np.ndarray
     kwh: np.ndarray
@@ -207,6 +208,7 @@ class DecisionTable:
     load: np.ndarray
     hold_s: np.ndarray
     ceiling: np.ndarray
+    ttft_mean_ms: np.ndarray  # with the mean wait
     reservation_count: np.ndarray  # (B,) ints: ids per batch
     reservation_ids: np.ndarray  # every batch's ids one after another, in request order
     topology_version: str
@@ -240,7 +242,7 @@ class DecisionTable:
             "hold_s": self.hold_s[placed].tolist(), "slo": [slos[i] for i in index],
             "alternatives": [[] for _ in index], "rejections": [[] for _ in index],
             "reservation_ids": [every[lo:hi] for lo, hi in zip([0] + ends[:-1], ends)],
-            "ceiling": self.ceiling[placed].tolist(),
+            "ceiling": self.ceiling[placed].tolist(), "ttft_mean_ms": self.ttft_mean_ms[placed].tolist(),
         }
         for i, values in zip(index, zip(*(columns[f] for f in _FIELDS))):
             d = new(Decision)
@@ -318,6 +320,7 @@ class _Placed:
     hold_s: np.ndarray
     ceiling: np.ndarray
     gbps: np.ndarray
+    ttft_mean_ms: np.ndarray
 
     @classmethod
     def of(cls, p: joint.Problem, a: joint.Assignment) -> _Placed:
@@ -328,7 +331,7 @@ class _Placed:
             r = np.flatnonzero(tt >= 0)
             np.add.at(final, p.pool[tt[r]], p.est[m].load[r, tt[r] - p.offset[m]])
         cols = {f: np.zeros(n_b) for f in ("rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "kwh", "g_co2", "load",
-                                           "hold_s", "ceiling", "gbps")}
+                                           "hold_s", "ceiling", "gbps", "ttft_mean_ms")}
         for m in p.models:
             e, rows = p.est[m], p.rows[m]
             tt = a.target[rows]
@@ -348,6 +351,7 @@ class _Placed:
             cols["hold_s"][i] = e.hold_s[placed]
             cols["ceiling"][i] = p.theta[m][placed, k]
             cols["gbps"][i] = e.gbps[placed]
+            cols["ttft_mean_ms"][i] = mean_ttft_ms(p.cat, p.cat.by_model[m], now, final, k)
         index = np.flatnonzero(a.target >= 0)
         target = a.target[index]
         return cls(p, a, index, target, p.site[target], p.pool[target], **{f: v[index] for f, v in cols.items()})
@@ -415,7 +419,7 @@ class _Placed:
             rtt_ms=full(self.rtt_ms, np.nan), ttft_ms=full(self.ttft_ms, np.nan), e2e_ms=full(self.e2e_ms, np.nan),
             cost_cny=full(self.cost_cny, np.nan), kwh=full(self.kwh, np.nan), g_co2=full(self.g_co2, np.nan),
             load=full(self.load, 0.0), hold_s=full(self.hold_s, 0.0), ceiling=full(self.ceiling, np.inf),
-            reservation_count=count,
+            ttft_mean_ms=full(self.ttft_mean_ms, np.nan), reservation_count=count,
             reservation_ids=np.arange(first_id or 0, (first_id or 0) + total, dtype=np.int64),
             topology_version=cat.version, hour=p.hour,
         )

@@ -6,6 +6,10 @@ so every policy judges latency, cost and eligibility the same way.
 Latency depends on the load of the target's pool (queueing), so besides the estimate at the current load this
 module gives each (batch, target) pair its *ceiling*: the highest load of the pool, in accelerators, at which the
 pair still meets its SLO. A placement keeps its promise as long as its pool stays at or below its ceiling.
+
+Latencies are judged at the SLO's percentile: a pool is an M/M/c queue (scheduler/queueing.py), and TTFT at
+percentile p is RTT + prefill + the p-th percentile of the wait; end to end adds the (deterministic) decode time.
+The queue's tables (ModelTargets.queues) serve both the estimate and its inverse, the ceiling.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from scheduler import costs
 from scheduler.engine.catalog import Catalog, ModelTargets
 from scheduler.engine.request import Reason
+from scheduler.queueing import DEFAULT_PERCENTILE
 
 # Reason codes as plain ints: IntEnum member lookups go through enum's __getattr__, slow in the per-call hot path.
 SITE_DOWN, UNREACHABLE, DATA_CLASS, TTFT, E2E = (int(r) for r in (
@@ -39,6 +44,7 @@ class BatchArrays:
     e2e_slo: np.ndarray
     data_class: list[str]
     data_class_index: np.ndarray | None = None  # the same as indices into Catalog.data_classes, when known
+    percentile: np.ndarray | float = DEFAULT_PERCENTILE  # (B,) or one for all: the SLOs' percentile
 
     def __len__(self) -> int:
         return len(self.region)
@@ -60,6 +66,7 @@ class Estimates:
     gbps: np.ndarray  # (B,) wire bandwidth while running
     prefill_ms: np.ndarray | None = None  # (B, T) prefill alone, the service time queueing scales
     decode_ms: np.ndarray | None = None  # (B,) streaming the answer
+    percentile: np.ndarray | float = DEFAULT_PERCENTILE  # (B,) or one for all: where TTFT and e2e are read
 
 
 def hold_seconds(output_tokens: np.ndarray, stream_tps: float) -> np.ndarray:
@@ -88,7 +95,7 @@ def estimate(
     rtt = per_pair(view.rtt_ms)
     prefill = (1000.0 * b.input_tokens)[:, None] / per_target(mt.prefill_tps * mt.parallelism)
     decode = 1000.0 * b.output_tokens / mt.stream_tokens_per_s
-    ttft, e2e = _latency(cat, mt, rtt, prefill, decode, pool_used, targets)
+    ttft, e2e = _latency(cat, mt, rtt, prefill, decode, pool_used, targets, b.percentile)
 
     reason = np.zeros(rtt.shape, dtype=np.int8)
     dc = b.data_class_index
@@ -115,18 +122,16 @@ def estimate(
         rtt_ms=rtt, ttft_ms=ttft, e2e_ms=e2e, reason=reason, cost_cny=cost,
         kwh=weight[:, None] * per_target(mt.kwh_per_mtok / costs.MTOK) if energy else None,
         g_co2=weight[:, None] * per_target(mt.g_co2_per_mtok / costs.MTOK) if energy else None,
-        load=load, hold_s=hold, gbps=gbps, prefill_ms=prefill, decode_ms=decode,
+        load=load, hold_s=hold, gbps=gbps, prefill_ms=prefill, decode_ms=decode, percentile=b.percentile,
     )
 
 
 def _latency(cat: Catalog, mt: ModelTargets, rtt: np.ndarray, prefill: np.ndarray, decode: np.ndarray,
-             pool_used: np.ndarray, targets: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """TTFT and end-to-end at the given pool loads: the only part of `estimate` that depends on load."""
-    pool = mt.pool if targets is None else mt.pool[targets]
-    util = pool_used[pool] / cat.pool_count[pool]  # physical utilization drives queueing
-    # Queueing is proportional to the service time (costs.queue_ms), so one factor per target serves every batch.
-    per_ms = costs.queue_ms(np.ones(len(util)), util)
-    per_ms = per_ms[None, :] if targets is None else per_ms[:, None]
+             pool_used: np.ndarray, targets: np.ndarray | None,
+             percentile: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """TTFT and end-to-end at the given pool loads and the SLOs' percentile: the only part of `estimate` that
+    depends on load."""
+    per_ms = _per_service_ms(mt, _utilization(cat, mt, pool_used, targets), targets, percentile, mean=False)
     with np.errstate(invalid="ignore"):  # 0 prefill x a saturated pool's inf: set to inf just below
         queue = prefill * per_ms
     if not np.isfinite(per_ms).all():  # a saturated pool queues forever, even a prefill-free batch
@@ -135,29 +140,71 @@ def _latency(cat: Catalog, mt: ModelTargets, rtt: np.ndarray, prefill: np.ndarra
     return ttft, ttft + decode[:, None]
 
 
+def _utilization(cat: Catalog, mt: ModelTargets, pool_used: np.ndarray, targets: np.ndarray | None) -> np.ndarray:
+    pool = mt.pool if targets is None else mt.pool[targets]
+    return pool_used[pool] / cat.pool_count[pool]  # physical utilization drives queueing
+
+
+def _per_service_ms(mt: ModelTargets, util: np.ndarray, targets: np.ndarray | None, percentile: np.ndarray | float,
+                    mean: bool) -> np.ndarray:
+    """The wait per ms of service (the queue scales with the service time, so one factor per target and
+    percentile serves every batch): (1, T) or (B, T) over all targets, (B, 1) for the batches' own targets. The
+    mean wait when `mean`, else the percentile's."""
+    q = mt.queues
+    if mean:
+        f = q.mean_factor(util, targets)
+        return f[None, :] if targets is None else f[:, None]
+    p = np.asarray(percentile, dtype=float)
+    if p.ndim == 0 or (p.size and (p == p.flat[0]).all()):
+        f = q.wait_factor(util, float(p.flat[0]) if p.size else DEFAULT_PERCENTILE, targets)
+        return f[None, :] if targets is None else f[:, None]
+    qs, row = np.unique(p, return_inverse=True)
+    if targets is None:  # one row of factors per percentile, each batch reads its own
+        return np.stack([q.wait_factor(util, x) for x in qs.tolist()])[row]
+    out = np.empty(len(targets))
+    for i, x in enumerate(qs.tolist()):
+        at = row == i
+        out[at] = q.wait_factor(util[at], x, targets[at])
+    return out[:, None]
+
+
 def latency_at(cat: Catalog, mt: ModelTargets, est: Estimates, pool_used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(B, T) TTFT and end-to-end of an all-targets `estimate` re-judged at other pool loads, without redoing
     the load-independent parts (routes, prefill, cost); equal to what `estimate` at those loads would report."""
-    return _latency(cat, mt, est.rtt_ms, est.prefill_ms, est.decode_ms, pool_used, None)
+    return _latency(cat, mt, est.rtt_ms, est.prefill_ms, est.decode_ms, pool_used, None, est.percentile)
+
+
+def mean_ttft_ms(cat: Catalog, mt: ModelTargets, est: Estimates, pool_used: np.ndarray,
+                 targets: np.ndarray | None = None) -> np.ndarray:
+    """TTFT with the mean wait instead of the percentile's, reported beside it: (B, T) for an all-targets
+    `estimate`, or (B,) for one made with `targets` (each batch on its own target)."""
+    rtt, prefill = est.rtt_ms, est.prefill_ms
+    if targets is not None:
+        rtt, prefill = rtt.reshape(-1, 1), prefill.reshape(-1, 1)
+    per_ms = _per_service_ms(mt, _utilization(cat, mt, pool_used, targets), targets, est.percentile, mean=True)
+    with np.errstate(invalid="ignore"):
+        ttft = rtt + prefill * per_ms + prefill
+    ttft[~np.isfinite(np.broadcast_to(per_ms, ttft.shape))] = np.inf
+    return ttft if targets is None else ttft[:, 0]
 
 
 def ceilings(cat: Catalog, mt: ModelTargets, est: Estimates, ttft_slo: np.ndarray,
              e2e_slo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(B, T) the highest load of each target's pool (accelerators) at which the pair meets its SLO, and which
-    bound sets it (Reason.TTFT or Reason.E2E).
+    """(B, T) the highest load of each target's pool (accelerators) at which the pair meets its SLO at its
+    percentile, and which bound sets it (Reason.TTFT or Reason.E2E).
 
-    The queueing term of `estimate` is costs.queue_ms, M/M/1: wait = prefill * u / (1 - u), so TTFT at
-    utilization u is rtt + prefill / (1 - u) and end-to-end adds the decode time. Solving for u gives the highest
-    utilization each bound allows; -inf where even an idle pool is too slow. A test pins this inverse to `estimate`.
+    TTFT at utilization u is rtt + prefill + the percentile's wait, which grows with u; the queue's inverse tables
+    (PoolQueues.ceiling) give the highest grid utilization at which prefill + wait fits the budget the SLO leaves
+    after the RTT. -inf where even an idle pool is too slow. A test pins this inverse to `estimate`.
     """
     # Both bounds spend the same RTT, so which one binds is a property of the batch alone.
     slack = np.minimum(ttft_slo, e2e_slo - est.decode_ms)  # (B,) ms for rtt + prefill + queueing
     binding = np.where(ttft_slo <= e2e_slo - est.decode_ms, TTFT, E2E).astype(np.int8)
-    with np.errstate(divide="ignore", invalid="ignore"):  # unreachable targets (inf RTT) come out at -inf
+    with np.errstate(invalid="ignore"):  # unreachable targets (inf RTT): -inf budget, ruled out below
         budget = slack[:, None] - est.rtt_ms
-        theta = np.divide(est.prefill_ms, budget)
-        np.subtract(1.0 - CEILING_MARGIN, theta, out=theta)
-        theta[~((budget >= est.prefill_ms) & (budget > 0))] = -np.inf
-    np.minimum(theta, 1.0 - CEILING_MARGIN, out=theta)
-    theta *= cat.pool_count[mt.pool][None, :]
-    return theta, np.broadcast_to(binding[:, None], theta.shape)
+    p = np.broadcast_to(np.asarray(est.percentile, dtype=float), (len(slack),))
+    ceiling = mt.queues.ceiling(est.prefill_ms, budget, p)
+    ceiling[~(budget > 0)] = -np.inf
+    ceiling -= CEILING_MARGIN
+    ceiling *= cat.pool_count[mt.pool][None, :]
+    return ceiling, np.broadcast_to(binding[:, None], ceiling.shape)

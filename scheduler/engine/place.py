@@ -8,9 +8,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from scheduler import costs
+from scheduler import costs, queueing
 from scheduler.engine.catalog import Catalog, ModelTargets, OneBatchTables
-from scheduler.engine.estimate import CEILING_MARGIN, BatchArrays, Estimates, ceilings, estimate, latency_at
+from scheduler.engine.estimate import (
+    CEILING_MARGIN, BatchArrays, Estimates, ceilings, estimate, latency_at, mean_ttft_ms,
+)
 from scheduler.engine.request import Batch, Reason, Slo
 from scheduler.network import Route
 
@@ -61,6 +63,7 @@ class Decision:
     rejections: list[Rejection] = field(default_factory=list)
     reservation_ids: tuple[int, ...] = ()
     ceiling: float = math.inf  # the pool load (accelerators) up to which this placement's SLO holds
+    ttft_mean_ms: float = math.nan  # TTFT with the mean wait; ttft_ms is at the SLO's percentile
 
 
 def single(batch: Batch, slo: Slo, cat: Catalog) -> BatchArrays:
@@ -72,6 +75,7 @@ def single(batch: Batch, slo: Slo, cat: Catalog) -> BatchArrays:
         ttft_slo=np.array([slo.ttft_ms]),
         e2e_slo=np.array([slo.e2e_ms]),
         data_class=[batch.data_class],
+        percentile=slo.percentile,
     )
 
 
@@ -158,6 +162,7 @@ def decide(
         rtt_ms=float(est.rtt_ms[0, t]), ttft_ms=float(est.ttft_ms[0, t]), e2e_ms=float(est.e2e_ms[0, t]),
         cost_cny=float(est.cost_cny[0, t]), kwh=float(est.kwh[0, t]), g_co2=float(est.g_co2[0, t]),
         load=float(est.load[0, t]), hold_s=float(est.hold_s[0]), ceiling=float(theta[0, t]),
+        ttft_mean_ms=float(mean_ttft_ms(cat, mt, now, with_it)[0, t]),
         alternatives=_alternatives(est, cat, mt, order[1:1 + ALTERNATIVES]), rejections=rejections, **base,
     )
     return decision, order.tolist()
@@ -232,15 +237,17 @@ def _unplaced(base: dict, reason: np.ndarray, est: Estimates, slo: Slo, cat: Cat
 _INF = math.inf
 _BIG = sys.float_info.max
 _TTFT, _E2E = int(Reason.TTFT), int(Reason.E2E)
-_TOP = 1.0 - CEILING_MARGIN
+_GRID, _STEPS, _STEP_SCALE = queueing.GRID, queueing.STEPS, queueing.STEP_SCALE
 _REASON = {int(r): r for r in Reason}
 _new = object.__new__
 
 
-def _latency(pre: float, rtt: float, dec: float, util: float) -> tuple[float, float]:
-    # costs.queue_ms at one target: prefill * u / (1 - u) below saturation, inf at or past it (also for no prefill).
-    ttft = rtt + (pre * (util / (1.0 - util)) if util < 1.0 else _INF) + pre
-    return ttft, ttft + dec
+def _ttft(pre: float, rtt: float, util: float, table: memoryview) -> float:
+    """`estimate`'s TTFT at one target: the queue's wait per ms of service read from its table at the grid point
+    at or above the utilization (queueing.grid_index); a saturated pool queues forever, even without prefill."""
+    i = math.ceil(util * _GRID)
+    per_ms = table[i if i < _GRID else _GRID]
+    return rtt + (pre * per_ms if per_ms < _INF else _INF) + pre
 
 
 def _ratio(a: float, b: float) -> float:
@@ -264,6 +271,7 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
     T = tables
     r = cat.region_index[batch.region]
     rtts, static, rows, routes = T.region(r)
+    waits, inverses = T.queues(slo.percentile)
     dc = cat.data_class_index[batch.data_class]
     static = static[dc]
     cny = T.hour(hour)
@@ -301,8 +309,7 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
         ld = load[t] = per_s / decode_tps
         c = ceiling[p]
         cp = cap[t] = c if c < capacity else capacity
-        util = u / cnt
-        ttft = rtt + (pr * (util / (1.0 - util)) if util < 1.0 else _INF) + pr  # costs.queue_ms, M/M/1
+        ttft = _ttft(pr, rtt, u / cnt, waits[t])
         if ttft > ttft_slo:
             before[t] = reason[t] = _TTFT
         elif ttft + dec > e2e_slo:
@@ -313,8 +320,13 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
             reason[t] = CABLE
         else:
             budget = slack - rtt  # `ceilings`: the most load at which the pair still meets its SLO
-            th = _TOP - pr / budget if budget >= pr and budget > 0 else -_INF
-            th = (th if th < _TOP else _TOP) * cnt
+            if budget >= pr and budget > 0:  # queueing.PoolQueues.ceiling: its step in the inverse table
+                h = budget / pr if pr else _INF
+                h = math.log(h) * _STEP_SCALE if h > 1.0 else 0.0
+                th = inverses[t][int(h) if h < _STEPS - 1 else _STEPS - 1]
+            else:
+                th = -_INF
+            th = (th - CEILING_MARGIN) * cnt
             if u + ld > th + 1e-9:
                 reason[t] = binding
             else:
@@ -322,7 +334,8 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
                 ok.append(((weight * cny[t] + wire * transit) / mtok, rtt, t))
 
     def latency(t: int) -> tuple[float, float]:  # what the batch will see: its pool with it on
-        return _latency(pre[t], rtts[t], dec, (used[pool[t]] + load[t]) / count[t])
+        ttft = _ttft(pre[t], rtts[t], (used[pool[t]] + load[t]) / count[t], waits[t])
+        return ttft, ttft + dec
 
     rejections = []
     codes = reason
@@ -347,7 +360,7 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
     if not ok:
         why = _unplaced_one(reason, T, slo, used, cap, load, latency)
         return _decision(batch, False, why[0], why[1], cat.version, hour, None, None, None, math.nan, math.nan,
-                         math.nan, math.nan, math.nan, math.nan, 0.0, 0.0, slo, [], rejections, math.inf)
+                         math.nan, math.nan, math.nan, math.nan, 0.0, 0.0, slo, [], rejections, math.inf, math.nan)
     if len(ok) > 1:
         ok.sort()  # by cost, then rtt, then target: np.lexsort's (stable) order
     cost, rtt, t = ok[0]
@@ -358,13 +371,14 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
         a_ttft, a_e2e = latency(a)
         alternatives.append(_make(Alternative, site=names[a], pool=keys[a], cost_cny=a_cost, rtt_ms=a_rtt,
                                   ttft_ms=a_ttft, e2e_ms=a_e2e))
+    mean = _ttft(pre[t], rtts[t], (used[pool[t]] + load[t]) / count[t], T.mean_waits[t])
     return _decision(batch, True, Reason.OK, f"cheapest of {len(ok)} feasible targets", cat.version, hour,
                      names[t], keys[t], routes[t], rtt, ttft, e2e, cost, weight * T.kwh[t], weight * T.g_co2[t],
-                     load[t], hold, slo, alternatives, rejections, theta[t])
+                     load[t], hold, slo, alternatives, rejections, theta[t], mean)
 
 
 def _decision(batch, placed, reason, message, topology_version, hour, site, pool, route, rtt_ms, ttft_ms, e2e_ms,
-              cost_cny, kwh, g_co2, load, hold_s, slo, alternatives, rejections, ceiling) -> Decision:
+              cost_cny, kwh, g_co2, load, hold_s, slo, alternatives, rejections, ceiling, ttft_mean_ms) -> Decision:
     """A Decision (no reservation ids yet) filled in declaration order without its __init__ (a test pins the
     fields and their order to the dataclass's)."""
     d = _new(Decision)
@@ -373,6 +387,7 @@ def _decision(batch, placed, reason, message, topology_version, hour, site, pool
         "hour": hour, "site": site, "pool": pool, "route": route, "rtt_ms": rtt_ms, "ttft_ms": ttft_ms,
         "e2e_ms": e2e_ms, "cost_cny": cost_cny, "kwh": kwh, "g_co2": g_co2, "load": load, "hold_s": hold_s, "slo": slo,
         "alternatives": alternatives, "rejections": rejections, "reservation_ids": (), "ceiling": ceiling,
+        "ttft_mean_ms": ttft_mean_ms,
     })
     return d
 

@@ -9,6 +9,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from scheduler.queueing import DEFAULT_PERCENTILE, PERCENTILES
+
 MAX_TOKENS = 10_000_000
 MAX_REQUESTS = 1_000_000
 # Length limits on the strings a request carries, in characters (the API answers INVALID_ARGUMENT past them, so a
@@ -58,6 +60,7 @@ class Batch:
     data_class: str = "public"
     priority: int = 0
     id: str = ""
+    percentile: float | None = None  # of the SLO's latencies: one of PERCENTILES; None: the region's default
 
 
 # A batch's strings and their length limits, in the order `check_batch` judges them (before anything else).
@@ -100,8 +103,19 @@ _LABELS = {
 
 @dataclass(frozen=True)
 class Slo:
+    """The latency bounds a batch is judged against, met by `percentile` % of its requests (inf: unbounded)."""
+
     ttft_ms: float
     e2e_ms: float
+    percentile: float = DEFAULT_PERCENTILE
+
+
+def percentile_error(value: object) -> str | None:
+    """Why a value is not a percentile an SLO may name (None when it is one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in PERCENTILES:
+        allowed = ", ".join(f"{p:g}" for p in PERCENTILES)
+        return f"must be one of {allowed}, got {quote(value)}"
+    return None
 
 
 def check_batch(batch: Batch, regions: dict, models: set[str], data_classes: set[str], prefix: str = "") -> Slo:
@@ -135,7 +149,11 @@ def check_batch(batch: Batch, regions: dict, models: set[str], data_classes: set
             raise bad(name, f"must be a positive number of milliseconds, got {quote(value)}")
     if ttft is None and e2e is None:
         raise bad("ttft_ms", "no SLO: give ttft_ms or e2e_ms (the region has no default)")
-    return Slo(ttft if ttft is not None else math.inf, e2e if e2e is not None else math.inf)
+    own = getattr(batch, "percentile", None)
+    if own is not None and (message := percentile_error(own)) is not None:
+        raise bad("percentile", message)
+    return Slo(ttft if ttft is not None else math.inf, e2e if e2e is not None else math.inf,
+               float(own if own is not None else default.percentile))
 
 
 @dataclass(frozen=True)
@@ -151,6 +169,7 @@ class Checked:
     requests: np.ndarray
     ttft_ms: np.ndarray  # the effective SLOs; inf: unbounded
     e2e_ms: np.ndarray
+    percentile: np.ndarray  # the effective SLOs' percentiles
 
 
 def check_batches(batches: Sequence[Batch], regions: Mapping, models, data_classes,
@@ -168,42 +187,46 @@ def check_batches(batches: Sequence[Batch], regions: Mapping, models, data_class
         dclass, req = [b.data_class for b in batches], [b.requests for b in batches]
         inp, out = [b.input_tokens for b in batches], [b.output_tokens for b in batches]
         ttft, e2e = [b.ttft_ms for b in batches], [b.e2e_ms for b in batches]
+        pct = [getattr(b, "percentile", None) for b in batches]
     except AttributeError:  # not a batch: fail where checking them one by one fails (an earlier one may be invalid)
         for i, b in enumerate(batches):
             check_batch(b, regions, models, data_classes, prefix.format(i))
         raise
     try:
-        clear = _screen(n, regions, models, data_classes, region, model, dclass, inp, out, req, ttft, e2e)
+        clear = _screen(n, regions, models, data_classes, region, model, dclass, inp, out, req, ttft, e2e, pct)
         ids = [getattr(b, "id", "") for b in batches]  # the one string no known set bounds: its length alone
         if max(map(len, ids), default=0) > MAX_ID_CHARS:
             clear = [ok and len(i) <= MAX_ID_CHARS for ok, i in zip(clear, ids)]
     except (TypeError, ValueError, OverflowError):  # values of unexpected types: let check_batch judge each one
         clear = [False] * n
-    defaults = {r: (regions[r].slo.ttft_ms, regions[r].slo.e2e_ms) for r in set(region) if r in regions}
+    defaults = {r: (regions[r].slo.ttft_ms, regions[r].slo.e2e_ms, float(regions[r].slo.percentile))
+                for r in set(region) if r in regions}
     slos: list[Slo] = []
     append = slos.append
     interned: dict[tuple, Slo] = {}  # by the request's own fields: most batches share a few SLOs
-    for i, (r, t, e, ok) in enumerate(zip(region, ttft, e2e, clear)):
+    for i, (r, t, e, q, ok) in enumerate(zip(region, ttft, e2e, pct, clear)):
         if ok:
-            key = (r, t, e, type(t), type(e))  # 500 and 500.0 are equal keys, but check_batch keeps the type
+            key = (r, t, e, q, type(t), type(e))  # 500 and 500.0 are equal keys, but check_batch keeps the type
             slo = interned.get(key)
             if slo is None:
-                dt, de = defaults[r]
+                dt, de, dq = defaults[r]
                 t = t if t is not None else dt
                 e = e if e is not None else de
                 if t is not None or e is not None:
-                    slo = interned[key] = Slo(t if t is not None else math.inf, e if e is not None else math.inf)
+                    slo = interned[key] = Slo(t if t is not None else math.inf, e if e is not None else math.inf,
+                                              float(q if q is not None else dq))
             if slo is not None:
                 append(slo)
                 continue
         append(check_batch(batches[i], regions, models, data_classes, prefix.format(i)))
     return Checked(slos, region, model, dclass, np.array(inp, dtype=float), np.array(out, dtype=float),
                    np.array(req, dtype=float), np.array([s.ttft_ms for s in slos], dtype=float),
-                   np.array([s.e2e_ms for s in slos], dtype=float))
+                   np.array([s.e2e_ms for s in slos], dtype=float),
+                   np.array([s.percentile for s in slos], dtype=float))
 
 
 def _screen(n: int, regions, models, data_classes, region: list, model: list, dclass: list, inp: list, out: list,
-            req: list, ttft: list, e2e: list) -> list[bool]:
+            req: list, ttft: list, e2e: list, percentile: list) -> list[bool]:
     """Per batch, True where every check of `check_batch` surely passes (False: let it judge)."""
     ok = np.ones(n, dtype=bool)
     for col, known in ((region, regions), (model, models), (dclass, data_classes)):
@@ -224,6 +247,9 @@ def _screen(n: int, regions, models, data_classes, region: list, model: list, dc
             return [False] * n
         a = np.array([1.0 if v is None else v for v in col], dtype=float)
         ok &= (a > 0) & np.isfinite(a)
+    if not set(map(type, percentile)).issubset(numbers):
+        return [False] * n
+    ok &= np.isin(np.array([DEFAULT_PERCENTILE if v is None else v for v in percentile], dtype=float), PERCENTILES)
     return ok.tolist()
 
 
@@ -242,9 +268,10 @@ class DemandCell:
     output_tokens: int = 500
     ttft_ms: float | None = None
     e2e_ms: float | None = None
+    percentile: float | None = None  # None: the region's default
 
     def as_batch(self) -> Batch:
         return Batch(self.region, self.model, self.input_tokens, self.output_tokens, 1, self.ttft_ms, self.e2e_ms,
-                     self.data_class)
+                     self.data_class, percentile=self.percentile)
 
 

@@ -12,8 +12,10 @@ from typing import Annotated
 
 import networkx as nx
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
+
+from scheduler.queueing import DEFAULT_PERCENTILE, PERCENTILES
 
 Id = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", min_length=1, max_length=64)]
 Hour = Annotated[int, Field(ge=0, le=24)]
@@ -124,8 +126,19 @@ class Node(Strict):
 
 
 class Slo(Strict):
+    """A region's default latency bounds, met by `percentile` % of requests (p95 unless stated)."""
+
     ttft_ms: Positive | None = None
     e2e_ms: Positive | None = None
+    percentile: float = DEFAULT_PERCENTILE
+
+    @field_validator("percentile")
+    @classmethod
+    def _known_percentile(cls, value: float) -> float:
+        if value not in PERCENTILES:
+            raise PydanticCustomError("percentile", "must be one of {allowed}, got {value}",
+                                      {"allowed": ", ".join(f"{p:g}" for p in PERCENTILES), "value": value})
+        return value
 
     @model_validator(mode="after")
     def _some_bound(self) -> Slo:

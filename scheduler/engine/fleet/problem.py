@@ -107,7 +107,7 @@ def build(cat: Catalog, cells: list[DemandCell], slos: list[Slo], hour: int, use
             region=region[idx], input_tokens=np.array([cells[g].input_tokens for g in idx], dtype=float),
             output_tokens=np.array([cells[g].output_tokens for g in idx], dtype=float), requests=np.ones(len(idx)),
             ttft_slo=np.array([slos[g].ttft_ms for g in idx]), e2e_slo=np.array([slos[g].e2e_ms for g in idx]),
-            data_class=[cells[g].data_class for g in idx])
+            data_class=[cells[g].data_class for g in idx], percentile=np.array([slos[g].percentile for g in idx]))
         e = estimate(cat, mt, arrays, hour, used)
         top, binding = ceilings(cat, mt, e, arrays.ttft_slo, arrays.e2e_slo)
         top = np.minimum(top, cap[mt.pool][None, :])
