@@ -74,7 +74,7 @@ def mixed_batches(topology, n: int, seed: int) -> list[Batch]:
         out.append(Batch(
             regions[rng.integers(len(regions))], models[rng.integers(len(models))], inp, outp,
             int(rng.integers(1, 300 if kind == 5 else 30)), ttft, e2e, classes[rng.integers(len(classes))],
-            id=f"m{i}"))
+            id=f"m{i}", percentile=[None, 50.0, 90.0, 99.0, 99.9][int(rng.integers(5))]))
     return out
 
 

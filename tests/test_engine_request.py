@@ -24,7 +24,8 @@ slo = st.one_of(st.none(), st.integers(-5, 5000), st.floats(allow_nan=True, allo
 
 ODD = {"region": st.sampled_from(["atlantis"]), "model": st.sampled_from(["gpt-9"]),
        "data_class": st.sampled_from(["secret"]), "input_tokens": tokens, "output_tokens": tokens,
-       "requests": requests, "ttft_ms": slo, "e2e_ms": slo}
+       "requests": requests, "ttft_ms": slo, "e2e_ms": slo,
+       "percentile": st.sampled_from([97.0, 0, -95.0, math.nan, "95", True, 10 ** 400, 95])}
 
 
 @st.composite
@@ -37,10 +38,11 @@ def batches(draw):
                       requests=draw(st.integers(1, 64)),
                       ttft_ms=draw(st.one_of(st.none(), st.sampled_from([500, 800.0, 1500.5]))),
                       e2e_ms=draw(st.one_of(st.none(), st.sampled_from([30_000, 60_000.0]))),
-                      data_class=draw(st.sampled_from(CLASSES)))
+                      data_class=draw(st.sampled_from(CLASSES)),
+                      percentile=draw(st.one_of(st.none(), st.sampled_from([50, 90.0, 95.0, 99, 99.9]))))
         if draw(st.integers(0, 5)) == 0:
             names = ["region", "model", "data_class"] + ["input_tokens", "output_tokens", "requests", "ttft_ms",
-                                                         "e2e_ms"] * 4  # the later checks are reached less often
+                                                         "e2e_ms", "percentile"] * 4  # later checks come less often
             for name in draw(st.lists(st.sampled_from(names), min_size=1, max_size=2)):
                 fields[name] = draw(ODD[name])
         out.append(Batch(**fields))
@@ -69,6 +71,23 @@ def test_check_batches_judges_as_check_batch_one_by_one(bs):
     if want[0] == "ok":  # the same SLO values, down to int vs float
         assert [(type(s.ttft_ms), type(s.e2e_ms)) for s in got[1]] == [(type(s.ttft_ms), type(s.e2e_ms))
                                                                        for s in want[1]]
+
+
+def test_an_slo_names_its_percentile_or_takes_the_region_s():
+    b = Batch("singapore", MODELS[0], 100, 20)
+    assert check_batch(b, CAT.region_by_id, CAT.models, CAT.data_classes).percentile == 95.0  # the default
+    for p in (50, 90.0, 99, 99.9):
+        slo = check_batch(Batch("singapore", MODELS[0], 100, 20, percentile=p), CAT.region_by_id, CAT.models,
+                          CAT.data_classes)
+        assert slo.percentile == p and isinstance(slo.percentile, float)
+    for bad in (97.0, 0, 100, -95.0, math.nan, "95", True):
+        try:
+            check_batch(Batch("singapore", MODELS[0], 100, 20, percentile=bad), CAT.region_by_id, CAT.models,
+                        CAT.data_classes)
+        except InvalidRequest as e:
+            assert e.field == "percentile" and e.message.startswith("must be one of 50, 90, 95, 99, 99.9, got ")
+        else:
+            raise AssertionError(f"percentile {bad!r} accepted")
 
 
 def test_check_batches_columns():

@@ -62,6 +62,15 @@ def test_number_out_of_range(tmp_path):
     assert "greater than or equal to 1" in p.message
 
 
+def test_a_region_s_slo_names_an_allowed_percentile(tmp_path):
+    old = "slo: {ttft_ms: 1000"
+    text, err = load_edited(tmp_path, old, "slo: {percentile: 97, ttft_ms: 1000")
+    p = only(err)
+    assert p.field.endswith(".slo.percentile") and p.field.startswith("regions[")
+    assert p.line == line_of(text, "percentile: 97")
+    assert "must be one of 50, 90, 95, 99, 99.9" in p.message
+
+
 def test_wrong_type(tmp_path):
     text, err = load_edited(tmp_path, "{accelerator: ascend-910b, count: 32}", "{accelerator: ascend-910b, count: many}")
     p = only(err)

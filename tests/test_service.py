@@ -211,6 +211,8 @@ INVALID = [
     ("zero SLO", dict(batch=sg(ttft_ms=0)), "ttft_ms", "ttft_ms: must be a positive number"),
     ("negative SLO", dict(batch=sg(e2e_ms=-1)), "e2e_ms", "e2e_ms: must be a positive number"),
     ("NaN SLO", dict(batch=sg(ttft_ms=math.nan)), "ttft_ms", "ttft_ms: must be a positive number"),
+    ("unknown percentile", dict(batch=sg(percentile=97)), "percentile",
+     "percentile: must be one of 50, 90, 95, 99, 99.9, got 97.0"),
     ("bad hour", dict(batch=sg(), hour=24), "hour", "hour: must be an integer hour 0..23"),
     ("missing batch", dict(), "batch", "batch: required"),
 ]

@@ -24,14 +24,15 @@ HOUR = 14
 def reference_decision(d) -> types_pb2.Decision:
     """What a Decision message holds, spelled out field by field (the declarative form the fast path must match)."""
     slo = (types_pb2.Slo(ttft_ms=d.slo.ttft_ms if math.isfinite(d.slo.ttft_ms) else None,
-                         e2e_ms=d.slo.e2e_ms if math.isfinite(d.slo.e2e_ms) else None) if d.slo else None)
+                         e2e_ms=d.slo.e2e_ms if math.isfinite(d.slo.e2e_ms) else None,
+                         percentile=d.slo.percentile) if d.slo else None)
     out = dict(batch_id=d.batch.id, placed=d.placed, reason=convert.REASON_TO_PB[d.reason], message=d.message,
                slo=slo, reservation_ids=d.reservation_ids)
     if d.placed:
         r = d.route
         out.update(site=d.site, pool=d.pool, rtt_ms=d.rtt_ms, ttft_ms=d.ttft_ms, e2e_ms=d.e2e_ms,
                    cost_cny=d.cost_cny, energy_kwh=d.kwh, g_co2=d.g_co2, accelerators=d.load, hold_s=d.hold_s,
-                   route=types_pb2.Route(region=r.region, site=r.site, rtt_ms=r.rtt_ms, nodes=r.nodes, links=r.edges,
+                   ttft_mean_ms=d.ttft_mean_ms, route=types_pb2.Route(region=r.region, site=r.site, rtt_ms=r.rtt_ms, nodes=r.nodes, links=r.edges,
                                          cables=r.cables, transit_cny_per_gb=r.transit_cny_per_gb))
     out["alternatives"] = [types_pb2.Alternative(site=a.site, pool=a.pool, cost_cny=a.cost_cny, rtt_ms=a.rtt_ms,
                                                  ttft_ms=a.ttft_ms, e2e_ms=a.e2e_ms) for a in d.alternatives]
@@ -84,7 +85,7 @@ def test_the_shared_message_cache_is_bounded():
     cache = convert.MessageCache(limit=3)
     slos = [Slo(100.0 + i, math.inf) for i in range(10)]
     for s in slos:
-        assert cache.slo(s) == types_pb2.Slo(ttft_ms=s.ttft_ms)
+        assert cache.slo(s) == types_pb2.Slo(ttft_ms=s.ttft_ms, percentile=s.percentile)
     assert len(cache._slos) <= 3
 
 

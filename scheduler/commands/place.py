@@ -7,6 +7,7 @@ import sys
 
 import grpc
 
+from scheduler.queueing import PERCENTILES
 from scheduler.service.client import DEFAULT_TARGET, TOKEN_ENV, Client, error_decision, error_text, read_token
 from scheduler.service.render import decision_report
 from scheduler.service.security import ConfigError
@@ -22,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--requests", type=int, default=1, help="requests in the batch (default: %(default)s)")
     p.add_argument("--ttft-ms", type=float, help="time-to-first-token SLO (default: the region's)")
     p.add_argument("--e2e-ms", type=float, help="end-to-end SLO (default: the region's)")
+    p.add_argument("--percentile", type=float, choices=PERCENTILES, metavar="P",
+                   help="the share of requests (%%) the SLO holds for: 50, 90, 95, 99 or 99.9 (default: the "
+                        "region's, p95 unless the topology says otherwise)")
     p.add_argument("--data-class", default="", help="data class (default: public)")
     p.add_argument("--hour", type=int, help="China local hour 0-23 for prices (default: now)")
     p.add_argument("--dry-run", action="store_true", help="decide without holding capacity")
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             model = args.model or first_model(client)
             batch = types_pb2.Batch(region=args.region, model=model, input_tokens=args.input_tokens,
                                     output_tokens=args.output_tokens, requests=args.requests, ttft_ms=args.ttft_ms,
-                                    e2e_ms=args.e2e_ms, data_class=args.data_class)
+                                    e2e_ms=args.e2e_ms, data_class=args.data_class, percentile=args.percentile)
             resp = client.place(batch, hour=args.hour, dry_run=args.dry_run)
         except grpc.RpcError as e:
             decision = error_decision(e)

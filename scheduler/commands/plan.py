@@ -10,6 +10,7 @@ import grpc
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from scheduler.queueing import PERCENTILES
 from scheduler.commands.place import add_client_args, client_from_args
 from scheduler.service.client import error_text
 from scheduler.service.security import ConfigError
@@ -17,7 +18,8 @@ from scheduler.service.render import plan_report
 from scheduler.v1 import topology_pb2, types_pb2
 
 DEFAULT_RATE = 20_000.0  # tokens/s per region when no demand is given: a busy hour of one region's routers
-CELL_KEYS = {"region", "model", "tokens_per_s", "data_class", "input_tokens", "output_tokens", "ttft_ms", "e2e_ms"}
+CELL_KEYS = {"region", "model", "tokens_per_s", "data_class", "input_tokens", "output_tokens", "ttft_ms", "e2e_ms",
+             "percentile"}
 
 
 class DemandError(ValueError):
@@ -36,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", default="optimal", help="optimal, cheapest-greedy or nearest (default: %(default)s)")
     p.add_argument("--hour", type=int, help="China local hour 0-23 for prices (default: now)")
     p.add_argument("--use-ledger", action="store_true", help="plan net of capacity live placements hold")
+    p.add_argument("--percentile", type=float, choices=PERCENTILES, metavar="P",
+                   help="the SLO percentile of cells that do not name one: 50, 90, 95, 99 or 99.9 (default: each "
+                        "region's, p95 unless the topology says otherwise)")
     add_client_args(p)
     p.set_defaults(func=run)
 
@@ -93,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
                 cells += read_file(args.demand_file)
             if not cells:
                 cells = default_demand(topology, args.model, args.rate)
+            if args.percentile is not None:
+                for c in cells:
+                    if not c.HasField("percentile"):
+                        c.percentile = args.percentile
             resp = client.get_plan(cells, hour=args.hour, policy=args.policy, use_ledger=args.use_ledger)
         except DemandError as e:
             print(f"error: {e}", file=sys.stderr)

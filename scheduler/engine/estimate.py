@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler import costs
+from scheduler import costs, queueing
 from scheduler.engine.catalog import Catalog, ModelTargets
 from scheduler.engine.request import Reason
 from scheduler.queueing import DEFAULT_PERCENTILE
@@ -186,6 +186,19 @@ def mean_ttft_ms(cat: Catalog, mt: ModelTargets, est: Estimates, pool_used: np.n
         ttft = rtt + prefill * per_ms + prefill
     ttft[~np.isfinite(np.broadcast_to(per_ms, ttft.shape))] = np.inf
     return ttft if targets is None else ttft[:, 0]
+
+
+def within_slo(cat: Catalog, mt: ModelTargets, est: Estimates, pool_used: np.ndarray, ttft_slo: np.ndarray,
+               e2e_slo: np.ndarray) -> np.ndarray:
+    """(B, T) the share of each pair's requests whose TTFT and end-to-end both meet the SLO at the given pool
+    loads: P(wait <= what the tighter bound leaves after RTT and prefill), from the queue's exact distribution
+    (queueing.within_probability), for attainment reports rather than the promise itself."""
+    slack = np.minimum(ttft_slo, e2e_slo - est.decode_ms)[:, None]  # (B, 1) ms for rtt + prefill + wait
+    with np.errstate(invalid="ignore"):
+        budget = slack - est.rtt_ms - est.prefill_ms
+    budget = np.where(np.isfinite(est.rtt_ms), budget, -1.0)
+    util = _utilization(cat, mt, pool_used, None)[None, :]
+    return queueing.within_probability(budget, est.prefill_ms, mt.servers[None, :], util)
 
 
 def ceilings(cat: Catalog, mt: ModelTargets, est: Estimates, ttft_slo: np.ndarray,

@@ -41,12 +41,12 @@ def _batch_from_pb_init(b: types_pb2.Batch) -> Batch:
     return Batch(
         region=b.region, model=b.model, input_tokens=b.input_tokens, output_tokens=b.output_tokens,
         requests=b.requests or 1, ttft_ms=_opt(b, "ttft_ms"), e2e_ms=_opt(b, "e2e_ms"),
-        data_class=b.data_class or DEFAULT_DATA_CLASS, priority=b.priority, id=b.id,
+        data_class=b.data_class or DEFAULT_DATA_CLASS, priority=b.priority, id=b.id, percentile=_opt(b, "percentile"),
     )
 
 
 _BATCH_FIELDS = ("region", "model", "input_tokens", "output_tokens", "requests", "ttft_ms", "e2e_ms", "data_class",
-                 "priority", "id")
+                 "priority", "id", "percentile")
 _new = object.__new__
 
 
@@ -65,6 +65,7 @@ def _batch_from_pb_direct(b: types_pb2.Batch) -> Batch:
     f["data_class"] = b.data_class or DEFAULT_DATA_CLASS
     f["priority"] = b.priority
     f["id"] = b.id
+    f["percentile"] = b.percentile if b.HasField("percentile") else None
     return obj
 
 
@@ -77,7 +78,7 @@ batch_from_pb = (_batch_from_pb_direct
 def batch_to_pb(b: Batch) -> types_pb2.Batch:
     return types_pb2.Batch(id=b.id, region=b.region, model=b.model, input_tokens=b.input_tokens,
                            output_tokens=b.output_tokens, requests=b.requests, ttft_ms=b.ttft_ms, e2e_ms=b.e2e_ms,
-                           data_class=b.data_class, priority=b.priority)
+                           data_class=b.data_class, priority=b.priority, percentile=b.percentile)
 
 
 _CELL_DEFAULTS = DemandCell("", "", 0.0)
@@ -88,14 +89,14 @@ def cell_from_pb(c: types_pb2.DemandCell) -> DemandCell:
         region=c.region, model=c.model, tokens_per_s=c.tokens_per_s, data_class=c.data_class or DEFAULT_DATA_CLASS,
         input_tokens=c.input_tokens if c.HasField("input_tokens") else _CELL_DEFAULTS.input_tokens,
         output_tokens=c.output_tokens if c.HasField("output_tokens") else _CELL_DEFAULTS.output_tokens,
-        ttft_ms=_opt(c, "ttft_ms"), e2e_ms=_opt(c, "e2e_ms"),
+        ttft_ms=_opt(c, "ttft_ms"), e2e_ms=_opt(c, "e2e_ms"), percentile=_opt(c, "percentile"),
     )
 
 
 def cell_to_pb(c: DemandCell) -> types_pb2.DemandCell:
     return types_pb2.DemandCell(region=c.region, model=c.model, tokens_per_s=c.tokens_per_s, data_class=c.data_class,
                                 input_tokens=c.input_tokens, output_tokens=c.output_tokens, ttft_ms=c.ttft_ms,
-                                e2e_ms=c.e2e_ms)
+                                e2e_ms=c.e2e_ms, percentile=c.percentile)
 
 
 def _finite(x: float) -> float | None:
@@ -131,12 +132,13 @@ class MessageCache:
         return hit[1]
 
     def slo(self, slo: Slo) -> types_pb2.Slo:
-        key = (slo.ttft_ms, slo.e2e_ms)
+        key = (slo.ttft_ms, slo.e2e_ms, slo.percentile)
         msg = self._slos.get(key)
         if msg is None:
             if len(self._slos) >= self._limit:
                 self._slos = {}
-            msg = self._slos[key] = types_pb2.Slo(ttft_ms=_finite(slo.ttft_ms), e2e_ms=_finite(slo.e2e_ms))
+            msg = self._slos[key] = types_pb2.Slo(ttft_ms=_finite(slo.ttft_ms), e2e_ms=_finite(slo.e2e_ms),
+                                                  percentile=slo.percentile)
         return msg
 
 
@@ -169,6 +171,7 @@ def fill_decision(m: types_pb2.Decision, d: Decision, cache: MessageCache = SHAR
         m.g_co2 = d.g_co2
         m.accelerators = d.load
         m.hold_s = d.hold_s
+        m.ttft_mean_ms = d.ttft_mean_ms
     if d.alternatives:
         add = m.alternatives.add
         for a in d.alternatives:
@@ -204,7 +207,7 @@ def add_decisions_from_table(target, table: DecisionTable, cache: MessageCache =
     add = target.add
     at = 0
     for (batch, p, reason, message, site, pool, route, slo, n, rtt, ttft, e2e, cost, kwh, g_co2, load,
-         hold) in zip(table.batches, placed, table.reason, table.message, table.site, table.pool, table.route,
+         hold, ttft_mean) in zip(table.batches, placed, table.reason, table.message, table.site, table.pool, table.route,
                       table.slo, counts, *numbers):
         m = add()
         m.batch_id = batch.id
@@ -231,6 +234,7 @@ def add_decisions_from_table(target, table: DecisionTable, cache: MessageCache =
             m.g_co2 = g_co2
             m.accelerators = load
             m.hold_s = hold
+            m.ttft_mean_ms = ttft_mean
 
 
 def columnar(decisions: Sequence[Decision]) -> bool:
@@ -261,9 +265,11 @@ def _by_object(objects: Sequence, add: Callable[[object], None]) -> list[int]:
 
 
 _COLUMNS = tuple(map(attrgetter, ("placed", "reason", "message", "site", "pool", "route", "slo", "reservation_ids",
-                                  "rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "kwh", "g_co2", "load", "hold_s")))
-_NUMBERS = ("rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "energy_kwh", "g_co2", "accelerators", "hold_s")
-_TABLE_NUMBERS = ("rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "kwh", "g_co2", "load", "hold_s")
+                                  "rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "kwh", "g_co2", "load", "hold_s",
+                                  "ttft_mean_ms")))
+_NUMBERS = ("rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "energy_kwh", "g_co2", "accelerators", "hold_s",
+            "ttft_mean_ms")
+_TABLE_NUMBERS = ("rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "kwh", "g_co2", "load", "hold_s", "ttft_mean_ms")
 _BATCH_ID = attrgetter("batch.id")
 _ID = attrgetter("id")
 
@@ -336,6 +342,8 @@ def decisions_of(response: placement_pb2.PlaceBatchResponse) -> list[types_pb2.D
             m.rtt_ms, m.ttft_ms, m.e2e_ms, m.cost_cny = c.rtt_ms[i], c.ttft_ms[i], c.e2e_ms[i], c.cost_cny[i]
             m.energy_kwh, m.g_co2, m.accelerators, m.hold_s = (c.energy_kwh[i], c.g_co2[i], c.accelerators[i],
                                                                c.hold_s[i])
+            if len(c.ttft_mean_ms) > i:  # absent from servers that predate it
+                m.ttft_mean_ms = c.ttft_mean_ms[i]
         out.append(m)
     return out
 
@@ -358,7 +366,7 @@ def plan_row_to_pb(row: PlanRow) -> types_pb2.PlanRow:
         shares=[types_pb2.Share(site=s.site, pool=s.pool, fraction=s.fraction, tokens_per_s=s.tokens_per_s,
                                 cny_per_mtok=s.cny_per_mtok, rtt_ms=s.rtt_ms, ttft_ms=s.ttft_ms, cables=s.cables,
                                 e2e_ms=s.e2e_ms, kwh_per_hour=s.kwh_per_hour, g_co2_per_hour=s.g_co2_per_hour,
-                                green_share=s.green_share)
+                                green_share=s.green_share, ttft_mean_ms=s.ttft_mean_ms, within_slo=s.within_slo)
                 for s in row.shares],
     )
 

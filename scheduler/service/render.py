@@ -24,7 +24,19 @@ def _slo(slo: types_pb2.Slo) -> str:
         parts.append(f"TTFT <= {slo.ttft_ms:.0f} ms")
     if slo.HasField("e2e_ms"):
         parts.append(f"E2E <= {slo.e2e_ms:.0f} ms")
+    if parts and slo.percentile:
+        parts[-1] += f" for {slo.percentile:g} % of requests"
     return ", ".join(parts) or "none"
+
+
+def _ttft(d: types_pb2.Decision) -> str:
+    """TTFT at the SLO's percentile, and the mean beside it (when the server reports both)."""
+    text = f"{d.ttft_ms:.1f} ms"
+    if d.slo.percentile:
+        text += f" (p{d.slo.percentile:g})"
+    if d.ttft_mean_ms:
+        text += f", mean {d.ttft_mean_ms:.1f} ms"
+    return text
 
 
 def decision_report(d: types_pb2.Decision, batch: types_pb2.Batch | None = None, version: str = "",
@@ -44,7 +56,7 @@ def decision_report(d: types_pb2.Decision, batch: types_pb2.Batch | None = None,
             ["site", d.site], ["pool", d.pool],
             ["path", ARROW.join(d.route.nodes) if d.route.nodes else "-"],
             ["cables", " ".join(d.route.cables) or "none (terrestrial)"],
-            ["RTT", f"{d.rtt_ms:.1f} ms"], ["TTFT", f"{d.ttft_ms:.1f} ms"], ["end-to-end", f"{d.e2e_ms:.0f} ms"],
+            ["RTT", f"{d.rtt_ms:.1f} ms"], ["TTFT", _ttft(d)], ["end-to-end", f"{d.e2e_ms:.0f} ms"],
             ["SLO", _slo(d.slo)], ["cost", f"{d.cost_cny:.6f} CNY"], ["energy", f"{d.energy_kwh:.6f} kWh"],
             ["carbon", f"{d.g_co2:.3f} gCO2"],
             ["holds", f"{d.accelerators:.3f} accelerators for {d.hold_s:.1f} s"
@@ -91,19 +103,21 @@ def plan_report(p: placement_pb2.GetPlanResponse) -> str:
             rows.append([c.region if first else "", c.model if first else "",
                          f"{c.tokens_per_s:.0f}" if first else "", s.site, f"{s.fraction:.1%}",
                          f"{s.tokens_per_s:.0f}", f"{s.cny_per_mtok:.3f}", _ms(s.rtt_ms), _ms(s.ttft_ms),
-                         " ".join(s.cables) or "-"])
+                         _ms(s.ttft_mean_ms), f"{s.within_slo:.2%}", " ".join(s.cables) or "-"])
             first = False
         if row.unserved_tokens_per_s > 0 or not row.shares:
             rows.append([c.region if first else "", c.model if first else "",
                          f"{c.tokens_per_s:.0f}" if first else "", f"UNSERVED ({reason_label(row.reason)})",
                          f"{row.unserved_tokens_per_s / c.tokens_per_s:.1%}" if c.tokens_per_s else "-",
-                         f"{row.unserved_tokens_per_s:.0f}", "-", "-", "-", "-"])
+                         f"{row.unserved_tokens_per_s:.0f}", "-", "-", "-", "-", "-", "-"])
     busiest = sorted(p.pool_utilization.items(), key=lambda kv: -kv[1])
     lines = [
         f"Routing plan  [topology {p.topology_version}, {p.hour:02d}:00 China time, policy {p.policy}, "
         f"status {p.status}]",
         render(["region", "model", "demand tok/s", "site", "share", "tok/s", "CNY/Mtok", "RTT ms", "TTFT ms",
-                "cables"], rows),
+                "mean ms", "in SLO", "cables"], rows),
+        "TTFT at each cell's SLO percentile (p95 unless stated), mean beside it; in SLO: the share of requests "
+        "within the SLO at the plan's loads.",
         "",
         f"cost {p.cost_cny_per_hour:.2f} CNY/hour; served {p.served_tokens_per_s:.0f} tok/s, "
         f"unserved {p.unserved_tokens_per_s:.0f} tok/s; solved in {p.solve_seconds * 1000:.1f} ms",

@@ -131,7 +131,8 @@ class TopologyServicer(topology_pb2_grpc.TopologyServiceServicer):
             sites=[topology_pb2.SiteInfo(id=s.id, name=s.name, province=s.province, status=s.status.value,
                                          pools=pools_by_site.get(s.id, [])) for s in topo.sites],
             regions=[topology_pb2.RegionInfo(id=r.id, name=r.name, country=r.country, ttft_ms=r.slo.ttft_ms,
-                                             e2e_ms=r.slo.e2e_ms) for r in topo.regions],
+                                             e2e_ms=r.slo.e2e_ms, slo_percentile=r.slo.percentile)
+                     for r in topo.regions],
             models=[m.id for m in topo.models], data_classes=[d.id for d in topo.data_classes],
             cables=[topology_pb2.CableInfo(id=c.id, name=c.name, up=c.id not in down,
                                            capacity_gbps=c.capacity_gbps, used_gbps=float(cable_used[i]))

@@ -15,18 +15,22 @@ class GetTopologyRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class PoolInfo(_message.Message):
-    __slots__ = ("key", "accelerator", "count", "capacity", "used")
+    __slots__ = ("key", "accelerator", "count", "capacity", "used", "used_here", "share")
     KEY_FIELD_NUMBER: _ClassVar[int]
     ACCELERATOR_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     USED_FIELD_NUMBER: _ClassVar[int]
+    USED_HERE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
     key: str
     accelerator: str
     count: int
     capacity: float
     used: float
-    def __init__(self, key: _Optional[str] = ..., accelerator: _Optional[str] = ..., count: _Optional[int] = ..., capacity: _Optional[float] = ..., used: _Optional[float] = ...) -> None: ...
+    used_here: float
+    share: float
+    def __init__(self, key: _Optional[str] = ..., accelerator: _Optional[str] = ..., count: _Optional[int] = ..., capacity: _Optional[float] = ..., used: _Optional[float] = ..., used_here: _Optional[float] = ..., share: _Optional[float] = ...) -> None: ...
 
 class SiteInfo(_message.Message):
     __slots__ = ("id", "name", "province", "status", "pools")
@@ -43,18 +47,20 @@ class SiteInfo(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., province: _Optional[str] = ..., status: _Optional[str] = ..., pools: _Optional[_Iterable[_Union[PoolInfo, _Mapping]]] = ...) -> None: ...
 
 class RegionInfo(_message.Message):
-    __slots__ = ("id", "name", "country", "ttft_ms", "e2e_ms")
+    __slots__ = ("id", "name", "country", "ttft_ms", "e2e_ms", "slo_percentile")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     COUNTRY_FIELD_NUMBER: _ClassVar[int]
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
     E2E_MS_FIELD_NUMBER: _ClassVar[int]
+    SLO_PERCENTILE_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     country: str
     ttft_ms: float
     e2e_ms: float
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ...) -> None: ...
+    slo_percentile: float
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., country: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ..., slo_percentile: _Optional[float] = ...) -> None: ...
 
 class CableInfo(_message.Message):
     __slots__ = ("id", "name", "up", "capacity_gbps", "used_gbps")

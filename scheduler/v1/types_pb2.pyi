@@ -33,7 +33,7 @@ REASON_CABLE: Reason
 REASON_SOLVER_FAILED: Reason
 
 class Batch(_message.Message):
-    __slots__ = ("id", "region", "model", "input_tokens", "output_tokens", "requests", "ttft_ms", "e2e_ms", "data_class", "priority")
+    __slots__ = ("id", "region", "model", "input_tokens", "output_tokens", "requests", "ttft_ms", "e2e_ms", "data_class", "priority", "percentile")
     ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class Batch(_message.Message):
     E2E_MS_FIELD_NUMBER: _ClassVar[int]
     DATA_CLASS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PERCENTILE_FIELD_NUMBER: _ClassVar[int]
     id: str
     region: str
     model: str
@@ -54,15 +55,18 @@ class Batch(_message.Message):
     e2e_ms: float
     data_class: str
     priority: int
-    def __init__(self, id: _Optional[str] = ..., region: _Optional[str] = ..., model: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., requests: _Optional[int] = ..., ttft_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ..., data_class: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
+    percentile: float
+    def __init__(self, id: _Optional[str] = ..., region: _Optional[str] = ..., model: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., requests: _Optional[int] = ..., ttft_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ..., data_class: _Optional[str] = ..., priority: _Optional[int] = ..., percentile: _Optional[float] = ...) -> None: ...
 
 class Slo(_message.Message):
-    __slots__ = ("ttft_ms", "e2e_ms")
+    __slots__ = ("ttft_ms", "e2e_ms", "percentile")
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
     E2E_MS_FIELD_NUMBER: _ClassVar[int]
+    PERCENTILE_FIELD_NUMBER: _ClassVar[int]
     ttft_ms: float
     e2e_ms: float
-    def __init__(self, ttft_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ...) -> None: ...
+    percentile: float
+    def __init__(self, ttft_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ..., percentile: _Optional[float] = ...) -> None: ...
 
 class Route(_message.Message):
     __slots__ = ("region", "site", "rtt_ms", "nodes", "links", "cables", "transit_cny_per_gb")
@@ -109,7 +113,7 @@ class Rejection(_message.Message):
     def __init__(self, site: _Optional[str] = ..., reason: _Optional[_Union[Reason, str]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("batch_id", "placed", "reason", "message", "site", "pool", "route", "rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "energy_kwh", "g_co2", "accelerators", "hold_s", "slo", "alternatives", "rejections", "reservation_ids")
+    __slots__ = ("batch_id", "placed", "reason", "message", "site", "pool", "route", "rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "energy_kwh", "g_co2", "accelerators", "hold_s", "slo", "alternatives", "rejections", "reservation_ids", "ttft_mean_ms")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     PLACED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +133,7 @@ class Decision(_message.Message):
     ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
     REJECTIONS_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MEAN_MS_FIELD_NUMBER: _ClassVar[int]
     batch_id: str
     placed: bool
     reason: Reason
@@ -148,10 +153,11 @@ class Decision(_message.Message):
     alternatives: _containers.RepeatedCompositeFieldContainer[Alternative]
     rejections: _containers.RepeatedCompositeFieldContainer[Rejection]
     reservation_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, batch_id: _Optional[str] = ..., placed: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., message: _Optional[str] = ..., site: _Optional[str] = ..., pool: _Optional[str] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., rtt_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ..., cost_cny: _Optional[float] = ..., energy_kwh: _Optional[float] = ..., g_co2: _Optional[float] = ..., accelerators: _Optional[float] = ..., hold_s: _Optional[float] = ..., slo: _Optional[_Union[Slo, _Mapping]] = ..., alternatives: _Optional[_Iterable[_Union[Alternative, _Mapping]]] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., reservation_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    ttft_mean_ms: float
+    def __init__(self, batch_id: _Optional[str] = ..., placed: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., message: _Optional[str] = ..., site: _Optional[str] = ..., pool: _Optional[str] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., rtt_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ..., cost_cny: _Optional[float] = ..., energy_kwh: _Optional[float] = ..., g_co2: _Optional[float] = ..., accelerators: _Optional[float] = ..., hold_s: _Optional[float] = ..., slo: _Optional[_Union[Slo, _Mapping]] = ..., alternatives: _Optional[_Iterable[_Union[Alternative, _Mapping]]] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., reservation_ids: _Optional[_Iterable[int]] = ..., ttft_mean_ms: _Optional[float] = ...) -> None: ...
 
 class DecisionColumns(_message.Message):
-    __slots__ = ("batch_id", "placed", "reason", "message", "site", "pool", "route", "rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "energy_kwh", "g_co2", "accelerators", "hold_s", "slo", "reservation_count", "reservation_ids", "messages", "sites", "pools", "slos")
+    __slots__ = ("batch_id", "placed", "reason", "message", "site", "pool", "route", "rtt_ms", "ttft_ms", "e2e_ms", "cost_cny", "energy_kwh", "g_co2", "accelerators", "hold_s", "slo", "reservation_count", "reservation_ids", "messages", "sites", "pools", "slos", "ttft_mean_ms")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     PLACED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +180,7 @@ class DecisionColumns(_message.Message):
     SITES_FIELD_NUMBER: _ClassVar[int]
     POOLS_FIELD_NUMBER: _ClassVar[int]
     SLOS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MEAN_MS_FIELD_NUMBER: _ClassVar[int]
     batch_id: _containers.RepeatedScalarFieldContainer[str]
     placed: _containers.RepeatedScalarFieldContainer[bool]
     reason: _containers.RepeatedScalarFieldContainer[Reason]
@@ -196,10 +203,11 @@ class DecisionColumns(_message.Message):
     sites: _containers.RepeatedScalarFieldContainer[str]
     pools: _containers.RepeatedScalarFieldContainer[str]
     slos: _containers.RepeatedCompositeFieldContainer[Slo]
-    def __init__(self, batch_id: _Optional[_Iterable[str]] = ..., placed: _Optional[_Iterable[bool]] = ..., reason: _Optional[_Iterable[_Union[Reason, str]]] = ..., message: _Optional[_Iterable[int]] = ..., site: _Optional[_Iterable[int]] = ..., pool: _Optional[_Iterable[int]] = ..., route: _Optional[_Iterable[int]] = ..., rtt_ms: _Optional[_Iterable[float]] = ..., ttft_ms: _Optional[_Iterable[float]] = ..., e2e_ms: _Optional[_Iterable[float]] = ..., cost_cny: _Optional[_Iterable[float]] = ..., energy_kwh: _Optional[_Iterable[float]] = ..., g_co2: _Optional[_Iterable[float]] = ..., accelerators: _Optional[_Iterable[float]] = ..., hold_s: _Optional[_Iterable[float]] = ..., slo: _Optional[_Iterable[int]] = ..., reservation_count: _Optional[_Iterable[int]] = ..., reservation_ids: _Optional[_Iterable[int]] = ..., messages: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., pools: _Optional[_Iterable[str]] = ..., slos: _Optional[_Iterable[_Union[Slo, _Mapping]]] = ...) -> None: ...
+    ttft_mean_ms: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, batch_id: _Optional[_Iterable[str]] = ..., placed: _Optional[_Iterable[bool]] = ..., reason: _Optional[_Iterable[_Union[Reason, str]]] = ..., message: _Optional[_Iterable[int]] = ..., site: _Optional[_Iterable[int]] = ..., pool: _Optional[_Iterable[int]] = ..., route: _Optional[_Iterable[int]] = ..., rtt_ms: _Optional[_Iterable[float]] = ..., ttft_ms: _Optional[_Iterable[float]] = ..., e2e_ms: _Optional[_Iterable[float]] = ..., cost_cny: _Optional[_Iterable[float]] = ..., energy_kwh: _Optional[_Iterable[float]] = ..., g_co2: _Optional[_Iterable[float]] = ..., accelerators: _Optional[_Iterable[float]] = ..., hold_s: _Optional[_Iterable[float]] = ..., slo: _Optional[_Iterable[int]] = ..., reservation_count: _Optional[_Iterable[int]] = ..., reservation_ids: _Optional[_Iterable[int]] = ..., messages: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., pools: _Optional[_Iterable[str]] = ..., slos: _Optional[_Iterable[_Union[Slo, _Mapping]]] = ..., ttft_mean_ms: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class DemandCell(_message.Message):
-    __slots__ = ("region", "model", "tokens_per_s", "data_class", "input_tokens", "output_tokens", "ttft_ms", "e2e_ms")
+    __slots__ = ("region", "model", "tokens_per_s", "data_class", "input_tokens", "output_tokens", "ttft_ms", "e2e_ms", "percentile")
     REGION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +216,7 @@ class DemandCell(_message.Message):
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
     E2E_MS_FIELD_NUMBER: _ClassVar[int]
+    PERCENTILE_FIELD_NUMBER: _ClassVar[int]
     region: str
     model: str
     tokens_per_s: float
@@ -216,10 +225,11 @@ class DemandCell(_message.Message):
     output_tokens: int
     ttft_ms: float
     e2e_ms: float
-    def __init__(self, region: _Optional[str] = ..., model: _Optional[str] = ..., tokens_per_s: _Optional[float] = ..., data_class: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., ttft_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ...) -> None: ...
+    percentile: float
+    def __init__(self, region: _Optional[str] = ..., model: _Optional[str] = ..., tokens_per_s: _Optional[float] = ..., data_class: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., ttft_ms: _Optional[float] = ..., e2e_ms: _Optional[float] = ..., percentile: _Optional[float] = ...) -> None: ...
 
 class Share(_message.Message):
-    __slots__ = ("site", "pool", "fraction", "tokens_per_s", "cny_per_mtok", "rtt_ms", "ttft_ms", "cables", "e2e_ms", "kwh_per_hour", "g_co2_per_hour", "green_share")
+    __slots__ = ("site", "pool", "fraction", "tokens_per_s", "cny_per_mtok", "rtt_ms", "ttft_ms", "cables", "e2e_ms", "kwh_per_hour", "g_co2_per_hour", "green_share", "ttft_mean_ms", "within_slo")
     SITE_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     FRACTION_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +242,8 @@ class Share(_message.Message):
     KWH_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
     G_CO2_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
     GREEN_SHARE_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MEAN_MS_FIELD_NUMBER: _ClassVar[int]
+    WITHIN_SLO_FIELD_NUMBER: _ClassVar[int]
     site: str
     pool: str
     fraction: float
@@ -244,7 +256,9 @@ class Share(_message.Message):
     kwh_per_hour: float
     g_co2_per_hour: float
     green_share: float
-    def __init__(self, site: _Optional[str] = ..., pool: _Optional[str] = ..., fraction: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., cny_per_mtok: _Optional[float] = ..., rtt_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., cables: _Optional[_Iterable[str]] = ..., e2e_ms: _Optional[float] = ..., kwh_per_hour: _Optional[float] = ..., g_co2_per_hour: _Optional[float] = ..., green_share: _Optional[float] = ...) -> None: ...
+    ttft_mean_ms: float
+    within_slo: float
+    def __init__(self, site: _Optional[str] = ..., pool: _Optional[str] = ..., fraction: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., cny_per_mtok: _Optional[float] = ..., rtt_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., cables: _Optional[_Iterable[str]] = ..., e2e_ms: _Optional[float] = ..., kwh_per_hour: _Optional[float] = ..., g_co2_per_hour: _Optional[float] = ..., green_share: _Optional[float] = ..., ttft_mean_ms: _Optional[float] = ..., within_slo: _Optional[float] = ...) -> None: ...
 
 class PlanRow(_message.Message):
     __slots__ = ("cell", "shares", "unserved_tokens_per_s", "reason")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scheduler.engine.catalog import Catalog
-from scheduler.engine.estimate import latency_at
+from scheduler.engine.estimate import latency_at, mean_ttft_ms, within_slo
 import scheduler.engine.fleet.greedy as greedy
 import scheduler.engine.fleet.groups as groups
 import scheduler.engine.fleet.optimal as optimal
@@ -37,12 +37,14 @@ class Share:
     tokens_per_s: float
     cny_per_mtok: float  # per million tokens as demanded (input + output), like tokens_per_s
     rtt_ms: float
-    ttft_ms: float  # at the pool loads the plan produces
+    ttft_ms: float  # at the SLO's percentile, at the pool loads the plan produces
     cables: tuple[str, ...]
     e2e_ms: float = math.nan
     kwh_per_hour: float = 0.0
     g_co2_per_hour: float = 0.0
     green_share: float = 0.0
+    ttft_mean_ms: float = math.nan  # with the mean wait
+    within_slo: float = math.nan  # the share of its requests that meet the SLO there (at least its percentile)
 
 
 @dataclass(frozen=True)
@@ -139,9 +141,15 @@ def _report(fp: FleetProblem, flow: np.ndarray, policy: str, status: str, object
     cat = fp.cat
     pool_load = fp.pool_load(flow)
     ttft, e2e = np.full(fp.cost.shape, np.inf), np.full(fp.cost.shape, np.inf)
+    mean, within = np.full(fp.cost.shape, np.inf), np.zeros(fp.cost.shape)
     for m in fp.models:
-        cols = slice(fp.offset[m], fp.offset[m] + len(cat.by_model[m]))
-        ttft[fp.rows[m], cols], e2e[fp.rows[m], cols] = latency_at(cat, cat.by_model[m], fp.estimates[m], pool_load)
+        mt, est, rows = cat.by_model[m], fp.estimates[m], fp.rows[m]
+        cols = slice(fp.offset[m], fp.offset[m] + len(mt))
+        ttft[rows, cols], e2e[rows, cols] = latency_at(cat, mt, est, pool_load)
+        mean[rows, cols] = mean_ttft_ms(cat, mt, est, pool_load)
+        slos = [fp.slos[g] for g in rows.tolist()]
+        within[rows, cols] = within_slo(cat, mt, est, pool_load, np.array([s.ttft_ms for s in slos]),
+                                        np.array([s.e2e_ms for s in slos]))
     failed = status == "ERROR"
     # A cell whose every candidate route crosses a cable the plan fills is short of bandwidth, not accelerators.
     if fp.cable_use.size:
@@ -162,7 +170,8 @@ def _report(fp: FleetProblem, flow: np.ndarray, policy: str, status: str, object
             shares.append(Share(
                 site, cat.pools[fp.pool[t]].key, x / float(fp.supply[g]), x * wire, float(fp.cost[g, t]) * 1e6 / wire,
                 float(fp.rtt_ms[g, t]), float(ttft[g, t]), route.cables if route else (), float(e2e[g, t]),
-                float(fp.kwh[g, t]) * per_hour, float(fp.g_co2[g, t]) * per_hour, float(fp.green_share[t])))
+                float(fp.kwh[g, t]) * per_hour, float(fp.g_co2[g, t]) * per_hour, float(fp.green_share[t]),
+                float(mean[g, t]), float(within[g, t])))
             total += float(fp.cost[g, t]) * per_hour
         shares.sort(key=lambda s: -s.fraction)
         left = max(0.0, float(fp.supply[g] - flow[g].sum()))
