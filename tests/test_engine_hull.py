@@ -5,13 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_engine_batch import INSTANCES
-from test_engine_support import engine, priced_instance, problem
+from test_engine_support import binding_pairs, contended, priced_instance
 
-from scheduler import synth
 from scheduler.engine import hull, levels, priced, shortlist
 from scheduler.engine import batch as joint
-from scheduler.model.loader import load_topology
-from scheduler.paths import DEFAULT_TOPOLOGY
 
 
 @pytest.mark.parametrize("lists,priced_at", [("all", None), ("all", "lp"), ("two", "lp"), ("two", "random")])
@@ -45,8 +42,10 @@ def test_the_hull_bound_never_exceeds_the_true_optimum(monkeypatch, name, topolo
 
 
 def test_on_a_fleet_the_ceilings_cap_the_hull_bound_is_tighter_than_the_capacity_prices(monkeypatch):
-    eng = engine(load_topology(DEFAULT_TOPOLOGY).value)
-    p = problem(eng, synth.random_batches(eng.catalog.topology, 6000, seed=3), 14)
+    # The small fleet (pools 1/64 of the default topology's, 2,000 batches scaled with it): on the default
+    # topology's M/M/c pools of hundreds of servers the ceilings hardly ever bind below the capacity cap.
+    p = contended(2000, seed=3)
+    assert binding_pairs(p) > 0
     penalty = joint.penalty_of(p)
     target, _, with_hull = priced.solve(p, penalty, 2.0)
     monkeypatch.setattr(priced, "HULL_STEPS", 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_engine_support import assert_feasible, engine, problem
+from test_engine_support import assert_feasible, binding_pairs, contended, engine, problem
 
 from scheduler import synth
 from scheduler.engine import assign, levels, priced, shortlist
@@ -61,12 +61,13 @@ def test_each_batch_keeps_its_cheapest_allowed_and_its_cheapest_barred_targets(w
 
 
 def test_the_solve_on_shortlists_that_leave_targets_out(monkeypatch):
-    """6,000 contended batches on the default topology with shortlists of 6 of the 21 targets: the level search
-    runs on them, places everything through the full fit rule, gives the same answer twice (the bounds run in a
-    second thread) and keeps its bound under its objective; the ceiling-aware bound on such lists (hull.py priced at
-    the capacity prices) raises it."""
-    eng = engine(load_topology(DEFAULT_TOPOLOGY).value)
-    p = problem(eng, synth.random_batches(eng.catalog.topology, 6000, seed=3), 14)
+    """2,000 contended batches on the small fleet (the default topology's 21 targets, pools 1/64 as large and the
+    demand scaled with them, so that ceilings bind: on the default topology's M/M/c pools of hundreds of servers
+    they hardly ever do) with shortlists of 6 of the 21 targets: the level search runs on them, places everything
+    through the full fit rule, gives the same answer twice (the bounds run in a second thread) and keeps its bound
+    under its objective; the ceiling-aware bound on such lists (hull.py priced at the capacity prices) raises it."""
+    p = contended(2000, seed=3)
+    assert binding_pairs(p) > 0
     penalty = joint.penalty_of(p)
     monkeypatch.setattr(shortlist, "KEEP_ALL", 4)
     monkeypatch.setattr(shortlist, "WIDTH", 6)

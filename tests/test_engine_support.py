@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cache
 
 import numpy as np
 
+from scheduler import synth
 from scheduler.engine import batch as joint
 from scheduler.engine.catalog import Catalog
 from scheduler.engine.core import Engine
@@ -21,7 +23,7 @@ from scheduler.engine.place import Decision
 from scheduler.engine.request import Batch, Reason
 from scheduler.model.loader import load_topology
 from scheduler.model.schema import Topology
-from scheduler.paths import TOPOLOGY_DIR
+from scheduler.paths import DEFAULT_TOPOLOGY, TOPOLOGY_DIR
 
 TINY = load_topology(TOPOLOGY_DIR / "tiny.yaml").value
 
@@ -40,6 +42,49 @@ def shrink(topology: Topology, counts: dict[str, int] | None = None, cable_gbps:
         if cable_gbps and cable["id"] in cable_gbps:
             cable["capacity_gbps"] = cable_gbps[cable["id"]]
     return Topology.model_validate(data)
+
+
+def small_pools(topology: Topology, divisor: int) -> Topology:
+    """A copy with every pool's count divided by `divisor`, kept a multiple of 8 and at least 8 (validated again).
+
+    A pool queues as M/M/c with c = count // prefill parallelism servers; with hundreds of servers (the default
+    topology) the percentile wait stays ~0 until the pool is nearly saturated, so SLO ceilings hardly ever bind below
+    the capacity cap. With a few servers (divisor 64: 1-8 per llm-70b pool) they bind well below it, as the solvers'
+    ceiling tests need."""
+    data = topology.model_dump(mode="json")
+    for site in data["sites"]:
+        for pool in site["pools"]:
+            pool["count"] = max(8, pool["count"] // divisor // 8 * 8)
+    return Topology.model_validate(data)
+
+
+SMALL_DIVISOR = 64  # the small fleet's pools: 1/64 of the default topology's
+
+
+@cache
+def small_fleet() -> Topology:
+    """The default topology with every pool 1/64 as large (`small_pools`): 1-8 servers per llm-70b pool, 8-64 per
+    llm-8b one, so the SLO ceilings of ordinary batches bind well below the capacity cap."""
+    return small_pools(load_topology(DEFAULT_TOPOLOGY).value, SMALL_DIVISOR)
+
+
+def small_fleet_batches(n: int, seed: int) -> list[Batch]:
+    """synth.random_batches for the small fleet, the demand scaled with it: each batch's requests divided by
+    SMALL_DIVISOR (at least one). 2,000 of them load it about as 6,000 unscaled ones loaded the default topology
+    under the old M/M/1 ceilings (every batch that can go placed; ceilings cap several pools)."""
+    return [replace(b, requests=max(1, b.requests // SMALL_DIVISOR))
+            for b in synth.random_batches(small_fleet(), n, seed=seed)]
+
+
+def contended(n: int, seed: int, hour: int = 14) -> joint.Problem:
+    """`n` small-fleet batches (`small_fleet_batches`) on the small fleet at `hour`, as a problem."""
+    return problem(engine(small_fleet()), small_fleet_batches(n, seed), hour)
+
+
+def binding_pairs(p: joint.Problem) -> int:
+    """How many feasible (batch, target) pairs have a ceiling below their pool's cap: the ceilings that bind."""
+    return int(sum(((p.reason[m] == Reason.OK) & (p.theta[m] < p.pool_cap[p.cat.by_model[m].pool][None, :] - 1e-9))
+                   .sum() for m in p.models))
 
 
 def engine(topology: Topology, clock=None) -> Engine:
@@ -153,7 +198,8 @@ def recheck(cat: Catalog, decisions: list[Decision], hour: int, base: np.ndarray
         k = next(k for k in range(len(mt)) if cat.pools[mt.pool[k]].key == d.pool)
         arrays = BatchArrays(np.array([cat.region_index[b.region]]), np.array([float(b.input_tokens)]),
                              np.array([float(b.output_tokens)]), np.array([float(b.requests)]),
-                             np.array([d.slo.ttft_ms]), np.array([d.slo.e2e_ms]), [b.data_class])
+                             np.array([d.slo.ttft_ms]), np.array([d.slo.e2e_ms]), [b.data_class],
+                             percentile=d.slo.percentile)  # judged at the SLO's own percentile
         e = estimate(cat, mt, arrays, hour, load)
         if e.ttft_ms[0, k] > d.slo.ttft_ms or e.e2e_ms[0, k] > d.slo.e2e_ms:
             problems.append(f"{b.id}: at final load on {d.pool}, ttft {e.ttft_ms[0, k]:.1f} / e2e "

@@ -228,6 +228,7 @@ def _assign(p: Problem, lists: list[Shortlist], level: np.ndarray, view: _View, 
             s = lists[j]
             assign.place_first(p, s.part, state, int(s.part.rows[r]), r, s.col[r, ks[np.isfinite(rc[ks])]].tolist())
         _round(p, lists, state, view, [(int(js[i]), int(rows[i])) for i in order[cut:].tolist()], penalty)
+    state.cap = _real_caps(p, lists, state)
     for s in lists:  # what found no room at the levels: the cheapest target that fits now, among all of its own
         part = s.part
         alone = penalty * p.weight[part.rows]
@@ -239,6 +240,19 @@ def _assign(p: Problem, lists: list[Shortlist], level: np.ndarray, view: _View, 
         for r, row in zip(left.tolist(), rc):
             assign.place_cheapest(p, part, state, int(part.rows[r]), r, row)
     return state
+
+
+def _real_caps(p: Problem, lists: list[Shortlist], state: assign.State) -> np.ndarray:
+    """Each pool's cap without its searched level: capacity and the ceilings of what it holds. A level is the
+    search's device for choosing which batches a pool serves; once they are placed, a batch that fits under the
+    real caps may still go there (else it would stay unplaced at full penalty beside room that keeps every rule)."""
+    cap = p.pool_cap.astype(float).copy()
+    for s in lists:
+        part = s.part
+        r = np.flatnonzero(state.target[part.rows] >= 0)
+        k = state.target[part.rows[r]] - p.offset[part.m]
+        np.minimum.at(cap, part.pool[k], part.theta[r, k])
+    return cap
 
 
 def _round(p: Problem, lists: list[Shortlist], state: assign.State, view: _View, undecided: list[tuple[int, int]],
