@@ -1,4 +1,5 @@
-"""Pure cost and latency arithmetic: CNY, kWh and gCO2 per token; time to first token and end to end.
+"""Pure cost and latency arithmetic: CNY, kWh and gCO2 per token; prefill and decode times. The wait in a pool's
+queue, and so time to first token at a percentile, is scheduler/queueing.py's.
 
 Capacity and cost are accounted in *output-equivalent tokens* ("weight"): an input token costs 1/speedup of an
 output token, where speedup is one figure per model (prefill runs 5-20x faster per token than decode). One figure
@@ -73,22 +74,6 @@ def prefill_ms(input_tokens: float, prefill_tokens_per_s: float, parallelism: in
 
 def decode_ms(output_tokens: float, stream_tokens_per_s: float) -> float:
     return 1000.0 * output_tokens / stream_tokens_per_s
-
-
-def queue_ms(service_ms: float | np.ndarray, utilization: float | np.ndarray) -> float | np.ndarray:
-    """Mean M/M/1 waiting time: service x u / (1 - u); infinite at or past saturation."""
-    u = np.asarray(utilization, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        wait = np.where(u < 1.0, np.asarray(service_ms) * u / (1.0 - u), math.inf)
-    return float(wait) if wait.ndim == 0 else wait
-
-
-def ttft_ms(rtt_ms: float, queue_ms_: float, prefill_ms_: float) -> float:
-    return rtt_ms + queue_ms_ + prefill_ms_
-
-
-def e2e_ms(ttft_ms_: float, decode_ms_: float) -> float:
-    return ttft_ms_ + decode_ms_
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pytest
 
 from scheduler import costs
@@ -42,15 +39,6 @@ def test_cost_rises_with_price_and_falls_with_throughput():
 def test_latency_pieces():
     assert costs.prefill_ms(2000, 4000, 8) == pytest.approx(62.5)
     assert costs.decode_ms(500, 40) == pytest.approx(12500)
-    assert costs.queue_ms(100.0, 0.0) == 0.0
-    assert costs.queue_ms(100.0, 0.5) == pytest.approx(100.0)
-    assert math.isinf(costs.queue_ms(100.0, 1.0))
-    waits = costs.queue_ms(np.full(4, 100.0), np.array([0.1, 0.5, 0.9, 1.2]))
-    assert list(np.isinf(waits)) == [False, False, False, True]
-    assert waits[0] < waits[1] < waits[2]
-    ttft = costs.ttft_ms(40, 10, 62.5)
-    assert ttft == pytest.approx(112.5)
-    assert costs.e2e_ms(ttft, 12500) == pytest.approx(12612.5)
 
 
 def test_weight_counts_input_at_the_prefill_discount():

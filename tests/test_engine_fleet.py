@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler import synth
+from scheduler import queueing, synth
 from scheduler.engine.fleet import POLICIES
 from scheduler.engine.request import DemandCell, Reason
 from test_engine_support import TINY, engine
@@ -101,3 +101,30 @@ def test_share_prices_are_per_token_as_demanded_and_add_up_to_the_plan_cost(poli
     assert row.shares
     for share in row.shares:
         assert share.cny_per_mtok == pytest.approx(placed[share.site] / wire * 1e6, rel=1e-6)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_share_keeps_its_percentile_of_requests_within_the_slo(policy):
+    """Share.within_slo, recomputed from the M/M/c formula at the plan's own pool loads: at least the SLO's
+    percentile for every share, and below 1 where a pool fills up to a ceiling (tight SLOs, p99)."""
+    eng = engine(TINY)
+    cat = eng.catalog
+    demand = [DemandCell("singapore", "llm-70b", 4000, input_tokens=6000, ttft_ms=650, percentile=99.0),
+              DemandCell("manila", "llm-70b", 3000, input_tokens=6000, ttft_ms=700, percentile=90.0),
+              DemandCell("manila", "llm-70b", 2000, percentile=99.9)]
+    plan = eng.plan(demand, hour=3, policy=policy)
+    load = {pl.key: plan.pool_utilization[pl.key] * pl.count for pl in cat.pools}
+    shares = [(row.cell, s) for row in plan.rows for s in row.shares]
+    assert shares
+    for cell, s in shares:
+        mt = cat.by_model[cell.model]
+        t = next(k for k in range(len(mt)) if cat.pools[mt.pool[k]].key == s.pool)
+        prefill = 1000.0 * cell.input_tokens / (mt.prefill_tps[t] * mt.parallelism)
+        u = load[s.pool] / cat.pool_count[mt.pool[t]]
+        slo = eng.check(cell.as_batch())
+        budget = slo.ttft_ms - s.rtt_ms - prefill
+        share = float(queueing.within_probability(budget, prefill, mt.servers[t], u))
+        assert s.within_slo == pytest.approx(share, abs=1e-9)
+        assert s.within_slo >= slo.percentile / 100 - 1e-9
+        assert s.ttft_ms <= slo.ttft_ms + 1e-6 and s.ttft_mean_ms > s.rtt_ms
+    assert any(s.within_slo < 1 - 1e-4 for _, s in shares)  # the ceilings bind somewhere

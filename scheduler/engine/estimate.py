@@ -213,11 +213,10 @@ def ceilings(cat: Catalog, mt: ModelTargets, est: Estimates, ttft_slo: np.ndarra
     # Both bounds spend the same RTT, so which one binds is a property of the batch alone.
     slack = np.minimum(ttft_slo, e2e_slo - est.decode_ms)  # (B,) ms for rtt + prefill + queueing
     binding = np.where(ttft_slo <= e2e_slo - est.decode_ms, TTFT, E2E).astype(np.int8)
-    with np.errstate(invalid="ignore"):  # unreachable targets (inf RTT): -inf budget, ruled out below
+    with np.errstate(invalid="ignore"):  # unreachable targets (inf RTT): a -inf or NaN budget, so -inf ceilings
         budget = slack[:, None] - est.rtt_ms
     p = np.broadcast_to(np.asarray(est.percentile, dtype=float), (len(slack),))
     ceiling = mt.queues.ceiling(est.prefill_ms, budget, p)
-    ceiling[~(budget > 0)] = -np.inf
     ceiling -= CEILING_MARGIN
     ceiling *= cat.pool_count[mt.pool][None, :]
     return ceiling, np.broadcast_to(binding[:, None], ceiling.shape)

@@ -320,8 +320,8 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
             reason[t] = CABLE
         else:
             budget = slack - rtt  # `ceilings`: the most load at which the pair still meets its SLO
-            if budget >= pr and budget > 0:  # queueing.PoolQueues.ceiling: its step in the inverse table
-                h = budget / pr if pr else _INF
+            if budget >= pr:  # queueing.PoolQueues.ceiling: its step in the inverse table
+                h = budget / pr if pr else (_INF if budget > 0 else 1.0)  # as numpy divides (0 / 0: fmax'd to 1)
                 h = math.log(h) * _STEP_SCALE if h > 1.0 else 0.0
                 th = inverses[t][int(h) if h < _STEPS - 1 else _STEPS - 1]
             else:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from scheduler.model.schema import Topology
 from scheduler.sim.demand import DemandSeries, generate
-from scheduler.sim.metrics import Summary, Trace, summarize, ttft_slos
+from scheduler.sim.metrics import Summary, Trace, summarize
 from scheduler.sim.scenario import Event, Scenario
 from scheduler.sim.world import Snapshot, World
 
@@ -69,7 +69,6 @@ def simulate(scenario: Scenario, topology: Topology, version: str = "", progress
     sites = [s.id for s in topology.sites]
     cables = [c.id for c in topology.cables]
     traces = {p: Trace(p, scenario.steps, sites, cables, scenario.step) for p in scenario.policies}
-    slo = ttft_slos(demand.cells, topology)
     state = np.zeros(scenario.steps, dtype=np.int64)
     changes = {step: snap for step, snap, _ in transitions}
     seen: dict[tuple, int] = {}  # (snapshot, hour, demand bytes) -> first step planned with exactly that
@@ -93,7 +92,7 @@ def simulate(scenario: Scenario, topology: Topology, version: str = "", progress
                     t0 = time.perf_counter()
                     plan = snap.engine.plan(cells, hour, policy)
                     trace.plan_seconds += time.perf_counter() - t0
-                    trace.record(i, plan, snap, slo)
+                    trace.record(i, plan, snap)
                     trace.note_solver(plan)
             bar.update(1)
     finally:

@@ -4,9 +4,12 @@ Definitions (the report repeats them):
 - tokens are input + output tokens on the wire, the unit of demand;
 - served / refused: what the plan routed to a site / left unserved (no feasible site with room); served + refused =
   demanded at every step;
-- SLO attainment % = tokens served with estimated TTFT (Share.ttft_ms, at the pool loads the plan itself produces)
-  within the cell's TTFT SLO / tokens demanded x 100, so refusals count against it;
-- TTFT percentiles are token-weighted over served tokens (per step, and over the whole run);
+- SLO attainment % = tokens served within the SLO / tokens demanded x 100, so refusals count against it. Tokens
+  served within the SLO are each share's tokens times the share of its requests that meet the SLO
+  (Share.within_slo: the M/M/c wait's distribution at the pool loads the plan itself produces), not a yes/no per
+  share: a pool filled to its ceiling keeps exactly the SLO's percentile of requests within it;
+- TTFT percentiles are token-weighted over served tokens (per step, and over the whole run) of each share's TTFT at
+  its SLO's percentile (Share.ttft_ms);
 - energy and carbon follow each target's kWh and gCO2 per million output-equivalent tokens; green share is the
   kWh-weighted green share of the sites used.
 """
@@ -19,8 +22,6 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from scheduler.engine.fleet import FleetPlan
-from scheduler.engine.request import DemandCell
-from scheduler.model.schema import Topology
 from scheduler.sim.world import Snapshot
 
 PERCENTILES = (50.0, 95.0, 99.0)
@@ -36,16 +37,6 @@ def weighted_percentiles(values: np.ndarray, weights: np.ndarray, qs=PERCENTILES
     v, c = values[order], np.cumsum(weights[order])
     idx = np.searchsorted(c, np.asarray(qs) / 100.0 * c[-1] * (1 - 1e-12), side="left")
     return [float(v[min(i, len(v) - 1)]) for i in idx]
-
-
-def ttft_slos(cells: list[DemandCell], topo: Topology) -> np.ndarray:
-    """Each cell's TTFT bound: its own, else its region's default, else none (inf)."""
-    regions = {r.id: r for r in topo.regions}
-    out = []
-    for c in cells:
-        slo = c.ttft_ms if c.ttft_ms is not None else regions[c.region].slo.ttft_ms
-        out.append(math.inf if slo is None else float(slo))
-    return np.array(out)
 
 
 class Trace:
@@ -73,7 +64,7 @@ class Trace:
         self._site_index = {s: i for i, s in enumerate(sites)}
         self._cable_index = {c: i for i, c in enumerate(cables)}
 
-    def record(self, i: int, plan: FleetPlan, snap: Snapshot, slo_ms: np.ndarray) -> None:
+    def record(self, i: int, plan: FleetPlan, snap: Snapshot) -> None:
         cat = snap.catalog
         ttft, tps = [], []
         demand = served = within = kwh = co2 = green = 0.0
@@ -81,8 +72,7 @@ class Trace:
             demand += row.cell.tokens_per_s
             for s in row.shares:
                 served += s.tokens_per_s
-                if s.ttft_ms <= slo_ms[g] + 1e-9:
-                    within += s.tokens_per_s
+                within += s.tokens_per_s * s.within_slo
                 kwh += s.kwh_per_hour
                 co2 += s.g_co2_per_hour
                 green += s.kwh_per_hour * s.green_share

@@ -19,8 +19,10 @@ from scheduler.table import render
 
 DEFINITIONS = (
     "tokens = input + output tokens; refused = demand no feasible site had room for (served + refused = demanded).",
-    "SLO attainment % = tokens served with estimated TTFT within the SLO / tokens demanded (refusals count against).",
-    "TTFT = RTT + queueing at the pool loads the plan produces + prefill; percentiles are token-weighted over the run.",
+    "SLO attainment % = tokens served within the SLO / tokens demanded (refusals count against); each share counts "
+    "the share of its requests that meet the SLO under the modelled M/M/c wait at the planned load.",
+    "TTFT = RTT + prefill + the SLO percentile's wait in the pool's M/M/c queue at the loads the plan produces; "
+    "p50/p95/p99 are token-weighted over the run.",
     "cost = energy x PUE x hourly price + accelerator amortization + transit; green = kWh-weighted green share.",
 )
 
