@@ -17,15 +17,17 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 PACKAGE = Path("scheduler") / "v1"
-INIT = '"""Code generated from proto/scheduler/v1 by `make proto` (proto/generate.py). Do not edit."""\n'
+# etcd's own API (vendored by proto/etcd_vendor.py) for cluster mode: its own package, so it never mixes with ours.
+ETCD_PACKAGE = Path("scheduler") / "etcdpb"
+INIT = '"""Code generated from proto/{package} by `make proto` (proto/generate.py). Do not edit."""\n'
 
 
-def generate(out_root: Path) -> list[Path]:
-    """Write the generated package under out_root/scheduler/v1 and return the files written."""
-    sources = sorted((PROTO_ROOT / PACKAGE).glob("*.proto"))
+def generate(out_root: Path, package: Path = PACKAGE) -> list[Path]:
+    """Write the generated package under out_root/<package> and return the files written."""
+    sources = sorted((PROTO_ROOT / package).glob("*.proto"))
     if not sources:
-        raise SystemExit(f"no .proto files under {PROTO_ROOT / PACKAGE}")
-    target = out_root / PACKAGE
+        raise SystemExit(f"no .proto files under {PROTO_ROOT / package}")
+    target = out_root / package
     target.mkdir(parents=True, exist_ok=True)
     for old in target.glob("*_pb2*.py*"):
         old.unlink()  # a removed .proto must not leave its code behind
@@ -37,7 +39,7 @@ def generate(out_root: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    (target / "__init__.py").write_text(INIT)
+    (target / "__init__.py").write_text(INIT.format(package=package.as_posix()))
     return sorted(p for p in target.iterdir() if p.is_file())
 
 
@@ -45,8 +47,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT, help="root to write scheduler/v1 under (default: repo)")
     args = parser.parse_args()
-    for path in generate(args.out):
-        print(path.relative_to(args.out))
+    for package in (PACKAGE, ETCD_PACKAGE):
+        for path in generate(args.out, package):
+            print(path.relative_to(args.out))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ import sys
 # a subcommand's func takes the parsed args and returns the exit code.
 COMMAND_MODULES = [
     "scheduler.commands.validate",
+    "scheduler.commands.diff",
     "scheduler.commands.serve",
     "scheduler.commands.place",
     "scheduler.commands.plan",
     "scheduler.commands.demo",
     "scheduler.commands.simulate",
+    "scheduler.commands.holds",
 ]
 
 

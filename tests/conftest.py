@@ -26,3 +26,12 @@ def token_store(path, **tokens: tuple[str, str]) -> TokenStore:
     path.write_text("tokens:\n" + "".join(f"  - {{name: {name}, role: {role}, sha256: {hash_token(secret)}}}\n"
                                          for name, (role, secret) in tokens.items()))
     return TokenStore.load(path)
+
+
+@pytest.fixture()
+def etcd():
+    """A real etcd on free loopback ports with a temporary data dir, stopped after the test."""
+    from etcd_server import EtcdServer
+
+    with EtcdServer() as server:
+        yield server

@@ -6,6 +6,7 @@ import heapq
 import math
 import random
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -281,3 +282,22 @@ def test_concurrent_reserve_many_never_overcommits():
     assert not errors
     held = ledger.snapshot()
     assert held.get("a", 0.0) > 40 and held.get("b", 0.0) > 20  # they really contended for the room
+
+
+def test_holds_restored_from_an_earlier_run_never_move_this_run_s_ids_into_theirs():
+    """A restart restores the holds of an earlier run, whose boot number may be higher or lower than this run's:
+    the new run keeps issuing ids from its own range (a restore once bumped the counter into the old run's range
+    whenever the old boot number was higher, so new ids named the old run)."""
+    from scheduler.engine.ledger import RUN_ID_BITS
+
+    for old_boot in (3, 9):
+        ledger = Ledger(first_id=(5 << RUN_ID_BITS) | 1)
+        old_first = (old_boot << RUN_ID_BITS) | 1
+        assert ledger.restore(old_first, ["a", "a"], [1.0, 2.0], [math.inf] * 2, [time.time() + 60] * 2) == 2
+        (new,) = ledger.try_reserve([("a", 1.0, 10.0)], {"a": 8.0})
+        assert new.id >> RUN_ID_BITS == 5 and new.id not in (old_first, old_first + 1)
+    # Restoring this run's own ids (a replayed journal) still never hands them out again.
+    ledger = Ledger(first_id=(5 << RUN_ID_BITS) | 1)
+    ledger.restore((5 << RUN_ID_BITS) | 1, ["a"], [1.0], [math.inf], [time.time() + 60])
+    (new,) = ledger.try_reserve([("a", 1.0, 10.0)], {"a": 8.0})
+    assert new.id == (5 << RUN_ID_BITS) | 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scheduler.engine.core import RESERVE_RETRIES, Overloaded
+from scheduler.engine.core import RESERVE_RETRIES, SERIAL_RETRIES, Overloaded
 from scheduler.engine.estimate import BatchArrays, estimate
 from scheduler.engine.request import Batch, InvalidRequest, Reason
 from test_engine_support import TINY, engine, recheck, shrink
@@ -123,7 +123,7 @@ def test_a_placement_whose_reservation_keeps_failing_is_never_reported_placed(mo
     monkeypatch.setattr(eng.ledger, "try_reserve", lambda *a, **k: calls.append(1))  # always "someone was faster"
     with pytest.raises(Overloaded):
         eng.place(Batch("singapore", "llm-70b", 1000, 300), hour=3)
-    assert len(calls) == RESERVE_RETRIES
+    assert len(calls) == RESERVE_RETRIES + SERIAL_RETRIES  # optimistic tries, then the serialized ones
     assert eng.ledger.snapshot() == {}
 
 

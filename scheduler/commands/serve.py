@@ -34,6 +34,7 @@ from scheduler.service.server import (DEFAULT_DEADLINE_S, DEFAULT_DRAIN_S, DEFAU
                                       DEFAULT_MAX_CONNECTION_IDLE_S, DEFAULT_PORT, DEFAULT_WORKERS, MAX_MESSAGE_BYTES,
                                       ControlPlane)
 from scheduler.service.topology import DEFAULT_MAX_STREAM_AGE_S
+from scheduler.cluster.settings import DEFAULT_LEASE_TTL_S, DEFAULT_REBALANCE_S, ClusterSettings
 
 log = logging.getLogger("scheduler.serve")
 
@@ -65,9 +66,16 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "handshake_timeout": (DEFAULT_HANDSHAKE_TIMEOUT_S, float),
     "max_connection_idle": (DEFAULT_MAX_CONNECTION_IDLE_S, float),
     "max_connection_age": (DEFAULT_MAX_CONNECTION_AGE_S, float),
+    "state_dir": (None, str),
+    "max_hold": (None, float),
+    "cluster": (None, str),
+    "replica": (None, str),
+    "advertise": (None, str),
+    "lease_ttl": (DEFAULT_LEASE_TTL_S, float),
+    "rebalance_period": (DEFAULT_REBALANCE_S, float),
 }
 POSITIVE_SECONDS = ("max_stream_age", "handshake_timeout", "max_connection_idle", "max_connection_age")
-PATHS = {"topology", "tls_cert", "tls_key", "tls_client_ca", "tokens"}
+PATHS = {"topology", "tls_cert", "tls_key", "tls_client_ca", "tokens", "state_dir"}
 CHOICES = {"log_level": ("debug", "info", "warning", "error"), "log_format": ("json", "text")}
 
 
@@ -129,6 +137,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-connection-age", type=float,
                    help=f"seconds after which a connection is recycled (GOAWAY, calls in flight finish) "
                         f"(default: {d['max_connection_age']:g})")
+    g = p.add_argument_group("state and cluster")
+    g.add_argument("--state-dir", help="directory where holds and the operator's link changes are kept across "
+                                       "restarts (append-only log + snapshot, fsync'd); default: memory only")
+    g.add_argument("--max-hold", type=float,
+                   help="refuse batches that would hold capacity longer than this many seconds (default: no limit; "
+                        "in cluster mode a dead replica's share returns this long after it died, so set it)")
+    g.add_argument("--cluster", help="etcd endpoints, http://HOST:2379[,http://HOST2:2379...]: share the fleet's "
+                                     "capacity with the other replicas (needs --replica)")
+    g.add_argument("--replica", help="this replica's stable name in the cluster (the same across restarts)")
+    g.add_argument("--advertise", help="HOST:PORT the other replicas reach this one at (default: --host:--port)")
+    g.add_argument("--lease-ttl", type=float,
+                   help=f"seconds a silent replica keeps its share before etcd lets it go "
+                        f"(default: {DEFAULT_LEASE_TTL_S:g})")
+    g.add_argument("--rebalance-period", type=float,
+                   help=f"seconds between the leader's rebalancing of shares (default: {DEFAULT_REBALANCE_S:g})")
     g = p.add_argument_group("observability")
     g.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port; 0: off (default: 0)")
     g.add_argument("--metrics-host", help=f"address of the metrics endpoint (default: {d['metrics_host']})")
@@ -203,7 +226,23 @@ def check(s: dict[str, Any]) -> tuple[TlsFiles | None, TokenStore | None]:
     if not 0 <= s["metrics_port"] < 65536:
         raise ConfigError("--metrics-port: must be 0 (off) or a port number")
     check_exposure(s["host"], tls is not None, tokens is not None, bool(s["insecure"]))
+    if s["max_hold"] is not None and not s["max_hold"] > 0:
+        raise ConfigError("--max-hold: must be > 0 seconds")
+    if (s["cluster"] is None) != (s["replica"] is None):
+        raise ConfigError("--cluster and --replica go together: the etcd endpoints and this replica's name")
+    if s["cluster"] is not None:
+        cluster_settings(s)  # ConfigError naming the flag
     return tls, tokens
+
+
+def cluster_settings(s: dict[str, Any]) -> ClusterSettings | None:
+    if s["cluster"] is None:
+        return None
+    try:
+        return ClusterSettings.parse(s["cluster"], s["replica"], advertise=s["advertise"], lease_ttl_s=s["lease_ttl"],
+                                     rebalance_s=s["rebalance_period"], tls=s["tls_cert"] is not None)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def build(s: dict[str, Any]) -> ControlPlane:
@@ -217,7 +256,8 @@ def build(s: dict[str, Any]) -> ControlPlane:
         max_watches=s["max_watches"], max_watches_per_client=s["max_watches_per_client"],
         max_stream_age_s=s["max_stream_age"], max_connections=s["max_connections"],
         handshake_timeout_s=s["handshake_timeout"], max_connection_idle_s=s["max_connection_idle"],
-        max_connection_age_s=s["max_connection_age"])
+        max_connection_age_s=s["max_connection_age"], state_dir=s["state_dir"], max_hold_s=s["max_hold"],
+        cluster=cluster_settings(s))
 
 
 def raise_open_file_limit() -> tuple[int, int] | None:

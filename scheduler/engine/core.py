@@ -6,6 +6,7 @@ that picked it up at its start sees one consistent topology to its end. The ledg
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from scheduler.model.schema import Topology
 from scheduler.network import NetworkModel, Route
 
 RESERVE_RETRIES = 4
+JOINT_RETRIES = 2  # a joint solve is dear: after this many lost races, take the serialized path
+SERIAL_RETRIES = 8  # serialized attempts (only capacity shrinking under us, e.g. a reload, can make them fail)
 
 
 def china_hour(now: float | None = None) -> int:
@@ -36,10 +39,17 @@ def china_hour(now: float | None = None) -> int:
 
 class Engine:
     def __init__(self, catalog: Catalog, ledger: Ledger | None = None,
-                 hour: Callable[[], int] = china_hour):
+                 hour: Callable[[], int] = china_hour, max_hold_s: float | None = None):
+        """`max_hold_s`: refuse batches that would hold capacity longer (None: no limit)."""
         self.catalog = catalog.prepare()
         self.ledger = ledger or Ledger()
         self._hour = hour
+        self.max_hold_s = max_hold_s
+        # Liveness near full capacity: a caller that lost the race for the last capacity a few times takes the
+        # serialized path, during which new reservations wait for it (so it cannot lose again).
+        self._serial_lock = threading.Lock()
+        self._turn = threading.Condition()
+        self._serial = False
 
     @classmethod
     def from_topology(cls, topology: Topology, version: str = "", ledger: Ledger | None = None,
@@ -80,8 +90,44 @@ class Engine:
         cat = cat or self.catalog
         return check_batch(batch, cat.region_by_id, cat.models, cat.data_classes, prefix)
 
+    def check_hold(self, batch: Batch, cat: Catalog, field: str) -> None:
+        """InvalidRequest if the batch would hold capacity past `max_hold_s` (its streams' expected duration)."""
+        if self.max_hold_s is None:
+            return
+        model = cat.models.get(batch.model)
+        if model is None:
+            return  # check_batch has refused it already
+        hold = max(1.0, batch.output_tokens / model.stream_tokens_per_s)
+        if hold > self.max_hold_s:
+            raise InvalidRequest(field, f"the batch would hold capacity for {hold:,.0f} s, over the server's "
+                                        f"maximum of {self.max_hold_s:,.0f} s (--max-hold); split it into "
+                                        f"shorter batches")
+
+    def _wait_turn(self) -> None:
+        """Before an optimistic reservation: wait while a serialized one is at work."""
+        if self._serial:
+            with self._turn:
+                self._turn.wait_for(lambda: not self._serial)
+
+    def _serialized(self, attempt: Callable[[], object]) -> object:
+        """Run `attempt` (read, decide, reserve; None when it lost a race) with new reservations held back."""
+        with self._serial_lock:
+            with self._turn:
+                self._serial = True
+            try:
+                for _ in range(SERIAL_RETRIES):
+                    out = attempt()
+                    if out is not None:
+                        return out
+            finally:
+                with self._turn:
+                    self._serial = False
+                    self._turn.notify_all()
+        raise Overloaded("capacity kept changing under concurrent placements; retry")
+
     # --- operations -------------------------------------------------------------------------------------------
-    def place(self, batch: Batch, hour: int | None = None, reserve: bool = True) -> Decision:
+    def place(self, batch: Batch, hour: int | None = None, reserve: bool = True, owner: str = "",
+              quota: float | None = None) -> Decision:
         """The cheapest feasible site for one batch; with reserve, its capacity is held in the ledger.
 
         Latency is judged with the batch's own load on the pool, and a pool may not grow past the ceiling of any
@@ -89,10 +135,13 @@ class Engine:
         """
         cat = self.catalog
         slo = self.check(batch, cat)
+        if reserve:
+            self.check_hold(batch, cat, "batch.output_tokens")
         h = self.hour(hour)
         tables = cat.one_batch(batch.model)
         n_pools = len(cat.pools)
-        for _ in range(RESERVE_RETRIES):
+
+        def attempt() -> Decision | None:
             if tables is not None:  # the single-batch path: the same decision as `decide`, in plain floats
                 used, ceiling = self.ledger.state(cat.ledger_keys)
                 decision = decide_one(batch, slo, cat, tables, h, used, used[n_pools:], ceiling)
@@ -101,16 +150,19 @@ class Engine:
                 decision, _ = decide(batch, slo, cat, h, used, cable_used, self.ceilings(cat))
             if not decision.placed or not reserve:
                 return decision
-            items = self._items(cat, decision)
-            got = self.ledger.try_reserve(items, cat.ledger_capacity_map)
-            if got is not None:
-                return _with_reservations(decision, got)
+            got = self.ledger.try_reserve(self._items(cat, decision), cat.ledger_capacity_map, owner, quota)
+            return None if got is None else _with_reservations(decision, got)
+
+        for _ in range(RESERVE_RETRIES):
+            self._wait_turn()
+            if (decision := attempt()) is not None:
+                return decision
             # Another caller took the capacity between our read and our reservation: look again.
-        # Never hand back a "placed" decision with nothing reserved behind it.
-        raise Overloaded("capacity kept changing under concurrent placements; retry")
+        # Never hand back a "placed" decision with nothing reserved behind it: serialize instead.
+        return self._serialized(attempt)  # type: ignore[return-value]
 
     def place_many(self, batches: Sequence[Batch], hour: int | None = None, time_limit_s: float = 2.0,
-                   reserve: bool = True) -> BatchResult:
+                   reserve: bool = True, owner: str = "", quota: float | None = None) -> BatchResult:
         """Place batches jointly at least cost; each gets a site or an explicit reason for staying unplaced.
 
         No placement breaks another's SLO: each pool ends at or below the ceiling of every batch placed on it (and
@@ -119,31 +171,36 @@ class Engine:
         if not (time_limit_s > 0):
             raise InvalidRequest("time_limit_s", f"must be positive, got {time_limit_s!r}")
         knapsack.warm()  # the large solve's compiled part, once per process, outside its time limit
-        return self._joint(batches, hour, reserve, lambda problem: joint.solve(problem, time_limit_s))
+        return self._joint(batches, hour, reserve, lambda problem: joint.solve(problem, time_limit_s), owner, quota)
 
     def _joint(self, batches: Sequence[Batch], hour: int | None, reserve: bool,
-               solver: Callable[[joint.Problem], joint.Assignment]) -> BatchResult:
+               solver: Callable[[joint.Problem], joint.Assignment], owner: str = "",
+               quota: float | None = None) -> BatchResult:
         cat = self.catalog
         batches = list(batches)
         checked = check_batches(batches, cat.region_by_id, cat.models, cat.data_classes, "batches[{}].")
+        if reserve:
+            for i, b in enumerate(batches):
+                self.check_hold(b, cat, f"batches[{i}].output_tokens")
         slos = checked.slos
         h = self.hour(hour)
-        for attempt in range(RESERVE_RETRIES):
+
+        def attempt() -> BatchResult | None:
             used, cable_used = self.usage(cat)
             problem = joint.build(cat, batches, slos, h, used, cable_used, self.ceilings(cat), checked)
             solution = solver(problem)
             placed = _Placed.of(problem, solution)
             if not reserve:
-                table = placed.table(slos)
-                break
-            items = placed.ledger_items()
-            first = self.ledger.reserve_many(cat.ledger_keys, *items, cat.ledger_capacity)
-            if first is not None:
-                table = placed.table(slos, first)
-                break
-        else:
-            raise Overloaded("capacity kept changing under concurrent placements; retry")
-        return BatchResult(table, solution, cat.version, h)
+                return BatchResult(placed.table(slos), solution, cat.version, h)
+            first = self.ledger.reserve_many(cat.ledger_keys, *placed.ledger_items(), cat.ledger_capacity, owner,
+                                             quota)
+            return None if first is None else BatchResult(placed.table(slos, first), solution, cat.version, h)
+
+        for _ in range(JOINT_RETRIES):
+            self._wait_turn()
+            if (result := attempt()) is not None:
+                return result
+        return self._serialized(attempt)  # type: ignore[return-value]
 
     def place_baseline(self, batches: Sequence[Batch], policy: str, hour: int | None = None,
                        reserve: bool = True) -> BatchResult:

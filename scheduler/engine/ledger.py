@@ -6,6 +6,13 @@ capacity under one lock, refusing anything that would push a pool past its capac
 the placements live on it, so concurrent callers can never overcommit a pool or break a promise already made.
 `reserve_many` does the same for many items given column-wise (a whole batch placement in one call): it checks
 each pool once on the aggregated need and hands out a contiguous block of ids, one per item, each releasable alone.
+
+Beyond that, three things the service needs from it: every item records the token (`owner`) that made it, so a
+router releases only its own holds and a per-token quota on accelerators is checked under the same lock; in
+cluster mode, `set_shares` confines this process to its granted share of every key and adds the other replicas'
+shares as background load, so latency is judged at a fleet-wide bound; and an optional `journal` is told of every
+reservation and release (under the lock, in order) and made durable before the caller hears of them, so a restart
+can restore what was promised (scheduler/service/statedir.py).
 """
 
 from __future__ import annotations
@@ -16,11 +23,34 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 TOLERANCE = 1e-9  # accelerators (or Gbps): float noise, not capacity
+CABLE_KEY_PREFIX = "cable:"  # keys of cable bandwidth (catalog.CABLE_PREFIX); every other key is a pool's
 _new = object.__new__
+
+
+class QuotaExceeded(Exception):
+    """A token's accelerators held plus what a placement needs would pass its quota (never retried)."""
+
+    def __init__(self, owner: str, held: float, quota: float, need: float):
+        super().__init__(f"token {owner!r} holds {held:.6g} of its quota of {quota:.6g} accelerators; this "
+                         f"placement needs {need:.6g} more (release holds or wait for them to end)")
+        self.owner, self.held, self.quota, self.need = owner, held, quota, need
+
+
+class Journal(Protocol):
+    """Told of every change under the ledger's lock (so in order); `durable(ticket)` returns once the change with
+    that ticket is safely stored (called outside the lock, so many callers share one fsync)."""
+
+    def reserved(self, first: int, pools: list[str], amounts: list[float], ceilings: list[float],
+                 expires_wall: list[float], owner: str) -> int: ...
+
+    def released(self, ids: list[int]) -> int: ...
+
+    def durable(self, ticket: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -30,18 +60,19 @@ class Reservation:
     accelerators: float
     expires_at: float
     ceiling: float = math.inf
+    owner: str = ""
 
 
 class _Block:
     """The items one reserving call took, ids `first` .. `first + n - 1`, column-wise. Expiry walks them in order of
     (expiry, id) through `order`, one heap entry per block rather than per item."""
 
-    __slots__ = ("first", "pools", "amounts", "ceilings", "expires", "order", "cursor", "live")
+    __slots__ = ("first", "pools", "amounts", "ceilings", "expires", "order", "cursor", "live", "owner")
 
     def __init__(self, first: int, pools: list[str], amounts: list[float], ceilings: list[float],
-                 expires: list[float], order: list[int]):
+                 expires: list[float], order: list[int], owner: str = ""):
         self.first, self.pools, self.amounts, self.ceilings = first, pools, amounts, ceilings
-        self.expires, self.order = expires, order
+        self.expires, self.order, self.owner = expires, order, owner
         self.cursor = 0  # position in `order` of the next item to expire
         self.live = len(pools)  # items neither released nor expired
 
@@ -63,14 +94,21 @@ class _View:
         self.ceiling = ceiling
 
 
+RUN_ID_BITS = 36  # one run of the ledger issues ids first_id .. first_id + 2**36 - 1 (scheduler/service/ids.py)
 MAX_VIEWS = 4  # key lists kept current (a snapshot asks with the same list every time; a reload brings a new one)
 
 
 class Ledger:
     """Keyed by pool key (`site/accelerator#j`) so it survives topology reloads that keep the pool."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, first_id: int = 1,
+                 journal: Journal | None = None, wall: Callable[[], float] = time.time):
+        """`first_id`: the first reservation id (the service makes ids unique across replicas and restarts by
+        starting each process's counter in a range of its own, scheduler/service/ids.py). `wall`: the clock
+        journaled expiry times are written in (`clock` is monotonic and means nothing to another process)."""
         self._clock = clock
+        self._wall = wall
+        self.journal = journal
         self._lock = threading.Lock()
         self._used: dict[str, float] = {}
         # Per block with items pending, its next (expiry, id): popping the heap visits every item in (expiry, id)
@@ -78,8 +116,11 @@ class Ledger:
         self._expiry: list[tuple[float, int, _Block]] = []
         self._live: dict[int, _Block] = {}  # id of every live item -> its block
         self._ceilings: dict[str, list[tuple[float, int]]] = {}  # per pool, a min-heap; dead entries dropped lazily
-        self._next_id = 1
+        self._next_id = self._first_id = first_id
         self._views: list[_View] = []  # most recent first
+        self._held: dict[str, float] = {}  # accelerators (pool keys only) held per owner
+        self._shares: dict[str, float] | None = None  # cluster mode: this replica's share per key (absent: 0)
+        self._background: dict[str, float] = {}  # cluster mode: load the other replicas may put on a key
 
     def _expire(self, now: float) -> None:
         heap = self._expiry
@@ -97,7 +138,7 @@ class Ledger:
 
     def _sync_used(self, pool: str) -> None:
         if self._views:
-            x = self._used.get(pool, 0.0)
+            x = self._used.get(pool, 0.0) + self._background.get(pool, 0.0)
             for view in self._views:
                 i = view.index.get(pool)
                 if i is not None:
@@ -116,7 +157,8 @@ class Ledger:
         for view in self._views:
             if view.keys is keys:
                 return view
-        view = _View(keys, [self._used.get(k, 0.0) for k in keys], [self._ceiling(k) for k in keys])
+        bg = self._background
+        view = _View(keys, [self._used.get(k, 0.0) + bg.get(k, 0.0) for k in keys], [self._ceiling(k) for k in keys])
         if len(view.index) == len(keys):  # a list naming a key twice is served but not kept
             self._views.insert(0, view)
             del self._views[MAX_VIEWS:]
@@ -128,7 +170,41 @@ class Ledger:
             heapq.heappop(heap)
         return heap[0][0] if heap else math.inf
 
+    def _fits(self, pool: str, amount: float, capacity: float, lowest: float) -> bool:
+        """Room for `amount` more on `pool`: within its capacity (and in cluster mode this replica's share), and
+        the load (with the other replicas' shares as background) within every ceiling promised on it."""
+        own = self._used.get(pool, 0.0)
+        if self._shares is not None:
+            capacity = min(capacity, self._shares.get(pool, 0.0))
+        if own + amount > capacity + TOLERANCE:
+            return False
+        return own + self._background.get(pool, 0.0) + amount <= min(self._ceiling(pool), lowest) + TOLERANCE
+
+    def _check_quota(self, owner: str, quota: float | None, pools: Iterable[str], amounts: Iterable[float]) -> None:
+        if quota is None:
+            return
+        need = sum(a for p, a in zip(pools, amounts) if not p.startswith(CABLE_KEY_PREFIX))
+        held = self._held.get(owner, 0.0)
+        if need > 0 and held + need > quota + TOLERANCE:
+            raise QuotaExceeded(owner, held, quota, need)
+
+    def set_shares(self, shares: dict[str, float] | None, background: dict[str, float] | None = None) -> None:
+        """Cluster mode: hold at most `shares[key]` of each key (a key not named: nothing), and judge latency with
+        `background[key]` more load on it (the others' shares). None: the whole capacity, no background."""
+        with self._lock:
+            self._shares = None if shares is None else dict(shares)
+            old = self._background
+            self._background = dict(background or {})
+            for key in set(old) | set(self._background):
+                self._sync_used(key)
+
+    def shares(self) -> dict[str, float] | None:
+        with self._lock:
+            return None if self._shares is None else dict(self._shares)
+
     def used(self, pools: list[str]) -> np.ndarray:
+        """Per key, the load placements are judged at: this process's holds plus, in cluster mode, the others'
+        shares (`own_used` without them)."""
         with self._lock:
             self._expire(self._clock())
             return np.array(self._view(pools).used)
@@ -146,12 +222,14 @@ class Ledger:
             view = self._view(keys)
             return view.used[:], view.ceiling[:]
 
-    def try_reserve(self, items: Sequence[tuple], capacity: dict[str, float]) -> list[Reservation] | None:
-        """Reserve all (pool, accelerators, hold seconds[, ceiling]) or none.
+    def try_reserve(self, items: Sequence[tuple], capacity: dict[str, float], owner: str = "",
+                    quota: float | None = None) -> list[Reservation] | None:
+        """Reserve all (pool, accelerators, hold seconds[, ceiling]) or none, on behalf of `owner`.
 
         None if any pool would exceed its capacity, the lowest ceiling of its live placements, or the ceiling of
-        an item being reserved on it.
+        an item being reserved on it. QuotaExceeded if `owner` would hold more than `quota` accelerators.
         """
+        ticket = None
         with self._lock:
             now = self._clock()
             self._expire(now)
@@ -163,9 +241,9 @@ class Ledger:
                 if len(item) > 3:
                     lowest[pool] = min(lowest.get(pool, math.inf), item[3])
             for pool, amount in need.items():
-                limit = min(capacity[pool], self._ceiling(pool), lowest.get(pool, math.inf))
-                if self._used.get(pool, 0.0) + amount > limit + TOLERANCE:
+                if not self._fits(pool, amount, capacity[pool], lowest.get(pool, math.inf)):
                     return None
+            self._check_quota(owner, quota, need.keys(), need.values())
             first = self._next_id
             if not items:
                 return []
@@ -179,23 +257,29 @@ class Ledger:
             for rid, pool, amount, expires_at, ceiling in zip(range(first, first + n), pools, amounts, expires,
                                                               ceilings):
                 r = _new(Reservation)  # a frozen dataclass's __init__ sets its fields one by one, slowly
-                r.__dict__.update(id=rid, pool=pool, accelerators=amount, expires_at=expires_at, ceiling=ceiling)
+                r.__dict__.update(id=rid, pool=pool, accelerators=amount, expires_at=expires_at, ceiling=ceiling,
+                                  owner=owner)
                 out.append(r)
             used = self._used
             for pool, amount in zip(pools, amounts):
                 used[pool] = used.get(pool, 0.0) + amount
                 self._sync_used(pool)
             self._book(first, pools, amounts, ceilings, expires,
-                       sorted(range(n), key=expires.__getitem__) if n > 1 else [0])
+                       sorted(range(n), key=expires.__getitem__) if n > 1 else [0], owner)
             for rid, pool, ceiling in zip(range(first, first + n), pools, ceilings):
                 if ceiling < math.inf:
                     heapq.heappush(self._ceilings.setdefault(pool, []), (ceiling, rid))
                     self._sync_ceiling(pool)
             self._compact()
-            return out
+            if self.journal is not None:
+                ticket = self._journal_reserved(first, pools, amounts, ceilings, expires, now, owner)
+        if ticket is not None:
+            self.journal.durable(ticket)
+        return out
 
     def reserve_many(self, keys: Sequence[str], key: np.ndarray, amount: np.ndarray, hold: np.ndarray,
-                     ceiling: np.ndarray, capacity: np.ndarray) -> int | None:
+                     ceiling: np.ndarray, capacity: np.ndarray, owner: str = "",
+                     quota: float | None = None) -> int | None:
         """`try_reserve` column-wise: item i takes `amount[i]` of `keys[key[i]]` for `hold[i]` seconds, with SLO
         ceiling `ceiling[i]` (inf: none), against `capacity[k]` per key. All or none, judged exactly as
         `try_reserve` judges the same items; item i gets id `first + i`, where `first` is returned (None: refused).
@@ -215,15 +299,15 @@ class Ledger:
         np.minimum.at(lowest, key, ceiling)
         lowest = lowest.tolist()
         capacity = np.asarray(capacity, dtype=float).tolist()
+        ticket = None
         with self._lock:
             now = self._clock()
             self._expire(now)
             used = self._used
             for k in present:
-                pool = keys[k]
-                limit = min(capacity[k], self._ceiling(pool), lowest[k])
-                if used.get(pool, 0.0) + need[k] > limit + TOLERANCE:
+                if not self._fits(keys[k], need[k], capacity[k], lowest[k]):
                     return None
+            self._check_quota(owner, quota, (keys[k] for k in present), (need[k] for k in present))
             first = self._next_id
             if n == 0:
                 return first
@@ -237,7 +321,7 @@ class Ledger:
             pools = [keys[k] for k in key.tolist()]
             expires = now + hold
             self._book(first, pools, amount.tolist(), ceiling.tolist(), expires.tolist(),
-                       np.argsort(expires, kind="stable").tolist())
+                       np.argsort(expires, kind="stable").tolist(), owner)
             capped = np.flatnonzero(ceiling < math.inf)
             if len(capped):  # per pool, its new ceilings joined to its heap in one go
                 capped = capped[np.argsort(key[capped], kind="stable")]
@@ -253,14 +337,59 @@ class Ledger:
                         heapq.heapify(heap)
                     self._sync_ceiling(pools[int(group[0])])
             self._compact()
-            return first
+            if self.journal is not None:
+                ticket = self._journal_reserved(first, pools, amount.tolist(), ceiling.tolist(), expires.tolist(),
+                                                now, owner)
+        if ticket is not None:
+            self.journal.durable(ticket)
+        return first
+
+    def _journal_reserved(self, first: int, pools: list[str], amounts: list[float], ceilings: list[float],
+                          expires: list[float], now: float, owner: str) -> int:
+        shift = self._wall() - now
+        return self.journal.reserved(first, pools, amounts, ceilings, [e + shift for e in expires], owner)
 
     def _book(self, first: int, pools: list[str], amounts: list[float], ceilings: list[float], expires: list[float],
-              order: list[int]) -> None:
+              order: list[int], owner: str = "") -> None:
         """Make items `first`.. live as one block (`order`: their indices by expiry, ties by id)."""
-        block = _Block(first, pools, amounts, ceilings, expires, order)
+        block = _Block(first, pools, amounts, ceilings, expires, order, owner)
         self._live.update(dict.fromkeys(range(first, first + len(pools)), block))
         heapq.heappush(self._expiry, block.head())
+        held = self._held
+        for pool, amount in zip(pools, amounts):
+            if not pool.startswith(CABLE_KEY_PREFIX):
+                held[owner] = held.get(owner, 0.0) + amount
+
+    def restore(self, first: int, pools: list[str], amounts: list[float], ceilings: list[float],
+                expires_wall: list[float], owner: str = "") -> int:
+        """Book a block of items read back from a journal or snapshot, with its own ids, whatever capacity says
+        (they were promised before): items already ended are skipped. Returns how many are live again."""
+        with self._lock:
+            now, wall = self._clock(), self._wall()
+            live = [i for i, e in enumerate(expires_wall) if e > wall and first + i not in self._live]
+            if not live:
+                return 0
+            if len(live) < len(pools):  # book the live ones one by one (ids are not contiguous any more)
+                for i in live:
+                    self._restore_block(first + i, [pools[i]], [amounts[i]], [ceilings[i]],
+                                        [now + expires_wall[i] - wall], owner)
+            else:
+                self._restore_block(first, list(pools), list(amounts), list(ceilings),
+                                    [now + e - wall for e in expires_wall], owner)
+            if self._first_id <= first < self._first_id + (1 << RUN_ID_BITS):  # this run's own ids: never reissue
+                self._next_id = max(self._next_id, first + len(pools))
+            return len(live)
+
+    def _restore_block(self, first: int, pools: list[str], amounts: list[float], ceilings: list[float],
+                       expires: list[float], owner: str) -> None:
+        order = sorted(range(len(pools)), key=expires.__getitem__)
+        self._book(first, pools, amounts, ceilings, expires, order, owner)
+        for i, (pool, amount, ceiling) in enumerate(zip(pools, amounts, ceilings)):
+            self._used[pool] = self._used.get(pool, 0.0) + amount
+            self._sync_used(pool)
+            if ceiling < math.inf:
+                heapq.heappush(self._ceilings.setdefault(pool, []), (ceiling, first + i))
+                self._sync_ceiling(pool)
 
     def _compact(self) -> None:
         """Drop dead ceiling entries once they outnumber the live placements (amortized, keeps memory bounded)."""
@@ -276,19 +405,71 @@ class Ledger:
 
     def release(self, reservation_id: int) -> bool:
         """Free a placement early (e.g. the request finished or was cancelled)."""
-        with self._lock:
-            return self._release_one(reservation_id)
+        return self.release_many([reservation_id]) == 1
 
-    def release_many(self, reservation_ids: Iterable[int]) -> int:
-        """`release` for many ids under one lock; how many were live."""
+    def release_many(self, reservation_ids: Iterable[int], owner: str | None = None) -> int:
+        """`release` for many ids under one lock; how many were live. With `owner`, only holds that owner made
+        are freed (others are left alone and not counted)."""
+        ticket = None
         with self._lock:
-            return sum(self._release_one(rid) for rid in reservation_ids)
+            self._expire(self._clock())
+            if owner is None:
+                freed = [rid for rid in reservation_ids if self._release_one(rid)]
+            else:
+                live = self._live
+                freed = [rid for rid in reservation_ids
+                         if (b := live.get(rid)) is not None and b.owner == owner and self._release_one(rid)]
+            if freed and self.journal is not None:
+                ticket = self.journal.released(freed)
+        if ticket is not None:
+            self.journal.durable(ticket)
+        return len(freed)
+
+    def release_where(self, owner: str | None = None, pool: str | None = None) -> int:
+        """Free every live hold made by `owner` and/or on `pool` (an operator's broom); how many."""
+        with self._lock:
+            self._expire(self._clock())
+            ids = [rid for rid, b in self._live.items()
+                   if (owner is None or b.owner == owner) and (pool is None or b.pools[rid - b.first] == pool)]
+        return self.release_many(ids)
+
+    def owner_of(self, reservation_id: int) -> str | None:
+        """Who made a live hold (None: not live here)."""
+        with self._lock:
+            block = self._live.get(reservation_id)
+            return None if block is None else block.owner
+
+    def held_by(self, owner: str) -> float:
+        """Accelerators `owner` holds now (pools only)."""
+        with self._lock:
+            self._expire(self._clock())
+            return self._held.get(owner, 0.0)
+
+    def own_used(self) -> dict[str, float]:
+        """This process's holds per key, without the background (`snapshot` with zeros too)."""
+        with self._lock:
+            self._expire(self._clock())
+            return dict(self._used)
+
+    def horizon(self) -> float:
+        """Wall-clock time by which every live hold has ended (now if none)."""
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            last = max((max(b.expires) for b in set(self._live.values())), default=now)
+            return self._wall() + max(0.0, last - now)
 
     def _release_one(self, reservation_id: int) -> bool:
         block = self._live.pop(reservation_id, None)
         if block is None:
             return False
         i = reservation_id - block.first
+        if not block.pools[i].startswith(CABLE_KEY_PREFIX):
+            left = self._held.get(block.owner, 0.0) - block.amounts[i]
+            if left > TOLERANCE:
+                self._held[block.owner] = left
+            else:
+                self._held.pop(block.owner, None)
         self._release(block.pools[i], block.amounts[i])
         if block.ceilings[i] < math.inf:
             self._sync_ceiling(block.pools[i])
@@ -302,7 +483,22 @@ class Ledger:
             out = {}
             for rid, block in self._live.items():
                 i = rid - block.first
-                out[rid] = Reservation(rid, block.pools[i], block.amounts[i], block.expires[i], block.ceilings[i])
+                out[rid] = Reservation(rid, block.pools[i], block.amounts[i], block.expires[i], block.ceilings[i],
+                                       block.owner)
+            return out
+
+    def live_blocks(self) -> list[tuple[int, list[str], list[float], list[float], list[float], str]]:
+        """Every live item grouped by block as (first id, pools, amounts, ceilings, wall-clock expiries, owner),
+        items no longer live dropped (each kept item's id is first + its index: gaps are filled with 0-length
+        holds that `restore` skips as ended). For snapshots."""
+        with self._lock:
+            now, wall = self._clock(), self._wall()
+            self._expire(now)
+            out = []
+            for block in {id(b): b for b in self._live.values()}.values():
+                exp = [(e - now + wall) if (block.first + i) in self._live else -math.inf
+                       for i, e in enumerate(block.expires)]
+                out.append((block.first, block.pools, block.amounts, block.ceilings, exp, block.owner))
             return out
 
     def snapshot(self) -> dict[str, float]:
@@ -317,3 +513,4 @@ class Ledger:
             self._live.clear()
             self._ceilings.clear()
             self._views.clear()
+            self._held.clear()

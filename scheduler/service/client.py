@@ -168,6 +168,18 @@ class Client:
         """Operator role: read the topology file now."""
         return self.operator.ReloadTopology(operator_pb2.ReloadTopologyRequest(), timeout=self._t(timeout))
 
+    def list_holds(self, owner: str = "", pool: str = "", limit: int = 0,
+                   timeout: float | None = None) -> operator_pb2.ListHoldsResponse:
+        """Operator role: live holds (every replica's in cluster mode), soonest to end first."""
+        return self.operator.ListHolds(operator_pb2.ListHoldsRequest(owner=owner, pool=pool, limit=limit),
+                                       timeout=self._t(timeout))
+
+    def release_holds(self, ids: Sequence[int] = (), owner: str = "", pool: str = "",
+                      timeout: float | None = None) -> operator_pb2.ReleaseHoldsResponse:
+        """Operator role: free holds by id, token or pool."""
+        return self.operator.ReleaseHolds(operator_pb2.ReleaseHoldsRequest(ids=ids, owner=owner, pool=pool),
+                                          timeout=self._t(timeout))
+
     def close(self) -> None:
         self.raw_channel.close()
 

@@ -54,6 +54,12 @@ class Metrics:
         self.watch_streams = Gauge("scheduler_watch_streams", "WatchTopology streams open now", registry=r)
         self.watch_refusals = Counter("scheduler_watch_refusals", "WatchTopology streams refused, by the limit "
                                       "reached (total, per_client)", ["limit"], registry=r)
+        # Cluster mode only (no series without --cluster, so the cluster alerts stay silent in embedded mode).
+        self.cluster_lease_ok = Gauge("scheduler_cluster_lease_ok", "1 while this replica's etcd lease is renewed "
+                                      "and it places within its share; 0 when it stopped placing for want of one",
+                                      registry=None)
+        self.cluster_leader = Gauge("scheduler_cluster_leader", "1 while this replica leads the cluster (rebalances "
+                                    "the shares)", registry=None)
         self.watch_refusals.labels("total")
         self.watch_refusals.labels("per_client")
         self._placement_counters: dict[tuple[str, Reason | None], Callable[[float], None]] = {}
@@ -68,6 +74,11 @@ class Metrics:
         self.reloads.labels("applied" if outcome.ok else "refused").inc()
         if not outcome.ok:
             self.reload_failures.inc()
+
+    def cluster_mode(self) -> None:
+        """Export the cluster gauges (a replica started with --cluster)."""
+        for gauge in (self.cluster_lease_ok, self.cluster_leader):
+            self.registry.register(gauge)
 
     def on_watch_error(self, _error: OSError) -> None:
         self.watch_errors.inc()

@@ -10,8 +10,10 @@ import logging
 
 import grpc
 
-from scheduler.engine.request import MAX_ID_CHARS, quote, too_long
+from scheduler.engine.request import MAX_ID_CHARS, MAX_NAME_CHARS, quote, too_long
+from scheduler.service import holds
 from scheduler.service.errors import ServiceError, invalid, translated
+from scheduler.service.placement import FORWARDED_KEY, Peers
 from scheduler.service.reload import FileWatcher
 from scheduler.service.state import TopologyState, known_links, unbuilt
 from scheduler.service.topology import outcome_to_pb
@@ -40,9 +42,56 @@ def _peer(context: grpc.ServicerContext) -> str:
 
 
 class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
-    def __init__(self, state: TopologyState, watcher: FileWatcher):
+    def __init__(self, state: TopologyState, watcher: FileWatcher, peers: Peers | None = None):
         self.state = state
         self.watcher = watcher
+        self.peers = peers
+
+    def _others(self, method: str, request: object, context: grpc.ServicerContext) -> tuple[list, list[str]]:
+        """Cluster mode: the same call on every other replica (not when this call was itself passed on)."""
+        metadata = context.invocation_metadata() or ()
+        if self.peers is None or any(k == FORWARDED_KEY for k, _ in metadata):
+            return [], []
+        return self.peers.fan_out(method, request, metadata)
+
+    @staticmethod
+    def _filters(owner: str, pool: str) -> None:
+        if (message := too_long(owner, MAX_NAME_CHARS)) is not None:
+            raise invalid("owner", message)
+        if (message := too_long(pool, MAX_ID_CHARS)) is not None:
+            raise invalid("pool", message)
+
+    @translated(_version)
+    def ListHolds(self, request: operator_pb2.ListHoldsRequest,
+                  context: grpc.ServicerContext) -> operator_pb2.ListHoldsResponse:
+        self._filters(request.owner, request.pool)
+        limit = request.limit or holds.DEFAULT_LIMIT
+        if limit > holds.MAX_LIMIT:
+            raise invalid("limit", f"at most {holds.MAX_LIMIT}, got {limit}")
+        name = self.peers.name if self.peers is not None else ""
+        mine = holds.list_holds(self.state.engine.ledger, request.owner, request.pool, limit, name)
+        answers, unreachable = self._others("ListHolds", request, context)
+        out = holds.merge([mine, *answers], limit) if answers else mine
+        out.topology_version = self.state.version
+        del out.unreachable[:]
+        out.unreachable.extend(unreachable)
+        return out
+
+    @translated(_version)
+    def ReleaseHolds(self, request: operator_pb2.ReleaseHoldsRequest,
+                     context: grpc.ServicerContext) -> operator_pb2.ReleaseHoldsResponse:
+        self._filters(request.owner, request.pool)
+        if not (request.ids or request.owner or request.pool):
+            raise invalid("ids", "give ids, an owner or a pool (releasing every hold takes an explicit filter)")
+        released = holds.release_holds(self.state.engine.ledger, list(request.ids), request.owner, request.pool)
+        answers, unreachable = self._others("ReleaseHolds", request, context)
+        released += sum(a.released for a in answers)
+        log.warning("%d holds released by %s (ids %d, owner %s, pool %s)", released, actor(context),
+                    len(request.ids), quote(request.owner), quote(request.pool),
+                    extra={"principal": actor(context), "peer": _peer(context), "action": "release-holds",
+                           "released": released})
+        return operator_pb2.ReleaseHoldsResponse(topology_version=self.state.version, released=released,
+                                                 unreachable=unreachable)
 
     @translated(_version)
     def SetLinkStatus(self, request: operator_pb2.SetLinkStatusRequest,

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import grpc
 
 from scheduler.engine.core import Engine
 from scheduler.engine.fleet import POLICIES
+from scheduler.engine.ledger import QuotaExceeded
 from scheduler.service import convert
-from scheduler.engine.request import MAX_NAME_CHARS, QUOTE_CHARS, quote, too_long
+from scheduler.engine.request import MAX_NAME_CHARS, QUOTE_CHARS, Reason, quote, too_long
 from scheduler.service.errors import (MAX_DECISION_BYTES, ServiceError, check_deadline, invalid, remaining,
                                       translated, unplaced)
 from scheduler.service.metrics import Metrics
@@ -22,7 +22,7 @@ from scheduler.v1 import placement_pb2, placement_pb2_grpc, types_pb2
 MAX_BATCHES = 10_000  # per PlaceBatch call: bounds one call's memory and solver time
 MAX_DEMAND_CELLS = 10_000
 MAX_RELEASE = 100_000
-MAX_OWNED = 1_000_000  # reservation ids remembered with their owner (under 100 MB)
+FORWARDED_KEY = "scheduler-forwarded-by"  # metadata on a call one replica passes to another: never passed on again
 DEFAULT_TIME_LIMIT_S = 2.0  # the engine's default solver budget
 # Of the client's remaining deadline, what the solver may use; the rest pays for the work around the solve
 # (building the problem, reserving, encoding and sending the answer: about 60 us per batch on a 2-core machine).
@@ -38,38 +38,41 @@ def _version(servicer: PlacementServicer) -> str:
     return servicer.state.version
 
 
-class Holds:
-    """Who made each reservation, so a router can release only its own holds (operators may release any).
+class PeerUnavailable(Exception):
+    """The replica holding some ids did not answer."""
 
-    Bounded: the oldest entries go first; by then their holds have long expired in the ledger (a hold lasts as long
-    as its batch runs), and an id that is no longer known simply is not released early by a router."""
 
-    def __init__(self, limit: int = MAX_OWNED):
-        self._owner: OrderedDict[int, str] = OrderedDict()
-        self._lock = threading.Lock()
-        self._limit = limit
+class Peers(Protocol):
+    """Cluster mode: which replica issued an id, and Release passed on to it (scheduler/cluster/peers.py)."""
 
-    def add(self, owner: str, ids: Iterable[int]) -> None:
-        with self._lock:
-            for rid in ids:
-                self._owner[rid] = owner
-            while len(self._owner) > self._limit:
-                self._owner.popitem(last=False)
+    name: str
 
-    def take(self, owner: str | None, ids: Iterable[int]) -> list[int]:
-        """The ids `owner` may release (None: any), forgotten as they are handed out."""
-        with self._lock:
-            out = []
-            for rid in ids:
-                if owner is None or self._owner.get(rid) == owner:
-                    self._owner.pop(rid, None)
-                    out.append(rid)
-            return out
+    def owner_of(self, reservation_id: int) -> str | None:
+        """The replica that issued the id, if not this one (None: this replica's, or issued by no replica)."""
+
+    def forward_release(self, replica: str, ids: list[int], metadata: Sequence[tuple[str, str]]) -> int:
+        """Release on `replica` with the caller's credentials; how many were live (PeerUnavailable)."""
+
+    def fan_out(self, method: str, request: object, metadata: Sequence[tuple[str, str]]) -> tuple[list, list[str]]:
+        """Call OperatorService.`method` on every other live replica: (answers, replicas that did not answer)."""
 
 
 def _owner(context: grpc.ServicerContext) -> str:
     principal = getattr(context, "principal", None)
     return principal.name if principal is not None else ""
+
+
+def _quota(context: grpc.ServicerContext) -> float | None:
+    principal = getattr(context, "principal", None)
+    return principal.quota if principal is not None else None
+
+
+def _forwarded(context: grpc.ServicerContext) -> bool:
+    return any(k == FORWARDED_KEY for k, _ in context.invocation_metadata() or ())
+
+
+def quota_error(e: QuotaExceeded, version: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"quota: {e}", "quota", version)
 
 
 def _may_release_any(context: grpc.ServicerContext) -> bool:
@@ -79,12 +82,13 @@ def _may_release_any(context: grpc.ServicerContext) -> bool:
 
 class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
     def __init__(self, state: TopologyState, max_batches: int = MAX_BATCHES, metrics: Metrics | None = None,
-                 max_response_bytes: int | None = None):
+                 max_response_bytes: int | None = None, peers: Peers | None = None):
         self.state = state
         self.max_batches = max_batches
         self.metrics = metrics
         self.max_response_bytes = max_response_bytes
-        self.holds = Holds()
+        self.peers = peers
+        self.refused = 0  # placements refused for capacity (cluster mode reads it as demand it could not meet)
 
     @property
     def engine(self) -> Engine:
@@ -107,10 +111,16 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             raise invalid("batch", "required")
         check_deadline(context, "before placing")
         reserve = not request.dry_run
-        d = self.engine.place(convert.batch_from_pb(request.batch), hour=convert.hour_of(request), reserve=reserve)
+        try:
+            d = self.engine.place(convert.batch_from_pb(request.batch), hour=convert.hour_of(request),
+                                  reserve=reserve, owner=_owner(context), quota=_quota(context))
+        except QuotaExceeded as e:
+            raise quota_error(e, self.state.version) from None
         if self.metrics is not None:
             self.metrics.decided_one("Place", d.reason)
         if not d.placed:
+            if d.reason is Reason.CAPACITY:
+                self.refused += 1
             raise unplaced(d.reason, d.message, d.topology_version, trailer_decision(convert.decision_to_pb(d)))
         if reserve and not d.reservation_ids:
             # The engine gave up reserving after repeated races with concurrent callers for the last capacity.
@@ -118,8 +128,6 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
                                "batch: capacity kept changing under concurrent placements; retry", "batch",
                                d.topology_version)
         self._give_back(context, d.reservation_ids, "placing")
-        if d.reservation_ids:
-            self.holds.add(_owner(context), d.reservation_ids)
         response = placement_pb2.PlaceResponse(topology_version=d.topology_version, hour=d.hour)
         convert.fill_decision(response.decision, d)
         return response
@@ -143,13 +151,18 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             limit = min(limit, budget)
         from_pb = convert.batch_from_pb
         batches = [from_pb(b) for b in request.batches]
-        result = self.engine.place_many(batches, hour=convert.hour_of(request), time_limit_s=limit,
-                                        reserve=not request.dry_run)
+        try:
+            result = self.engine.place_many(batches, hour=convert.hour_of(request), time_limit_s=limit,
+                                            reserve=not request.dry_run, owner=_owner(context),
+                                            quota=_quota(context))
+        except QuotaExceeded as e:
+            raise quota_error(e, self.state.version) from None
         # Answers are written from the engine's column-wise table: no Decision object per batch on the way.
         table = result.table
         held = table.reservation_ids.tolist()
         if self.metrics is not None:
             self.metrics.decided("PlaceBatch", table.reason)
+        self.refused += table.reason.count(Reason.CAPACITY)
         self._give_back(context, held, "placing the batches")
         s = result.solution
         response = placement_pb2.PlaceBatchResponse(
@@ -167,7 +180,6 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
                                f"batches: the answer would be {size} bytes, over the server's "
                                f"{self.max_response_bytes}-byte message limit; nothing was reserved (send fewer "
                                f"batches per call)", "batches", result.topology_version)
-        self.holds.add(_owner(context), held)
         return response
 
     @translated(_version)
@@ -194,9 +206,30 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
                 context: grpc.ServicerContext) -> placement_pb2.ReleaseResponse:
         if len(request.reservation_ids) > MAX_RELEASE:
             raise invalid("reservation_ids", f"at most {MAX_RELEASE} per call, got {len(request.reservation_ids)}")
-        ledger = self.engine.ledger
-        mine = self.holds.take(None if _may_release_any(context) else _owner(context), request.reservation_ids)
-        released = ledger.release_many(mine)
+        owner = None if _may_release_any(context) else _owner(context)
+        ids = list(request.reservation_ids)
+        elsewhere: dict[str, list[int]] = {}
+        if self.peers is not None and not _forwarded(context):
+            here = []
+            for rid in ids:
+                replica = self.peers.owner_of(rid)
+                (here if replica is None else elsewhere.setdefault(replica, [])).append(rid)
+            ids = here
+        released = self.engine.ledger.release_many(ids, owner)
+        missed: list[tuple[str, list[int]]] = []
+        for replica, rids in elsewhere.items():
+            try:
+                released += self.peers.forward_release(replica, rids, context.invocation_metadata() or ())
+            except PeerUnavailable:
+                missed.append((replica, rids))
+        if missed:
+            replica, rids = missed[0]
+            more = sum(len(r) for _, r in missed) - 1
+            raise ServiceError(grpc.StatusCode.NOT_FOUND,
+                               f"reservation_ids: id {rids[0]}{f' and {more} more' if more else ''} "
+                               f"belong{'' if more else 's'} to replica {replica!r}, which did not answer "
+                               f"(its holds end by themselves; retry to release them early); {released} other "
+                               f"hold(s) released", "reservation_ids")
         return placement_pb2.ReleaseResponse(topology_version=self.state.version, released=released)
 
 

@@ -6,6 +6,10 @@ A token file is YAML; it holds digests only, never a token:
     tokens:
       - {name: router-sg-1, role: router,   sha256: 9f86d081884c7d65...}
       - {name: ops-oncall,  role: operator, sha256: 60303ae22b998861...}
+      - {name: batch-jobs,  role: router,   sha256: 2c26b46b68ffc68f..., quota: 64}
+
+`quota` (optional): the most accelerators the token's live holds may take at once, on this replica (in cluster
+mode each replica checks it on its own holds); past it, placements fail RESOURCE_EXHAUSTED naming "quota".
 
 Make a token and its entry with `python -m scheduler.service.security new-token NAME ROLE` (the token is printed
 once, on stderr). Callers send `authorization: Bearer <token>` in call metadata; the server hashes what it gets
@@ -47,6 +51,7 @@ class ConfigError(ValueError):
 class Principal:
     name: str
     role: str
+    quota: float | None = None  # accelerators its live holds may take (None: no limit)
 
     @property
     def permissions(self) -> frozenset[str]:
@@ -87,7 +92,7 @@ class TokenStore:
             where = f"{path}: tokens[{i}]"
             if not isinstance(e, dict):
                 raise ConfigError(f"{where}: expected a mapping with name, role and sha256")
-            unknown = set(e) - {"name", "role", "sha256"}
+            unknown = set(e) - {"name", "role", "sha256", "quota"}
             if unknown:
                 hint = " (store the sha256 of the token, never the token)" if "token" in unknown else ""
                 raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key{hint}")
@@ -102,8 +107,12 @@ class TokenStore:
                 raise ConfigError(f"{where}.sha256: must be 64 hex digits (the SHA-256 of the token)")
             if digest.lower() in out:
                 raise ConfigError(f"{where}.sha256: the same token as {out[digest.lower()].name!r}")
+            quota = e.get("quota")
+            if quota is not None and (isinstance(quota, bool) or not isinstance(quota, (int, float))
+                                      or not quota >= 0 or quota == float("inf")):
+                raise ConfigError(f"{where}.quota: must be a number of accelerators >= 0, got {quota!r}")
             names.add(name)
-            out[digest.lower()] = Principal(name, role)
+            out[digest.lower()] = Principal(name, role, None if quota is None else float(quota))
         return cls(out)
 
 

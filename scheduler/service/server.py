@@ -29,14 +29,17 @@ from grpc_reflection.v1alpha import reflection
 
 from scheduler.engine import knapsack
 from scheduler.engine.core import Engine, china_hour
+from scheduler.engine.ledger import Ledger
 from scheduler.model.loader import load_topology
+from scheduler.service import ids
 from scheduler.service.gate import Gate, Limits
 from scheduler.service.metrics import Metrics
 from scheduler.service.operator import OperatorServicer
 from scheduler.service.placement import MAX_BATCHES, PlacementServicer
 from scheduler.service.reload import FileWatcher
 from scheduler.service.security import TlsFiles, TokenStore, check_exposure
-from scheduler.service.state import TopologyState, build_catalog
+from scheduler.service.state import TopologyState, build_catalog, known_links, unbuilt
+from scheduler.service.statedir import StateDir
 from scheduler.service.topology import DEFAULT_MAX_STREAM_AGE_S, TopologyServicer
 from scheduler.v1 import (operator_pb2, operator_pb2_grpc, placement_pb2, placement_pb2_grpc, topology_pb2,
                           topology_pb2_grpc)
@@ -128,7 +131,8 @@ class ControlPlane:
                  max_stream_age_s: float = DEFAULT_MAX_STREAM_AGE_S, max_connections: int | None = None,
                  handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
                  max_connection_idle_s: float = DEFAULT_MAX_CONNECTION_IDLE_S,
-                 max_connection_age_s: float = DEFAULT_MAX_CONNECTION_AGE_S):
+                 max_connection_age_s: float = DEFAULT_MAX_CONNECTION_AGE_S,
+                 state_dir: str | Path | None = None, max_hold_s: float | None = None, cluster=None):
         """`workers`: calls at work at once (and `max_concurrent`'s default); past `max_concurrent`, calls fail
         fast with RESOURCE_EXHAUSTED. `metrics_port`: None for no metrics endpoint, 0 for any free port.
 
@@ -136,7 +140,11 @@ class ControlPlane:
         `max_watches_per_client`: per token name, or per peer address without tokens (default half of
         `max_watches`, at least 1); `max_stream_age_s`: a watch stream is ended (OK) after about this long and
         the client opens a new one. `max_connections` (default: the open-file limit less a reserve),
-        `handshake_timeout_s`, `max_connection_idle_s`, `max_connection_age_s`: see `transport_options`."""
+        `handshake_timeout_s`, `max_connection_idle_s`, `max_connection_age_s`: see `transport_options`.
+
+        `state_dir`: where holds and the operator's link changes are kept across restarts (statedir.py);
+        `max_hold_s`: batches that would hold capacity longer are refused; `cluster`: a ClusterSettings
+        (scheduler/cluster/settings.py) to share the fleet's capacity with other replicas through etcd."""
         host = host.strip("[]")  # "[::1]" and "::1" alike
         check_exposure(host, tls is not None, tokens is not None, insecure)
         for name, value in (("workers", workers), ("max_message_bytes", max_message_bytes),
@@ -152,10 +160,30 @@ class ControlPlane:
                 raise ValueError(f"{name}: must be > 0, got {seconds}")
         if default_deadline_s is not None and not default_deadline_s >= 0:
             raise ValueError(f"default_deadline_s: must be >= 0, got {default_deadline_s}")
+        if max_hold_s is not None and not max_hold_s > 0:
+            raise ValueError(f"max_hold_s: must be > 0, got {max_hold_s}")
         loaded = load_topology(topology)
-        engine = Engine(build_catalog(loaded), hour=hour)
+        self.statedir = StateDir(state_dir) if state_dir is not None else None
+        self.cluster = None
+        if cluster is not None:
+            from scheduler.cluster.replica import Replica  # etcd's stubs only load in cluster mode
+
+            self.cluster = Replica(cluster, max_hold_s=max_hold_s)
+            boot = self.cluster.boot
+        else:
+            boot = ids.random_boot(self.statedir.used_boots() if self.statedir else ())
+        if self.statedir is not None:
+            self.statedir.add_boot(boot)
+            ledger = self.statedir.ledger(ids.first_id(boot))
+        else:
+            ledger = Ledger(first_id=ids.first_id(boot))
+        engine = Engine(build_catalog(loaded), ledger=ledger, hour=hour, max_hold_s=max_hold_s)
         knapsack.warm()  # compiled before serving, so the first PlaceBatch does not wait for it
         self.state = TopologyState(engine, str(loaded.path))
+        if self.statedir is not None:
+            self._restore_links(self.statedir.links())
+            self.state.link_listeners.append(self.statedir.save_links)
+        peers = self.cluster.peers if self.cluster is not None else None
         self.watcher = FileWatcher(self.state, loaded.path, interval=poll_interval_s)
         self.metrics = Metrics(self.state)
         self.watcher.error_listeners.append(self.metrics.on_watch_error)
@@ -183,12 +211,13 @@ class ControlPlane:
             maximum_concurrent_rpcs=threads,
         )
         placement_pb2_grpc.add_PlacementServiceServicer_to_server(
-            PlacementServicer(self.state, max_batches=max_batch, metrics=self.metrics,
-                              max_response_bytes=max_message_bytes), self.server)
+            placement := PlacementServicer(self.state, max_batches=max_batch, metrics=self.metrics,
+                                           max_response_bytes=max_message_bytes, peers=peers), self.server)
+        self.placement = placement
         self.topology = TopologyServicer(self.state, max_watchers=max_watchers, max_per_client=per_client,
                                          max_age_s=max_stream_age_s, metrics=self.metrics)
         topology_pb2_grpc.add_TopologyServiceServicer_to_server(self.topology, self.server)
-        operator_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorServicer(self.state, self.watcher),
+        operator_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorServicer(self.state, self.watcher, peers),
                                                                 self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -206,6 +235,16 @@ class ControlPlane:
             raise OSError(f"cannot listen on {host}:{port}")
         self._started = False
         self.draining = False
+
+    def _restore_links(self, saved: list[tuple[str, bool]]) -> None:
+        """The operator's link changes from the state dir, applied in the order they were made (ids the topology
+        no longer has, or repairs of what it marks unbuilt, are dropped as a reload would)."""
+        known, never = known_links(self.engine.catalog), unbuilt(self.engine.catalog)
+        for link, up in saved:
+            if link in known and not (up and link in never):
+                self.state.set_links([link], up)
+        if saved:
+            log.info("restored %d link changes from %s", len(self.state.overrides), self.statedir.path)
 
     @property
     def engine(self) -> Engine:
@@ -225,6 +264,8 @@ class ControlPlane:
         if self._metrics_port is not None:
             self.metrics.serve(self._metrics_host, self._metrics_port)
         self.server.start()
+        if self.cluster is not None:
+            self.cluster.start(self)
         self.watcher.start()
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -248,6 +289,10 @@ class ControlPlane:
         in-flight ones finish for up to `grace` seconds."""
         if not self._started:
             self.server.stop(None)
+            if self.cluster is not None:
+                self.cluster.stop()
+            if self.statedir is not None:
+                self.statedir.close()
             self.metrics.stop()
             return
         if drain_s > 0:
@@ -260,6 +305,10 @@ class ControlPlane:
         self.watcher.stop()
         self.state.close()  # open WatchTopology streams end cleanly instead of being cut at the grace deadline
         self.server.stop(grace).wait()
+        if self.cluster is not None:
+            self.cluster.stop()
+        if self.statedir is not None:
+            self.statedir.close()
         self.metrics.stop()
         log.info("stopped")
 

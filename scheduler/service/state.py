@@ -121,6 +121,10 @@ class TopologyState:
         self._change = threading.Lock()  # one state change at a time: a reload, or an operator's link change
         self.overrides: dict[str, bool] = {}  # operator cuts (False) and repairs (True), outliving reloads
         self.listeners: list[Callable[[ReloadOutcome], None]] = []  # told of every applied or refused reload
+        # told of the operator's link changes in force after each change (the state dir saves them)
+        self.link_listeners: list[Callable[[list[tuple[str, bool]]], None]] = []
+        # cluster mode: every replica's holds per ledger key, as last published (GetTopology reports them)
+        self.fleet_used: Callable[[], dict[str, float]] | None = None
 
     @property
     def version(self) -> str:
@@ -152,6 +156,8 @@ class TopologyState:
                 self.overrides.pop(i, None)  # re-inserted last: the order they were made in
                 self.overrides[i] = up
             self.engine.swap(side.catalog)
+            for listener in self.link_listeners:
+                listener(list(self.overrides.items()))
             return side.catalog
 
     def confirm(self, loaded: Loaded) -> ReloadOutcome:

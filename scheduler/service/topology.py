@@ -119,11 +119,18 @@ class TopologyServicer(topology_pb2_grpc.TopologyServiceServicer):
         engine = self.state.engine
         cat = engine.catalog  # once: one consistent snapshot for the whole answer
         topo = cat.topology
-        pool_used, cable_used = engine.usage(cat)
+        here = engine.ledger.own_used()  # this process's holds (engine.usage adds the others' shares in a cluster)
+        fleet = self.state.fleet_used() if self.state.fleet_used is not None else here
+        shares = engine.ledger.shares()
+        pool_used = [fleet.get(p.key, 0.0) for p in cat.pools]
+        cable_used = [fleet.get(k, 0.0) for k in cat.ledger_keys[len(cat.pools):]]
         pools_by_site: dict[str, list[topology_pb2.PoolInfo]] = {}
         for i, p in enumerate(cat.pools):
-            pools_by_site.setdefault(p.site, []).append(topology_pb2.PoolInfo(
-                key=p.key, accelerator=p.accelerator, count=p.count, capacity=p.capacity, used=float(pool_used[i])))
+            info = topology_pb2.PoolInfo(key=p.key, accelerator=p.accelerator, count=p.count, capacity=p.capacity,
+                                         used=float(pool_used[i]), used_here=here.get(p.key, 0.0))
+            if shares is not None:
+                info.share = shares.get(p.key, 0.0)
+            pools_by_site.setdefault(p.site, []).append(info)
         down = cat.network.down_cables()
         return topology_pb2.TopologyInfo(
             version=cat.version, path=self.state.path, name=topo.name, description=topo.description,

@@ -22,26 +22,45 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from scheduler.v1 import topology_pb2 as scheduler_dot_v1_dot_topology__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscheduler/v1/operator.proto\x12\x0cscheduler.v1\x1a\x1bscheduler/v1/topology.proto\"/\n\x14SetLinkStatusRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\n\n\x02up\x18\x02 \x01(\x08\"&\n\x0cLinkOverride\x12\n\n\x02id\x18\x01 \x01(\t\x12\n\n\x02up\x18\x02 \x01(\x08\"u\n\x15SetLinkStatusResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12\x13\n\x0b\x64own_cables\x18\x02 \x03(\t\x12-\n\toverrides\x18\x03 \x03(\x0b\x32\x1a.scheduler.v1.LinkOverride\"\x17\n\x15ReloadTopologyRequest\"^\n\x16ReloadTopologyResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x1a.scheduler.v1.ReloadResult2\xc8\x01\n\x0fOperatorService\x12X\n\rSetLinkStatus\x12\".scheduler.v1.SetLinkStatusRequest\x1a#.scheduler.v1.SetLinkStatusResponse\x12[\n\x0eReloadTopology\x12#.scheduler.v1.ReloadTopologyRequest\x1a$.scheduler.v1.ReloadTopologyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscheduler/v1/operator.proto\x12\x0cscheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bscheduler/v1/topology.proto\"\xa2\x01\n\x04Hold\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x01\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05owner\x18\x05 \x01(\t\x12\x0f\n\x07replica\x18\x06 \x01(\t\x12\x14\n\x07\x63\x65iling\x18\x07 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_ceiling\">\n\x10ListHoldsRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"\x89\x03\n\x11ListHoldsResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12!\n\x05holds\x18\x02 \x03(\x0b\x32\x12.scheduler.v1.Hold\x12\r\n\x05total\x18\x03 \x01(\r\x12W\n\x15\x61\x63\x63\x65lerators_by_owner\x18\x04 \x03(\x0b\x32\x38.scheduler.v1.ListHoldsResponse.AcceleratorsByOwnerEntry\x12I\n\x0e\x61mount_by_pool\x18\x05 \x03(\x0b\x32\x31.scheduler.v1.ListHoldsResponse.AmountByPoolEntry\x12\x13\n\x0bunreachable\x18\x06 \x03(\t\x1a:\n\x18\x41\x63\x63\x65leratorsByOwnerEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x33\n\x11\x41mountByPoolEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"?\n\x13ReleaseHoldsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x04\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0c\n\x04pool\x18\x03 \x01(\t\"W\n\x14ReleaseHoldsResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12\x10\n\x08released\x18\x02 \x01(\r\x12\x13\n\x0bunreachable\x18\x03 \x03(\t\"/\n\x14SetLinkStatusRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\n\n\x02up\x18\x02 \x01(\x08\"&\n\x0cLinkOverride\x12\n\n\x02id\x18\x01 \x01(\t\x12\n\n\x02up\x18\x02 \x01(\x08\"u\n\x15SetLinkStatusResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12\x13\n\x0b\x64own_cables\x18\x02 \x03(\t\x12-\n\toverrides\x18\x03 \x03(\x0b\x32\x1a.scheduler.v1.LinkOverride\"\x17\n\x15ReloadTopologyRequest\"^\n\x16ReloadTopologyResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x1a.scheduler.v1.ReloadResult2\xed\x02\n\x0fOperatorService\x12X\n\rSetLinkStatus\x12\".scheduler.v1.SetLinkStatusRequest\x1a#.scheduler.v1.SetLinkStatusResponse\x12[\n\x0eReloadTopology\x12#.scheduler.v1.ReloadTopologyRequest\x1a$.scheduler.v1.ReloadTopologyResponse\x12L\n\tListHolds\x12\x1e.scheduler.v1.ListHoldsRequest\x1a\x1f.scheduler.v1.ListHoldsResponse\x12U\n\x0cReleaseHolds\x12!.scheduler.v1.ReleaseHoldsRequest\x1a\".scheduler.v1.ReleaseHoldsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scheduler.v1.operator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SETLINKSTATUSREQUEST']._serialized_start=74
-  _globals['_SETLINKSTATUSREQUEST']._serialized_end=121
-  _globals['_LINKOVERRIDE']._serialized_start=123
-  _globals['_LINKOVERRIDE']._serialized_end=161
-  _globals['_SETLINKSTATUSRESPONSE']._serialized_start=163
-  _globals['_SETLINKSTATUSRESPONSE']._serialized_end=280
-  _globals['_RELOADTOPOLOGYREQUEST']._serialized_start=282
-  _globals['_RELOADTOPOLOGYREQUEST']._serialized_end=305
-  _globals['_RELOADTOPOLOGYRESPONSE']._serialized_start=307
-  _globals['_RELOADTOPOLOGYRESPONSE']._serialized_end=401
-  _globals['_OPERATORSERVICE']._serialized_start=404
-  _globals['_OPERATORSERVICE']._serialized_end=604
+  _globals['_LISTHOLDSRESPONSE_ACCELERATORSBYOWNERENTRY']._loaded_options = None
+  _globals['_LISTHOLDSRESPONSE_ACCELERATORSBYOWNERENTRY']._serialized_options = b'8\001'
+  _globals['_LISTHOLDSRESPONSE_AMOUNTBYPOOLENTRY']._loaded_options = None
+  _globals['_LISTHOLDSRESPONSE_AMOUNTBYPOOLENTRY']._serialized_options = b'8\001'
+  _globals['_HOLD']._serialized_start=108
+  _globals['_HOLD']._serialized_end=270
+  _globals['_LISTHOLDSREQUEST']._serialized_start=272
+  _globals['_LISTHOLDSREQUEST']._serialized_end=334
+  _globals['_LISTHOLDSRESPONSE']._serialized_start=337
+  _globals['_LISTHOLDSRESPONSE']._serialized_end=730
+  _globals['_LISTHOLDSRESPONSE_ACCELERATORSBYOWNERENTRY']._serialized_start=619
+  _globals['_LISTHOLDSRESPONSE_ACCELERATORSBYOWNERENTRY']._serialized_end=677
+  _globals['_LISTHOLDSRESPONSE_AMOUNTBYPOOLENTRY']._serialized_start=679
+  _globals['_LISTHOLDSRESPONSE_AMOUNTBYPOOLENTRY']._serialized_end=730
+  _globals['_RELEASEHOLDSREQUEST']._serialized_start=732
+  _globals['_RELEASEHOLDSREQUEST']._serialized_end=795
+  _globals['_RELEASEHOLDSRESPONSE']._serialized_start=797
+  _globals['_RELEASEHOLDSRESPONSE']._serialized_end=884
+  _globals['_SETLINKSTATUSREQUEST']._serialized_start=886
+  _globals['_SETLINKSTATUSREQUEST']._serialized_end=933
+  _globals['_LINKOVERRIDE']._serialized_start=935
+  _globals['_LINKOVERRIDE']._serialized_end=973
+  _globals['_SETLINKSTATUSRESPONSE']._serialized_start=975
+  _globals['_SETLINKSTATUSRESPONSE']._serialized_end=1092
+  _globals['_RELOADTOPOLOGYREQUEST']._serialized_start=1094
+  _globals['_RELOADTOPOLOGYREQUEST']._serialized_end=1117
+  _globals['_RELOADTOPOLOGYRESPONSE']._serialized_start=1119
+  _globals['_RELOADTOPOLOGYRESPONSE']._serialized_end=1213
+  _globals['_OPERATORSERVICE']._serialized_start=1216
+  _globals['_OPERATORSERVICE']._serialized_end=1581
 # @@protoc_insertion_point(module_scope)

@@ -46,6 +46,16 @@ class OperatorServiceStub:
                 request_serializer=scheduler_dot_v1_dot_operator__pb2.ReloadTopologyRequest.SerializeToString,
                 response_deserializer=scheduler_dot_v1_dot_operator__pb2.ReloadTopologyResponse.FromString,
                 _registered_method=True)
+        self.ListHolds = channel.unary_unary(
+                '/scheduler.v1.OperatorService/ListHolds',
+                request_serializer=scheduler_dot_v1_dot_operator__pb2.ListHoldsRequest.SerializeToString,
+                response_deserializer=scheduler_dot_v1_dot_operator__pb2.ListHoldsResponse.FromString,
+                _registered_method=True)
+        self.ReleaseHolds = channel.unary_unary(
+                '/scheduler.v1.OperatorService/ReleaseHolds',
+                request_serializer=scheduler_dot_v1_dot_operator__pb2.ReleaseHoldsRequest.SerializeToString,
+                response_deserializer=scheduler_dot_v1_dot_operator__pb2.ReleaseHoldsResponse.FromString,
+                _registered_method=True)
 
 
 class OperatorServiceServicer:
@@ -70,6 +80,22 @@ class OperatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListHolds(self, request, context):
+        """The live holds (capacity reservations), filtered by token and pool; in cluster mode those of every replica
+        that answers (the others are named in `unreachable`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseHolds(self, request, context):
+        """Free holds by id, by token, by pool (filters combine; at least one is required), on every replica in cluster
+        mode. Logged with the operator's token name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -82,6 +108,16 @@ def add_OperatorServiceServicer_to_server(servicer, server):
                     servicer.ReloadTopology,
                     request_deserializer=scheduler_dot_v1_dot_operator__pb2.ReloadTopologyRequest.FromString,
                     response_serializer=scheduler_dot_v1_dot_operator__pb2.ReloadTopologyResponse.SerializeToString,
+            ),
+            'ListHolds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHolds,
+                    request_deserializer=scheduler_dot_v1_dot_operator__pb2.ListHoldsRequest.FromString,
+                    response_serializer=scheduler_dot_v1_dot_operator__pb2.ListHoldsResponse.SerializeToString,
+            ),
+            'ReleaseHolds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseHolds,
+                    request_deserializer=scheduler_dot_v1_dot_operator__pb2.ReleaseHoldsRequest.FromString,
+                    response_serializer=scheduler_dot_v1_dot_operator__pb2.ReleaseHoldsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,6 +176,60 @@ class OperatorService:
             '/scheduler.v1.OperatorService/ReloadTopology',
             scheduler_dot_v1_dot_operator__pb2.ReloadTopologyRequest.SerializeToString,
             scheduler_dot_v1_dot_operator__pb2.ReloadTopologyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHolds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.v1.OperatorService/ListHolds',
+            scheduler_dot_v1_dot_operator__pb2.ListHoldsRequest.SerializeToString,
+            scheduler_dot_v1_dot_operator__pb2.ListHoldsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseHolds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.v1.OperatorService/ReleaseHolds',
+            scheduler_dot_v1_dot_operator__pb2.ReleaseHoldsRequest.SerializeToString,
+            scheduler_dot_v1_dot_operator__pb2.ReleaseHoldsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,93 @@
+"""Release and operator calls passed on to the replica that holds the ids (service/placement.py's Peers).
+
+The run number in an id's high bits names the replica (etcd `boots/<n>`, cached: it never changes); its address
+comes from its `alive` key. Calls carry the caller's metadata (so the holder checks the same token) plus a
+marker that stops them from being passed on again. None of this is on the placement path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import grpc
+
+from scheduler.cluster.etcd_client import Etcd
+from scheduler.cluster.keys import Keys
+from scheduler.service.ids import boot_of
+from scheduler.service.placement import FORWARDED_KEY, PeerUnavailable
+from scheduler.v1 import operator_pb2_grpc, placement_pb2, placement_pb2_grpc
+
+CALL_TIMEOUT_S = 3.0
+PASSED_ON = ("authorization", "x-request-id")  # the caller's metadata a passed-on call keeps
+
+
+class ClusterPeers:
+    def __init__(self, name: str, boot: int, etcd: Etcd, keys: Keys):
+        self.name = name
+        self.boot = boot
+        self._etcd = etcd
+        self._keys = keys
+        self._owners: dict[int, str | None] = {}
+        self._lock = threading.Lock()
+        self.addresses: dict[str, str] = {}  # live replicas' addresses, refreshed by the replica's loop
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def owner_of(self, reservation_id: int) -> str | None:
+        boot = boot_of(reservation_id)
+        if boot == self.boot or boot == 0:
+            return None
+        with self._lock:
+            known = boot in self._owners
+            name = self._owners.get(boot)
+        if not known:
+            try:
+                entry = self._etcd.get(self._keys.boot(boot))
+            except grpc.RpcError:
+                raise PeerUnavailable(f"etcd did not answer who issued id {reservation_id}") from None
+            name = entry.value.decode() if entry else None
+            with self._lock:
+                self._owners[boot] = name
+        return None if name in (None, self.name) else name  # an earlier run of this replica: restored here
+
+    def _channel(self, replica: str) -> grpc.Channel:
+        address = self.addresses.get(replica)
+        if address is None:
+            raise PeerUnavailable(replica)
+        with self._lock:
+            ch = self._channels.get(address)
+            if ch is None:
+                ch = self._channels[address] = grpc.insecure_channel(address)
+            return ch
+
+    def _metadata(self, metadata: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(k, v) for k, v in metadata if k in PASSED_ON] + [(FORWARDED_KEY, self.name)]
+
+    def forward_release(self, replica: str, ids: list[int], metadata: Sequence[tuple[str, str]]) -> int:
+        stub = placement_pb2_grpc.PlacementServiceStub(self._channel(replica))
+        try:
+            return stub.Release(placement_pb2.ReleaseRequest(reservation_ids=ids), timeout=CALL_TIMEOUT_S,
+                                metadata=self._metadata(metadata)).released
+        except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise PeerUnavailable(replica) from None
+            raise
+
+    def fan_out(self, method: str, request: object, metadata: Sequence[tuple[str, str]]) -> tuple[list, list[str]]:
+        answers, unreachable = [], []
+        for replica in sorted(self.addresses):
+            if replica == self.name:
+                continue
+            try:
+                stub = operator_pb2_grpc.OperatorServiceStub(self._channel(replica))
+                answers.append(getattr(stub, method)(request, timeout=CALL_TIMEOUT_S,
+                                                     metadata=self._metadata(metadata)))
+            except (grpc.RpcError, PeerUnavailable):
+                unreachable.append(replica)
+        return answers, unreachable
+
+    def close(self) -> None:
+        with self._lock:
+            for ch in self._channels.values():
+                ch.close()
+            self._channels.clear()

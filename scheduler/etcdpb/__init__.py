@@ -1,0 +1,1 @@
+"""Code generated from proto/scheduler/etcdpb by `make proto` (proto/generate.py). Do not edit."""

@@ -1,0 +1,104 @@
+"""Cluster mode against a real etcd: replicas filled to exhaustion never hold more than the fleet has, ids are
+unique, Release reaches the holder (or answers NOT_FOUND naming it), GetTopology reports fleet-wide holds."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from conftest import TINY
+
+from scheduler.cluster.settings import ClusterSettings
+from scheduler.service.client import Client
+from scheduler.service.server import ControlPlane
+from scheduler.v1 import types_pb2
+
+BATCH = types_pb2.Batch(region="singapore", model="llm-70b", input_tokens=100, output_tokens=4000, requests=10)
+
+
+def replicas(etcd, names, **kw):
+    out = []
+    for name in names:
+        settings = ClusterSettings.parse(etcd.url, name, lease_ttl_s=2.0, rebalance_s=0.2)
+        out.append(ControlPlane(TINY, port=0, hour=lambda: 14, cluster=settings, max_hold_s=3600, **kw).start())
+    return out
+
+
+def wait_for(check, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def fleet_holds(planes):
+    out: dict[str, float] = {}
+    for p in planes:
+        for k, v in p.engine.ledger.own_used().items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def fill(client: Client, rounds: int = 400) -> list[int]:
+    ids = []
+    for _ in range(rounds):
+        try:
+            ids += client.place(BATCH).decision.reservation_ids
+        except grpc.RpcError as e:
+            assert e.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION), e
+    return ids
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_replicas_filled_to_exhaustion_never_exceed_capacity(etcd, n):
+    planes = replicas(etcd, [f"r{i}" for i in range(n)])
+    try:
+        caps = planes[0].engine.capacities(planes[0].engine.catalog)
+        wait_for(lambda: all(p.engine.ledger.shares() and sum(p.engine.ledger.shares().values()) > 0
+                             for p in planes))
+        clients = [Client(p.target, timeout=10) for p in planes]
+        ids = []
+        for _ in range(3):  # rounds, so the leader moves shares to where the demand is
+            for c in clients:
+                ids += fill(c, 60)
+                held = fleet_holds(planes)
+                assert all(held[k] <= caps[k] + 1e-6 for k in held), held
+        assert len(set(ids)) == len(ids)  # unique across replicas
+        assert sum(fleet_holds(planes).values()) > 0
+        # GetTopology on any replica reports every replica's holds (as last published: within a period)
+        time.sleep(0.5)
+        topo = clients[0].get_topology().topology
+        reported = {p.key: p.used for s in topo.sites for p in s.pools}
+        held = fleet_holds(planes)
+        assert all(reported[k] == pytest.approx(held.get(k, 0.0)) for k in reported)
+        for c in clients:
+            c.close()
+    finally:
+        for p in planes:
+            p.stop(0)
+
+
+def test_release_across_replicas_reaches_the_holder_or_names_it(etcd):
+    a, b = replicas(etcd, ["a", "b"])
+    try:
+        wait_for(lambda: all(p.engine.ledger.shares() and sum(p.engine.ledger.shares().values()) > 0
+                             for p in (a, b)))
+        with Client(a.target, timeout=10) as ca, Client(b.target, timeout=10) as cb:
+            held_a = ca.place(BATCH).decision.reservation_ids
+            held_b = cb.place(BATCH).decision.reservation_ids
+            wait_for(lambda: len(b.cluster.peers.addresses) == 2)
+            assert cb.release(list(held_a)).released == len(held_a)  # passed on to a
+            assert a.engine.ledger.own_used() == {} or sum(a.engine.ledger.own_used().values()) == 0
+            assert len(b.engine.ledger.reservations()) == len(held_b)  # b's own untouched
+            more = ca.place(BATCH).decision.reservation_ids
+            a.stop(0)
+            wait_for(lambda: "a" not in b.cluster.peers.addresses)
+            with pytest.raises(grpc.RpcError) as e:
+                cb.release(list(more))
+            assert e.value.code() == grpc.StatusCode.NOT_FOUND and "'a'" in e.value.details()
+    finally:
+        a.stop(0)
+        b.stop(0)
