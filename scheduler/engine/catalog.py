@@ -13,6 +13,7 @@ from functools import cached_property
 import numpy as np
 
 from scheduler import costs, queueing
+from scheduler.engine.request import Reason
 from scheduler.model.schema import Status, Topology
 from scheduler.network import NetworkModel, Route
 from scheduler.queueing import PoolQueues
@@ -338,7 +339,6 @@ class OneBatchTables:
         its route)."""
         out = self._regions.get(r)
         if out is None:
-            from scheduler.engine.request import Reason  # noqa: PLC0415 (request imports nothing from here)
             cat, view = self.cat, self.cat.targets_view(self.mt.model)
             rtt = view.rtt_ms[r]
             static = []
