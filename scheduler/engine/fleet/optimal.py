@@ -38,7 +38,7 @@ OPTIMAL_GAP = 1e-6  # relative gap to the bound under which a plan is reported O
 SEARCH_GAP = 1e-3  # the search stops once this close to the bound (relative to the cost): within 0.1 % of the optimum
 EXACT_ITEMS = 20_000  # rungs x cells up to which a plan still short of its bound is solved exactly (bound.exact_plan)
 EXACT_NODES = 5000  # branch-and-bound nodes the exact model may take (deterministic: nodes, not seconds)
-EXACT_SECONDS = 10.0  # a safety net on its time (small-pool plans at full load take ~3 s within the nodes)
+EXACT_SECONDS = 20.0  # a safety net on its time (small-pool plans at full load take 3-5 s within the nodes)
 # GLOP's presolve ends these LPs ABNORMAL now and then (on 1,000 cells, most re-solves); without it they solve.
 GLOP_PARAMETERS = transport.NO_PRESOLVE
 _FLOWING = 1e-9  # share of a cell's supply below which a flow does not count as using a pool
