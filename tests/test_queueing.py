@@ -114,3 +114,23 @@ def test_scalars_work_as_well_as_arrays():
     u = queueing.ceiling_utilization(S, 913.0, 8, 95.0)
     assert np.ndim(u) == 0 and 0 < float(u) < 1
     assert float(queueing.within_probability(913.0 - S, S, 8, u)) >= 0.95
+
+
+@pytest.mark.parametrize("c", [1, 2, 7, 64, 256, 512])
+def test_erlang_c_equals_the_textbook_recursion(c):
+    """queueing.erlang_c reads Erlang B as the Poisson pmf over its cdf (O(1) per point whatever c); the textbook
+    recursion B_k = a B_(k-1) / (k + a B_(k-1)) takes c steps and gives the same numbers."""
+    u = np.linspace(0.0, 0.999, 400)
+    a = c * u
+    b = np.ones_like(a)
+    for k in range(1, c + 1):
+        b = a * b / (k + a * b)
+    textbook = b / (1.0 - u * (1.0 - b))
+    assert np.allclose(queueing.erlang_c(c, u), textbook, rtol=1e-9, atol=1e-12)
+
+
+def test_erlang_c_is_cheap_and_sane_for_pools_of_many_thousand_servers():
+    u = np.array([0.5, 0.9, 0.99, 0.999])
+    for c in (4096, 100_000):
+        w = queueing.erlang_c(c, u)
+        assert np.isfinite(w).all() and (np.diff(w) > 0).all() and (w >= 0).all() and (w <= 1).all()
