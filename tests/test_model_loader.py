@@ -69,6 +69,8 @@ def test_a_region_s_slo_names_an_allowed_percentile(tmp_path):
     assert p.field.endswith(".slo.percentile") and p.field.startswith("regions[")
     assert p.line == line_of(text, "percentile: 97")
     assert "must be one of 50, 90, 95, 99, 99.9" in p.message
+    text, err = load_edited(tmp_path, old, "slo: {percentile: '95', ttft_ms: 1000")  # a string, as a request may not
+    assert only(err).field.endswith(".slo.percentile") and only(err).line == line_of(text, "percentile: '95'")
 
 
 def test_wrong_type(tmp_path):

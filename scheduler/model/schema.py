@@ -130,7 +130,7 @@ class Slo(Strict):
 
     ttft_ms: Positive | None = None
     e2e_ms: Positive | None = None
-    percentile: float = DEFAULT_PERCENTILE
+    percentile: Annotated[float, Field(strict=True)] = DEFAULT_PERCENTILE  # a number: '95' is refused, as in a request
 
     @field_validator("percentile")
     @classmethod
