@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_engine_support import assert_feasible, binding_pairs, contended, engine, recheck
+from test_engine_support import (
+    assert_feasible, binding_pairs, contended, engine, recheck, small_fleet, small_fleet_batches,
+)
 
 from scheduler import synth
 from scheduler.engine import assign, levels, priced, shortlist
@@ -124,18 +126,21 @@ def test_a_contended_call_with_a_model_no_pool_serves():
 
 
 def test_with_live_reservations_the_levels_respect_their_promises(monkeypatch):
-    """A second contended call on a fleet that already carries 3,000 placements (their load, and the ceilings their
-    SLOs put on the pools): everything placed by both calls meets its SLO once all of it runs, and levels.py's
-    answer is no dearer than the greedy and local search alone on the same state."""
-    topo = load_topology(DEFAULT_TOPOLOGY).value
+    """A second contended call on a fleet that already carries 1,000 placements (their load, and the ceilings their
+    SLOs put on the pools; the small fleet, whose few-server pools let those ceilings bind below capacity):
+    everything placed by both calls meets its SLO once all of it runs, and levels.py's answer is no dearer than the
+    greedy and local search alone on the same state."""
+    topo = small_fleet()
     costs = {}
     for relevel in (False, True):
         monkeypatch.setattr(priced, "RELEVEL_PAIRS_PER_S", 0)
         eng = engine(topo)
-        first = eng.place_many(synth.random_batches(topo, 3000, seed=21), hour=14, reserve=True)
+        first = eng.place_many(small_fleet_batches(1000, seed=21), hour=14, reserve=True)
+        live = eng.ceilings()
+        assert (live < eng.catalog.pool_capacity - 1e-9).any()  # the first call's promises cap some pool
         if relevel:
             monkeypatch.undo()
-        second = eng.place_many(synth.random_batches(topo, 6000, seed=22), hour=14, reserve=True)
+        second = eng.place_many(small_fleet_batches(2000, seed=22), hour=14, reserve=True)
         assert second.solution.method == "lp-priced-greedy"
         assert recheck(eng.catalog, first.decisions + second.decisions, 14) == []
         assert second.solution.best_bound <= second.solution.objective
