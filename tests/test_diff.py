@@ -206,7 +206,8 @@ def test_edits_are_matched_by_identity_with_lines_in_new_and_removals_in_old(tmp
                           "      - {accelerator: ascend-910b, count: 8}\n"),
                ("  - {a: shantou, b: guangzhou, length_km: 500}\n", ""), base=tiny)
     demand = tmp_path / "demand.yaml"
-    demand.write_text("demand:\n  - {region: manila, model: llm-70b, tokens_per_s: 1000}\n")
+    # The keys `scheduler plan --demand-file` reads, the SLO's percentile among them.
+    demand.write_text("demand:\n  - {region: manila, model: llm-70b, tokens_per_s: 1000, percentile: 99}\n")
     code, r = run_json(capsys, str(TINY), str(new), "--demand", str(demand))
     consistent(code, r)
     got = {(c["kind"], c["key"], c["action"]): c for c in r["changes"]}
@@ -231,6 +232,9 @@ def test_bad_demand_is_refused_with_its_line(tmp_path, capsys):
     assert main(["diff", str(TINY), str(TINY), "--demand", str(demand)]) == 2
     assert capsys.readouterr().err.strip() == (f"error: {demand}: demand[0].region: unknown region 'mars' "
                                                f"(in both {TINY} and {TINY})")
+    demand.write_text("demand:\n  - {region: manila, model: llm-70b, tokens_per_s: 1000, percentile: 97}\n")
+    assert main(["diff", str(TINY), str(TINY), "--demand", str(demand)]) == 2
+    assert f"{demand}:2: demand[0].percentile: must be one of 50, 90, 95, 99, 99.9" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["diff", str(TINY), str(TINY), "--hour", "24"])
     assert e.value.code == 2

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.engine.request import DemandCell
 from scheduler.model.loader import load_file
-from scheduler.model.schema import Id
+from scheduler.model.schema import Id, Percentile
 from scheduler.paths import SIMULATIONS_DIR
 from scheduler.sim.demand import CHINA_UTC_OFFSET, diurnal
 from scheduler.sim.scenario import LoadedScenario, load_scenario
@@ -44,8 +44,7 @@ def baseline(hour: int | None, path: Path = BASELINE) -> Demand:
     """The baseline day's demand at `hour`, or at its busiest hour when None."""
     loaded = load_scenario(path)
     rates = hourly_rates(loaded)
-    busiest = int(np.argmax(rates.sum(axis=1)))
-    h = busiest if hour is None else hour
+    h = _busiest(rates) if hour is None else hour
     d = loaded.scenario.demand
     cells = [DemandCell(p.region, p.model, float(rate), p.data_class,
                         p.input_tokens if p.input_tokens is not None else d.input_tokens,
@@ -68,6 +67,7 @@ class Cell(BaseModel):
     output_tokens: int = Field(500, ge=0, le=10_000_000)
     ttft_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
     e2e_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
+    percentile: Percentile | None = None  # of the SLO; None: the region's default
 
 
 class DemandFile(BaseModel):
@@ -80,13 +80,18 @@ def from_file(path: Path, hour: int | None, default_hour: int) -> Demand:
     """Cells from a demand file (LoadError with FILE:LINE problems when it is not one), priced at `hour`."""
     doc: DemandFile = load_file(path, DemandFile).value
     cells = [DemandCell(c.region, c.model, c.tokens_per_s, c.data_class, c.input_tokens, c.output_tokens,
-                        c.ttft_ms, c.e2e_ms) for c in doc.demand]
+                        c.ttft_ms, c.e2e_ms, c.percentile) for c in doc.demand]
     h = default_hour if hour is None else hour
     return Demand(cells, h, f"{path} ({len(cells)} cells) at {h:02d}:00 China time")
 
 
 def busiest_hour(path: Path = BASELINE) -> int:
-    return int(np.argmax(hourly_rates(load_scenario(path)).sum(axis=1)))
+    return _busiest(hourly_rates(load_scenario(path)))
+
+
+def _busiest(rates: np.ndarray) -> int:
+    """The China hour with the most demand in all, from `hourly_rates`."""
+    return int(np.argmax(rates.sum(axis=1)))
 
 
 def _shown(path: Path) -> str:
