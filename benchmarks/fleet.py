@@ -32,7 +32,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import fleet_oracle  # noqa: E402
-from test_engine_support import small_fleet  # noqa: E402
+from test_engine_support import baseline_mix, capacity, small_fleet  # noqa: E402
 from scheduler import synth  # noqa: E402
 from scheduler.engine import transport  # noqa: E402
 from scheduler.engine.core import Engine  # noqa: E402
@@ -49,30 +49,13 @@ HOURS = (3, 14, 20)
 REPEATS = 5
 
 
-def capacity_tps(engine: Engine, model: str, input_tokens: int = 2000, output_tokens: int = 500) -> float:
-    """Wire tokens/s the model's pools could serve at their capacity, for the typical request."""
-    cat = engine.catalog
-    mt = cat.by_model[model]
-    out_eq = sum(cat.pool_capacity[q] * mt.decode_tps[i] for i, q in enumerate(mt.pool))
-    return out_eq * (input_tokens + output_tokens) / (output_tokens + input_tokens / mt.speedup)
-
-
-def baseline_cells(engine: Engine, load: float) -> list[DemandCell]:
-    """The baseline day's cells (tokens per day as shares), scaled so llm-70b demand is `load` x its capacity."""
-    scenario = load_scenario(SIMULATIONS_DIR / "baseline-day.yaml").scenario
-    profiles = scenario.demand.profiles
-    big = sum(p.tokens_per_day for p in profiles if p.model == "llm-70b")
-    scale = load * capacity_tps(engine, "llm-70b") / big
-    return [DemandCell(p.region, p.model, p.tokens_per_day * scale, data_class=p.data_class) for p in profiles]
-
-
 def synth_cells(engine: Engine, load: float, seed: int) -> list[DemandCell]:
     topo = engine.catalog.topology
     rng = np.random.default_rng(seed)
     cells = []
     for m in topo.models:
         share = rng.dirichlet(np.ones(len(topo.regions)))
-        total = load * capacity_tps(engine, m.id) / len(topo.models)
+        total = load * capacity(engine.catalog, m.id) / len(topo.models)
         cells += [DemandCell(r.id, m.id, float(total * s)) for r, s in zip(topo.regions, share)]
     return cells
 
@@ -144,15 +127,15 @@ def main() -> None:
     rows = []
     for load in loads:
         for hour in HOURS:
-            rows.append(one_case(default, f"default {load:.0%}", baseline_cells(default, load), hour, repeats))
+            rows.append(one_case(default, f"default {load:.0%}", baseline_mix(default.catalog, load), hour, repeats))
     cut = Engine.from_topology(load_topology(DEFAULT_TOPOLOGY).value, "cut")
     cut.set_links(["apcn-2"], up=False)
-    rows.append(one_case(cut, "default 70% apcn-2 cut", baseline_cells(cut, 0.7), 14, repeats))
+    rows.append(one_case(cut, "default 70% apcn-2 cut", baseline_mix(cut.catalog, 0.7), 14, repeats))
     default_rows = list(rows)
     small = Engine.from_topology(small_fleet(), "small")
     for load in ((0.7, 1.0) if args.quick else (0.5, 0.8, 1.0, 1.2)):
         for hour in ((14,) if args.quick else HOURS):
-            rows.append(one_case(small, f"small fleet {load:.0%}", baseline_cells(small, load), hour, repeats))
+            rows.append(one_case(small, f"small fleet {load:.0%}", baseline_mix(small.catalog, load), hour, repeats))
     small_rows = rows[len(default_rows):]
     for seed in ((1,) if args.quick else (1, 2)):
         big = Engine.from_topology(synth.generate(sites=200, regions=20, seed=seed), f"synth{seed}")

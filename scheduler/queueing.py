@@ -51,17 +51,12 @@ def erlang_c(c: int | np.ndarray, utilization: np.ndarray) -> np.ndarray:
     return np.where(u >= 1.0, 1.0, out)
 
 
-def waiting_probability(c: np.ndarray, utilization: np.ndarray) -> np.ndarray:
-    """C(c, u) element-wise over arrays of server counts and utilizations."""
-    return erlang_c(c, utilization)
-
-
 def wait_ms(service_ms: np.ndarray, c: np.ndarray, utilization: np.ndarray, percentile: np.ndarray) -> np.ndarray:
     """The wait that `percentile` % of requests do not exceed (ms); inf at or past saturation."""
     s, c, u, p = np.broadcast_arrays(np.asarray(service_ms, float), np.asarray(c), np.asarray(utilization, float),
                                      np.asarray(percentile, float))
     tail = 1.0 - p / 100.0
-    waiting = waiting_probability(c, u)
+    waiting = erlang_c(c, u)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = s * np.log(np.maximum(waiting / tail, 1.0)) / (c * (1.0 - u))
     t = np.where(u >= 1.0, np.inf, t)
@@ -72,7 +67,7 @@ def mean_wait_ms(service_ms: np.ndarray, c: np.ndarray, utilization: np.ndarray)
     """The mean wait (ms): C s / (c (1 - u)); inf at or past saturation."""
     s, c, u = np.broadcast_arrays(np.asarray(service_ms, float), np.asarray(c), np.asarray(utilization, float))
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = waiting_probability(c, u) * s / (c * (1.0 - u))
+        t = erlang_c(c, u) * s / (c * (1.0 - u))
     return np.where(u >= 1.0, np.inf, np.where(s == 0, 0.0, t))
 
 
@@ -83,7 +78,7 @@ def within_probability(wait_budget_ms: np.ndarray, service_ms: np.ndarray, c: np
                                      np.asarray(c), np.asarray(utilization, float))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         decay = np.where(s > 0, np.exp(-c * (1.0 - u) * np.maximum(t, 0.0) / s), 0.0)
-    share = 1.0 - waiting_probability(c, u) * decay
+    share = 1.0 - erlang_c(c, u) * decay
     share = np.where(u >= 1.0, 0.0, share)
     return np.where(t < 0, 0.0, share)
 

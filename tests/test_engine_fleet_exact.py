@@ -27,7 +27,7 @@ from scheduler.engine.fleet import problem as fleet_problem
 from scheduler.engine.fleet.plan import FleetPlan
 from scheduler.engine.request import DemandCell, Reason, Slo
 from scheduler.model.loader import load_topology
-from test_engine_support import engine, small_pools
+from test_engine_support import baseline_mix, capacity, engine, small_pools
 
 DEFAULT = load_topology(paths.DEFAULT_TOPOLOGY).value
 # The default topology with every pool 1/64 as large (1-8 servers per llm-70b pool, 8-64 per llm-8b one):
@@ -45,18 +45,6 @@ LATENCY_ABS = 1e-6  # ms
 
 
 # --- Helpers ------------------------------------------------------------------------------------------------
-
-def capacity(cat: Catalog, model: str, site: str | None = None) -> float:
-    """Wire tokens/s (input + output) of a typical 2000/500 request the model's pools could carry at their
-    caps, if the model had them to itself (optionally only those at `site`)."""
-    mt = cat.by_model[model]
-    cell = DemandCell(REGIONS[0], model, 1.0)
-    units = cat.pool_capacity[mt.pool] * mt.decode_tps
-    if site is not None:
-        units = units[np.array([cat.sites[s] == site for s in mt.site])]
-    weight = cell.output_tokens + cell.input_tokens / mt.speedup
-    return float(units.sum() * (cell.input_tokens + cell.output_tokens) / weight)
-
 
 def fleet_problem_of(eng: Engine, cells: list[DemandCell], hour: int) -> fleet_problem.FleetProblem:
     """The FleetProblem `Engine.plan` solves (no ledger)."""
@@ -173,22 +161,12 @@ def test_optimal_matches_the_exact_optimum_on_mixed_models_and_data_classes(defa
             assert {s.site for s in row.shares} <= {"shantou"}
 
 
-def baseline_mix(eng: Engine, load: float) -> list[DemandCell]:
-    """The baseline day's mix of cells (simulations/baseline-day.yaml), llm-70b at `load` x its capacity."""
-    from scheduler.sim.scenario import load_scenario
-
-    profiles = load_scenario(paths.SIMULATIONS_DIR / "baseline-day.yaml").scenario.demand.profiles
-    big = sum(p.tokens_per_day for p in profiles if p.model == "llm-70b")
-    scale = load * capacity(eng.catalog, "llm-70b") / big
-    return [DemandCell(p.region, p.model, p.tokens_per_day * scale, data_class=p.data_class) for p in profiles]
-
-
 # On the small fleet (pools of 1-8 servers for llm-70b) the ceilings bind below capacity, the hard case for the
 # level search; at full load the exact fallback must finish (an earlier 500-node limit left it 3.5 % above the
 # optimum, serving 0.2 % less, at 100 %).
 @pytest.mark.parametrize("load, hour", [(0.7, 14), (1.0, 14), (1.2, 20)])
 def test_optimal_matches_the_exact_optimum_where_ceilings_bind(small_engine, load, hour):
-    cells = baseline_mix(small_engine, load)
+    cells = baseline_mix(small_engine.catalog, load)
     fp = fleet_problem_of(small_engine, cells, hour)
     assert (fp.candidate & (fp.ceiling < fp.cap[fp.pool][None, :] - 1e-9)).sum() > 0  # the ceilings bind
     check_against_oracle(small_engine, cells, hour, f"baseline mix on the small fleet at {load:.0%}, hour {hour}")

@@ -20,10 +20,11 @@ from scheduler.engine.core import Engine
 from scheduler.engine.estimate import BatchArrays, estimate
 from scheduler.engine.ledger import Ledger
 from scheduler.engine.place import Decision
-from scheduler.engine.request import Batch, Reason
+from scheduler.engine.request import Batch, DemandCell, Reason
 from scheduler.model.loader import load_topology
 from scheduler.model.schema import Topology
-from scheduler.paths import DEFAULT_TOPOLOGY, TOPOLOGY_DIR
+from scheduler.sim.scenario import load_scenario
+from scheduler.paths import DEFAULT_TOPOLOGY, SIMULATIONS_DIR, TOPOLOGY_DIR
 
 TINY = load_topology(TOPOLOGY_DIR / "tiny.yaml").value
 
@@ -257,3 +258,24 @@ def test_recheck_catches_an_overloaded_pool():
     crowded = [d] * 40  # the same placement forty times over fills the pool past its capacity
     assert any("capacity" in msg for msg in recheck(eng.catalog, crowded, 3))
     assert math.isfinite(d.ceiling)
+
+
+def capacity(cat: Catalog, model: str, site: str | None = None) -> float:
+    """Wire tokens/s (input + output) of a typical request (DemandCell's 2000/500) the model's pools could carry at
+    their caps, if the model had them to itself (optionally only those at `site`)."""
+    mt = cat.by_model[model]
+    cell = DemandCell(cat.regions[0], model, 1.0)
+    units = cat.pool_capacity[mt.pool] * mt.decode_tps
+    if site is not None:
+        units = units[np.array([cat.sites[s] == site for s in mt.site])]
+    weight = cell.output_tokens + cell.input_tokens / mt.speedup
+    return float(units.sum() * (cell.input_tokens + cell.output_tokens) / weight)
+
+
+def baseline_mix(cat: Catalog, load: float) -> list[DemandCell]:
+    """The baseline day's mix of cells (simulations/baseline-day.yaml, tokens per day as shares), scaled so that
+    llm-70b demand is `load` x its capacity."""
+    profiles = load_scenario(SIMULATIONS_DIR / "baseline-day.yaml").scenario.demand.profiles
+    big = sum(p.tokens_per_day for p in profiles if p.model == "llm-70b")
+    scale = load * capacity(cat, "llm-70b") / big
+    return [DemandCell(p.region, p.model, p.tokens_per_day * scale, data_class=p.data_class) for p in profiles]

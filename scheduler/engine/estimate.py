@@ -132,12 +132,17 @@ def _latency(cat: Catalog, mt: ModelTargets, rtt: np.ndarray, prefill: np.ndarra
     """TTFT and end-to-end at the given pool loads and the SLOs' percentile: the only part of `estimate` that
     depends on load."""
     per_ms = _per_service_ms(mt, _utilization(cat, mt, pool_used, targets), targets, percentile, mean=False)
+    ttft = _ttft(rtt, prefill, per_ms)
+    return ttft, ttft + decode[:, None]
+
+
+def _ttft(rtt: np.ndarray, prefill: np.ndarray, per_ms: np.ndarray) -> np.ndarray:
+    """RTT + the wait (prefill x the wait per ms of service) + prefill."""
     with np.errstate(invalid="ignore"):  # 0 prefill x a saturated pool's inf: set to inf just below
         queue = prefill * per_ms
     if not np.isfinite(per_ms).all():  # a saturated pool queues forever, even a prefill-free batch
         queue[np.broadcast_to(~np.isfinite(per_ms), queue.shape)] = np.inf
-    ttft = rtt + queue + prefill
-    return ttft, ttft + decode[:, None]
+    return rtt + queue + prefill
 
 
 def _utilization(cat: Catalog, mt: ModelTargets, pool_used: np.ndarray, targets: np.ndarray | None) -> np.ndarray:
@@ -182,9 +187,7 @@ def mean_ttft_ms(cat: Catalog, mt: ModelTargets, est: Estimates, pool_used: np.n
     if targets is not None:
         rtt, prefill = rtt.reshape(-1, 1), prefill.reshape(-1, 1)
     per_ms = _per_service_ms(mt, _utilization(cat, mt, pool_used, targets), targets, est.percentile, mean=True)
-    with np.errstate(invalid="ignore"):
-        ttft = rtt + prefill * per_ms + prefill
-    ttft[~np.isfinite(np.broadcast_to(per_ms, ttft.shape))] = np.inf
+    ttft = _ttft(rtt, prefill, per_ms)
     return ttft if targets is None else ttft[:, 0]
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import networkx as nx
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from scheduler.queueing import DEFAULT_PERCENTILE, PERCENTILES
@@ -21,6 +21,17 @@ Id = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", min_length=1, max_l
 Hour = Annotated[int, Field(ge=0, le=24)]
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
+
+
+def _known_percentile(value: float) -> float:
+    if value not in PERCENTILES:
+        raise PydanticCustomError("percentile", "must be one of {allowed}, got {value}",
+                                  {"allowed": ", ".join(f"{p:g}" for p in PERCENTILES), "value": value})
+    return value
+
+
+# An SLO's percentile: a number (a quoted '95' is refused, as in a request), one of PERCENTILES.
+Percentile = Annotated[float, Field(strict=True), AfterValidator(_known_percentile)]
 
 
 class Strict(BaseModel):
@@ -130,15 +141,7 @@ class Slo(Strict):
 
     ttft_ms: Positive | None = None
     e2e_ms: Positive | None = None
-    percentile: Annotated[float, Field(strict=True)] = DEFAULT_PERCENTILE  # a number: '95' is refused, as in a request
-
-    @field_validator("percentile")
-    @classmethod
-    def _known_percentile(cls, value: float) -> float:
-        if value not in PERCENTILES:
-            raise PydanticCustomError("percentile", "must be one of {allowed}, got {value}",
-                                      {"allowed": ", ".join(f"{p:g}" for p in PERCENTILES), "value": value})
-        return value
+    percentile: Percentile = DEFAULT_PERCENTILE
 
     @model_validator(mode="after")
     def _some_bound(self) -> Slo:
