@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from scheduler import synth  # noqa: E402
 from scheduler.engine import baselines  # noqa: E402
-from scheduler.engine import batch as joint  # noqa: E402
+from scheduler.engine.solve import problem as joint  # noqa: E402
 from scheduler.engine.core import Engine, batch_decisions  # noqa: E402
 from scheduler.engine.estimate import BatchArrays, estimate  # noqa: E402
 from scheduler.model.loader import load_topology  # noqa: E402

@@ -8,7 +8,8 @@ import pytest
 
 from scheduler import synth
 from scheduler.engine import baselines
-from scheduler.engine import batch as joint
+from scheduler.engine.solve import problem as joint
+from scheduler.engine.solve import pipeline
 from scheduler.engine.core import batch_decisions
 from scheduler.engine.request import Batch, InvalidRequest, Reason
 from test_engine_support import TINY, engine, problem, random_batches, recheck, shrink
@@ -40,7 +41,7 @@ def test_in_request_order_without_look_ahead():
     assert p.site[cheap.target[0]] == shaoguan  # the small one takes the cheapest pool first...
     # ... so the second big one finds no room, where the joint solve, seeing all three, places everything.
     assert cheap.target.tolist()[2] == -1 and cheap.reason[2] == Reason.CAPACITY
-    best = joint.solve(p)
+    best = pipeline.solve(p)
     assert (best.target >= 0).all() and best.objective < cheap.objective
 
 
@@ -56,7 +57,7 @@ def test_baselines_keep_every_rule(seed, policy):
     a = baselines.solve(p, policy)
     decisions = batch_decisions(p, a, [eng.check(b) for b in batches])
     assert recheck(eng.catalog, decisions, 13) == []
-    exact = joint.solve(p)
+    exact = pipeline.solve(p)
     assert exact.objective <= a.objective * (1 + 1e-9)
 
 

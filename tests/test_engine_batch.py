@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from scheduler import synth
-from scheduler.engine import assign, priced
-from scheduler.engine import batch as joint
+from scheduler.engine.solve import problem as joint
+from scheduler.engine.solve import greedy, group_prices, pipeline, pool_levels
+from scheduler.engine.solve.bounds import capacity_prices, ceiling_aware
 from scheduler.engine.core import batch_decisions
 from scheduler.engine.ledger import Reservation
 from scheduler.engine.place import Decision
@@ -46,7 +47,7 @@ INSTANCES = instances()
 def test_exact_path_matches_exhaustive_search(name, topology, batches, hour):
     eng = engine(topology)
     p = problem(eng, batches, hour)
-    a = joint.solve(p, time_limit_s=10.0)
+    a = pipeline.solve(p, time_limit_s=10.0)
     best = exhaustive(p, a.penalty)
     assert a.method == "cp-sat" and a.status == "OPTIMAL"
     assert a.objective == pytest.approx(best.objective, rel=1e-6, abs=1e-7)
@@ -85,8 +86,8 @@ def test_the_lagrangian_with_ceiling_charges_never_exceeds_the_true_optimum(name
     unit = float(np.median([np.nanmedian(p.est[m].cost_cny / np.maximum(p.est[m].load, 1e-12)) for m in p.models]))
     charged = []
     for pool_price in [lp.pool_price] + [rng.exponential(unit * f, len(p.pool_cap)) for f in (0.1, 1, 10, 100)]:
-        plain = priced._lagrangian(p, parts, penalty, pool_price, lp.cable_price)[0]
-        value = priced._lagrangian(p, parts, penalty, pool_price, lp.cable_price, ceilings=True)[0]
+        plain = capacity_prices.lagrangian(p, parts, penalty, pool_price, lp.cable_price)[0]
+        value = capacity_prices.lagrangian(p, parts, penalty, pool_price, lp.cable_price, ceilings=True)[0]
         assert plain <= value <= best.objective + 1e-7 * max(1.0, abs(best.objective))
         charged.append(value > plain + 1e-12)
     assert any(charged) or name.startswith("cables")  # the charges do bite on ceiling-bound instances
@@ -96,7 +97,7 @@ def test_the_lagrangian_with_ceiling_charges_never_exceeds_the_true_optimum(name
 def test_large_path_bound_is_valid_and_its_answer_feasible(name, topology, batches, hour):
     eng = engine(topology)
     p = problem(eng, batches, hour)
-    a = joint.solve(p, exact_pairs=0)  # force the LP + greedy path on a small instance
+    a = pipeline.solve(p, exact_pairs=0)  # force the LP + greedy path on a small instance
     best = exhaustive(p, a.penalty)
     assert a.method == "lp-priced-greedy"
     assert a.best_bound <= best.objective * (1 + 1e-9) + 1e-9
@@ -116,7 +117,7 @@ def test_large_path_gap_on_a_mid_size_instance():
     assert recheck(eng.catalog, result.decisions, 12) == []
 
 
-@pytest.mark.parametrize("exact_pairs", [joint.EXACT_PAIRS, 0])
+@pytest.mark.parametrize("exact_pairs", [pipeline.EXACT_PAIRS, 0])
 def test_same_input_same_answer(exact_pairs):
     topo = synth.generate(sites=8, regions=4, seed=9)
     batches = synth.random_batches(topo, 60 if exact_pairs else 400, seed=9)
@@ -124,7 +125,7 @@ def test_same_input_same_answer(exact_pairs):
     for _ in range(2):
         eng = engine(topo)
         p = problem(eng, batches, 20)
-        runs.append(joint.solve(p, exact_pairs=exact_pairs))
+        runs.append(pipeline.solve(p, exact_pairs=exact_pairs))
     assert np.array_equal(runs[0].target, runs[1].target)
     assert runs[0].objective == runs[1].objective and runs[0].best_bound == runs[1].best_bound
 
@@ -172,13 +173,13 @@ def test_subgradient_steps_tighten_the_lp_price_bound(monkeypatch):
     eng = engine(topo)
     p = problem(eng, synth.random_batches(topo, 3000, seed=11), 14)
     penalty = joint.penalty_of(p)
-    monkeypatch.setattr(priced, "HULL_STEPS", 0)  # hull.py's bound would cover both
-    tightened = priced.solve(p, penalty, 1.0)
-    monkeypatch.setattr(priced, "BOUND_STEPS", 0)
-    at_lp_prices = priced.solve(p, penalty, 1.0)
+    monkeypatch.setattr(pipeline, "HULL_STEPS", 0)  # ceiling_aware.py's bound would cover both
+    tightened = pipeline.heuristic(p, penalty, 1.0)
+    monkeypatch.setattr(pipeline, "BOUND_STEPS", 0)
+    at_lp_prices = pipeline.heuristic(p, penalty, 1.0)
     # The greedy re-run at the tightened prices is kept only if it is cheaper.
-    assert joint.objective_of(p, tightened[0], penalty) <= joint.objective_of(p, at_lp_prices[0], penalty)
-    assert at_lp_prices[2] < tightened[2] <= joint.objective_of(p, tightened[0], penalty)
+    assert joint.objective_of(p, tightened.target, penalty) <= joint.objective_of(p, at_lp_prices.target, penalty)
+    assert at_lp_prices.bound < tightened.bound <= joint.objective_of(p, tightened.target, penalty)
 
 
 @pytest.mark.parametrize("time_limit_s, greedy_runs", [(2.0, 3), (0.7, 2), (0.3, 1)])
@@ -190,10 +191,10 @@ def test_the_greedy_retries_at_the_ascents_prices_as_the_time_limit_allows_and_k
     p = problem(eng, synth.random_batches(topo, 3000, seed=11), 14)
     penalty = joint.penalty_of(p)
     runs = []
-    real = assign.greedy
-    monkeypatch.setattr(assign, "greedy", lambda *a: runs.append(real(*a)) or runs[-1])
-    monkeypatch.setattr(priced, "RELEVEL_PAIRS_PER_S", 0)  # retries are what runs when levels.py does not
-    target = priced.solve(p, penalty, time_limit_s)[0]
+    real = greedy.greedy
+    monkeypatch.setattr(greedy, "greedy", lambda *a: runs.append(real(*a)) or runs[-1])
+    monkeypatch.setattr(pipeline, "RELEVEL_PAIRS_PER_S", 0)  # retries are what runs when pool_levels.py does not
+    target = pipeline.heuristic(p, penalty, time_limit_s).target
     assert len(runs) == greedy_runs  # a retry per RETRY_EVERY_S of the limit, at most one per price sample
     costs = [joint.objective_of(p, s.target, penalty) for s in runs]
     assert joint.objective_of(p, target, penalty) == min(costs)
@@ -281,18 +282,19 @@ def test_searching_the_cable_prices_raises_the_bound_where_the_group_lp_overpric
     topo = shrink(load_topology(DEFAULT_TOPOLOGY).value, cable_gbps={cable: gbps})
     p = problem(engine(topo), synth.random_batches(topo, 3000, seed=3), 14)
     penalty = joint.penalty_of(p)
-    parts = assign.parts_of(p)
-    lp = priced._price(p, parts, penalty)
+    parts = greedy.parts_of(p)
+    lp = group_prices.price(p, parts, penalty)
     assert (lp.cable_price > 0).any()
-    state = assign.greedy(p, parts, lp.pool_price, lp.cable_price)
+    state = greedy.greedy(p, parts, lp.pool_price, lp.cable_price)
     upper = joint.objective_of(p, state.target, penalty)
-    start = priced._lagrangian(p, parts, penalty, lp.pool_price, lp.cable_price)[0]
-    searched = priced._tighten(p, parts, penalty, lp, start, upper, 20)[0]
-    monkeypatch.setattr(priced, "CABLE_SHARES", ())
-    kept = priced._tighten(p, parts, penalty, lp, start, upper, 20)[0]
+    start = capacity_prices.lagrangian(p, parts, penalty, lp.pool_price, lp.cable_price)[0]
+    searched = capacity_prices.tighten(p, parts, penalty, lp, start, upper, 20).bound
+    monkeypatch.setattr(capacity_prices, "CABLE_SHARES", ())
+    kept = capacity_prices.tighten(p, parts, penalty, lp, start, upper, 20).bound
     stuck = joint.unavoidable_penalty(p, penalty)
     assert searched - stuck > (kept - stuck) * (1 + 1e-3)
     monkeypatch.undo()
-    target, _, bound = priced.solve(p, penalty, 2.0)
+    found = pipeline.heuristic(p, penalty, 2.0)
+    target, bound = found.target, found.bound
     assert bound >= searched - 1e-9 and bound <= joint.objective_of(p, target, penalty) + 1e-9
     assert_feasible(p, target)

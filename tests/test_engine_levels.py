@@ -1,4 +1,4 @@
-"""levels.py: pool levels searched and assigned at by LP, always feasible, kept only when cheaper."""
+"""pool_levels.py: pool levels searched and assigned at by LP, always feasible, kept only when cheaper."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from test_engine_support import (
 )
 
 from scheduler import synth
-from scheduler.engine import assign, levels, priced, shortlist
-from scheduler.engine import batch as joint
+from scheduler.engine.solve import problem as joint
+from scheduler.engine.solve import candidates, greedy, group_prices, pipeline, pool_levels
 from scheduler.engine.core import Engine
 from scheduler.engine.request import Reason
 from scheduler.model.loader import load_topology
@@ -36,12 +36,12 @@ def _members_agree(p, state) -> None:
 
 def test_levels_of_an_assignment_are_the_least_ceiling_on_each_pool(contended):
     p, penalty = contended
-    parts = assign.parts_of(p)
-    prices = priced._price(p, parts, penalty)
-    state = assign.greedy(p, parts, prices.pool_price, prices.cable_price)
-    level = levels.levels_of(p, parts, state.target)
+    parts = greedy.parts_of(p)
+    prices = group_prices.price(p, parts, penalty)
+    state = greedy.greedy(p, parts, prices.pool_price, prices.cable_price)
+    level = pool_levels.levels_of(p, parts, state.target)
     for q in range(len(p.pool_cap)):
-        ceilings = [assign.pair_of(parts, assign.where_of(parts), state, p, i) for i in state.members[q]]
+        ceilings = [greedy.pair_of(parts, greedy.where_of(parts), state, p, i) for i in state.members[q]]
         least = min((part.theta[r, k] for part, r, k in ceilings), default=p.pool_cap[q])
         assert level[q] == pytest.approx(max(least, p.used[q]))
         assert state.load[q] <= level[q] + 1e-6
@@ -49,9 +49,9 @@ def test_levels_of_an_assignment_are_the_least_ceiling_on_each_pool(contended):
 
 def test_the_level_search_beats_the_greedy_and_local_search_and_stays_feasible(contended, monkeypatch):
     p, penalty = contended
-    with_levels = priced.solve(p, penalty, 2.0)[0]
-    monkeypatch.setattr(priced, "RELEVEL_PAIRS_PER_S", 0)
-    without = priced.solve(p, penalty, 2.0)[0]
+    with_levels = pipeline.heuristic(p, penalty, 2.0).target
+    monkeypatch.setattr(pipeline, "RELEVEL_PAIRS_PER_S", 0)
+    without = pipeline.heuristic(p, penalty, 2.0).target
     # Measured: 0.3-0.6 % cheaper on such instances (benchmarks/placement.py has the figures). The penalty of the
     # batches no target can take is the same for both and left out.
     stuck = joint.unavoidable_penalty(p, penalty)
@@ -60,17 +60,17 @@ def test_the_level_search_beats_the_greedy_and_local_search_and_stays_feasible(c
     assert int((with_levels >= 0).sum()) >= int((without >= 0).sum())
     assert_feasible(p, with_levels)
     # Ceilings cap several pools of the answer below their capacity (the search has levels to set).
-    assert (levels.levels_of(p, assign.parts_of(p), with_levels) < p.pool_cap - 1e-6).sum() >= 3
+    assert (pool_levels.levels_of(p, greedy.parts_of(p), with_levels) < p.pool_cap - 1e-6).sum() >= 3
 
 
 @pytest.mark.parametrize("share", [0.5, 0.8, 1.0])
 def test_assigning_at_any_levels_keeps_capacity_every_ceiling_and_cables(contended, share):
     p, penalty = contended
-    parts = assign.parts_of(p)
-    prices = priced._price(p, parts, penalty)
+    parts = greedy.parts_of(p)
+    prices = group_prices.price(p, parts, penalty)
     level = p.used + share * (p.pool_cap - p.used)
-    lists = shortlist.shortlists(p, parts, prices.pool_price, prices.cable_price, level)
-    state = levels.assign_at(p, lists, level, prices.pool_price, penalty)
+    lists = candidates.shortlists(p, parts, prices.pool_price, prices.cable_price, level)
+    state = pool_levels.assign_at(p, lists, level, prices.pool_price, penalty)
     assert_feasible(p, state.target)
     _members_agree(p, state)
     # Every batch that still had a feasible target it fits alone at the end was placed, or the room was gone.
@@ -81,27 +81,27 @@ def test_a_pool_capped_by_tight_batches_is_lifted_when_that_pays(contended):
     """Start from levels that cap every pool at 60 % of its room: the search raises the ones whose capacity is
     worth more than moving the batches that needed the low level."""
     p, penalty = contended
-    parts = assign.parts_of(p)
-    prices = priced._price(p, parts, penalty)
+    parts = greedy.parts_of(p)
+    prices = group_prices.price(p, parts, penalty)
     low = p.used + 0.6 * (p.pool_cap - p.used)
-    lists = shortlist.shortlists(p, parts, prices.pool_price, prices.cable_price, low)
-    start = levels.assign_at(p, lists, low, prices.pool_price, penalty)
+    lists = candidates.shortlists(p, parts, prices.pool_price, prices.cable_price, low)
+    start = pool_levels.assign_at(p, lists, low, prices.pool_price, penalty)
     upper = joint.objective_of(p, start.target, penalty)
-    after = levels.relevel(p, lists, start.target, prices.pool_price, penalty, upper)[0]
+    after = pool_levels.relevel(p, lists, start.target, prices.pool_price, penalty, upper)[0]
     assert joint.objective_of(p, after.target, penalty) < upper
-    assert (levels.levels_of(p, parts, after.target) > levels.levels_of(p, parts, start.target) + 1e-6).any()
+    assert (pool_levels.levels_of(p, parts, after.target) > pool_levels.levels_of(p, parts, start.target) + 1e-6).any()
     assert_feasible(p, after.target)
 
 
 def test_same_levels_same_answer(contended):
     p, penalty = contended
-    parts = assign.parts_of(p)
-    prices = priced._price(p, parts, penalty)
-    state = assign.greedy(p, parts, prices.pool_price, prices.cable_price)
+    parts = greedy.parts_of(p)
+    prices = group_prices.price(p, parts, penalty)
+    state = greedy.greedy(p, parts, prices.pool_price, prices.cable_price)
     upper = joint.objective_of(p, state.target, penalty)
-    level = levels.levels_of(p, parts, state.target)
-    lists = shortlist.shortlists(p, parts, prices.pool_price, prices.cable_price, level)
-    runs = [levels.relevel(p, lists, state.target, prices.pool_price, penalty, upper, moves=2)[0] for _ in range(2)]
+    level = pool_levels.levels_of(p, parts, state.target)
+    lists = candidates.shortlists(p, parts, prices.pool_price, prices.cable_price, level)
+    runs = [pool_levels.relevel(p, lists, state.target, prices.pool_price, penalty, upper, moves=2)[0] for _ in range(2)]
     assert np.array_equal(runs[0].target, runs[1].target)
 
 
@@ -128,12 +128,12 @@ def test_a_contended_call_with_a_model_no_pool_serves():
 def test_with_live_reservations_the_levels_respect_their_promises(monkeypatch):
     """A second contended call on a fleet that already carries 1,000 placements (their load, and the ceilings their
     SLOs put on the pools; the small fleet, whose few-server pools let those ceilings bind below capacity):
-    everything placed by both calls meets its SLO once all of it runs, and levels.py's answer is no dearer than the
+    everything placed by both calls meets its SLO once all of it runs, and pool_levels.py's answer is no dearer than the
     greedy and local search alone on the same state."""
     topo = small_fleet()
     costs = {}
     for relevel in (False, True):
-        monkeypatch.setattr(priced, "RELEVEL_PAIRS_PER_S", 0)
+        monkeypatch.setattr(pipeline, "RELEVEL_PAIRS_PER_S", 0)
         eng = engine(topo)
         first = eng.place_many(small_fleet_batches(1000, seed=21), hour=14, reserve=True)
         live = eng.ceilings()
@@ -153,13 +153,13 @@ def test_move_estimates_match_a_pool_by_pool_count(contended):
     capacity a raise frees at the pool's price less what the batches it bars lose, or what a lowering admits less
     the capacity it gives up."""
     p, penalty = contended
-    parts = assign.parts_of(p)
-    prices = priced._price(p, parts, penalty)
-    state = assign.greedy(p, parts, prices.pool_price, prices.cable_price)
-    level = levels.levels_of(p, parts, state.target)
-    lists = shortlist.shortlists(p, parts, prices.pool_price, prices.cable_price, level)
-    view = levels._View(p, lists, level, prices.pool_price, penalty)
-    found = {q: (change, new) for change, q, new in levels._candidates(p, lists, level, prices.pool_price, view)}
+    parts = greedy.parts_of(p)
+    prices = group_prices.price(p, parts, penalty)
+    state = greedy.greedy(p, parts, prices.pool_price, prices.cable_price)
+    level = pool_levels.levels_of(p, parts, state.target)
+    lists = candidates.shortlists(p, parts, prices.pool_price, prices.cable_price, level)
+    view = pool_levels._View(p, lists, level, prices.pool_price, penalty)
+    found = {q: (change, new) for change, q, new in pool_levels._candidates(p, lists, level, prices.pool_price, view)}
     pairs = {q: [] for q in range(len(level))}
     for s, raw, k, value, second, go in zip(lists, view.raw, view.first, view.value, view.second, view.go):
         for r, n in zip(*np.nonzero(np.isfinite(s.cost))):
@@ -186,17 +186,17 @@ def test_no_batch_is_left_unplaced_where_it_fits_under_the_real_caps():
     under the pool's capacity and every ceiling it holds is placed, not left at full penalty (on this instance 28
     such batches stayed unplaced when the final fill kept the level's cap)."""
     p = contended(3000, seed=3)
-    target, _, _ = priced.solve(p, joint.penalty_of(p), 2.0)
+    target = pipeline.heuristic(p, joint.penalty_of(p), 2.0).target
     assert_feasible(p, target)
-    parts = assign.parts_of(p)
-    where = assign.where_of(parts)
-    state = assign.fresh_state(p)
+    parts = greedy.parts_of(p)
+    where = greedy.where_of(parts)
+    state = greedy.fresh_state(p)
     for i in np.flatnonzero(target >= 0).tolist():
         j, r = where[i]
-        assign.take(p, parts[j], state, i, r, int(target[i]) - p.offset[parts[j].m])
+        greedy.take(p, parts[j], state, i, r, int(target[i]) - p.offset[parts[j].m])
     unplaced = np.flatnonzero(target < 0).tolist()
     assert unplaced  # the instance leaves some demand out: the check below is not empty
     for i in unplaced:
         j, r = where[i]
         part = parts[j]
-        assert not any(assign.fits(p, part, state, r, k) for k in np.flatnonzero(part.ok[r]).tolist()), i
+        assert not any(greedy.fits(p, part, state, r, k) for k in np.flatnonzero(part.ok[r]).tolist()), i

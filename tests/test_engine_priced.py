@@ -8,8 +8,8 @@ from test_engine_support import (assert_feasible, binding_pairs, contended, engi
                                   shrink, small_fleet, small_fleet_batches)
 
 from scheduler import synth
-from scheduler.engine import batch as joint
-from scheduler.engine import assign, priced, unblock
+from scheduler.engine.solve import problem as joint
+from scheduler.engine.solve import greedy, group_prices, local_search, pipeline
 from scheduler.engine.request import Reason
 from scheduler.model.loader import load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY
@@ -21,10 +21,10 @@ def test_ranking_heads_each_row_like_a_stable_argsort_of_its_feasible_targets(ro
     rng = np.random.default_rng(seed)
     rc = rng.integers(0, 6, size=(rows, cols)).astype(float)  # few values: many ties, also at the RANKED-th
     rc[rng.random((rows, cols)) < 0.3] = np.inf  # infeasible pairs
-    top = assign._Ranking(rc).top(np.arange(rows))
-    assert top.shape == (rows, assign.RANKED)
+    top = greedy._Ranking(rc).top(np.arange(rows))
+    assert top.shape == (rows, greedy.RANKED)
     for r in range(rows):
-        expected = np.argsort(rc[r], kind="stable")[: int(np.isfinite(rc[r]).sum())][: assign.RANKED].tolist()
+        expected = np.argsort(rc[r], kind="stable")[: int(np.isfinite(rc[r]).sum())][: greedy.RANKED].tolist()
         assert top[r][top[r] >= 0].tolist() == expected
         assert (top[r][len(expected):] == -1).all()
 
@@ -36,12 +36,12 @@ def test_unblocking_pools_lowers_the_cost_and_keeps_capacity_ceilings_and_cables
     p = contended(n, seed)
     assert binding_pairs(p) > 0
     penalty = joint.penalty_of(p)
-    parts = assign.parts_of(p)
-    prices = priced._price(p, parts, penalty)
-    state = assign.greedy(p, parts, prices.pool_price, prices.cable_price)
+    parts = greedy.parts_of(p)
+    prices = group_prices.price(p, parts, penalty)
+    state = greedy.greedy(p, parts, prices.pool_price, prices.cable_price)
     before = joint.objective_of(p, state.target, penalty)
     placed_before = int((state.target >= 0).sum())
-    saved = unblock.unblock(p, parts, state, assign.where_of(parts), prices.pool_price, penalty, rounds=3)
+    saved = local_search.unblock(p, parts, state, greedy.where_of(parts), prices.pool_price, penalty, rounds=3)
     after = joint.objective_of(p, state.target, penalty)
     assert saved > 0 and after == pytest.approx(before - saved)
     assert int((state.target >= 0).sum()) >= placed_before
@@ -64,14 +64,14 @@ def test_the_greedy_settles_runs_at_once_exactly_as_one_by_one(monkeypatch, topo
         batches = small_fleet_batches(n, seed=5)
     eng = engine(topo)
     p = problem(eng, batches, 14)
-    parts = assign.parts_of(p)
-    prices = priced._price(p, parts, joint.penalty_of(p))
-    runs = assign.greedy(p, parts, prices.pool_price, prices.cable_price)
+    parts = greedy.parts_of(p)
+    prices = group_prices.price(p, parts, joint.penalty_of(p))
+    runs = greedy.greedy(p, parts, prices.pool_price, prices.cable_price)
     if topology == "thin cables":
         assert (runs.cable_room < 0.01 * 0.08).any()  # some cable is (all but) full
         assert (runs.cap < p.pool_cap - 1e-6).any()  # and some pool capped under its capacity by a ceiling
-    monkeypatch.setattr(assign, "CHUNK", 0)  # every batch goes one by one through place_first
-    one_by_one = assign.greedy(p, parts, prices.pool_price, prices.cable_price)
+    monkeypatch.setattr(greedy, "CHUNK", 0)  # every batch goes one by one through place_first
+    one_by_one = greedy.greedy(p, parts, prices.pool_price, prices.cable_price)
     assert (runs.target == one_by_one.target).all() and (runs.target >= 0).sum() > n // 2
     assert runs.members == one_by_one.members
     np.testing.assert_allclose(runs.load, one_by_one.load, rtol=0, atol=1e-9)
@@ -83,13 +83,13 @@ def test_when_unblocking_pays_every_candidate_assignment_is_unblocked_and_the_ch
     p = contended(2000, seed=3)  # the small fleet, as above
     penalty = joint.penalty_of(p)
     calls = []
-    real = unblock.unblock
-    monkeypatch.setattr(unblock, "unblock", lambda p_, parts, state, *a: calls.append((state, real(p_, parts, state, *a)))
+    real = local_search.unblock
+    monkeypatch.setattr(local_search, "unblock", lambda p_, parts, state, *a: calls.append((state, real(p_, parts, state, *a)))
                         or calls[-1][1])
-    monkeypatch.setattr(priced, "RELEVEL_PAIRS_PER_S", 0)  # retries (and so several candidates) only without it
-    target = priced.solve(p, penalty, 2.0)[0]
+    monkeypatch.setattr(pipeline, "RELEVEL_PAIRS_PER_S", 0)  # retries (and so several candidates) only without it
+    target = pipeline.heuristic(p, penalty, 2.0).target
     first, saved = calls[0]
-    assert saved >= priced.UNBLOCK_ALL_SHARE * joint.assigned_cost(p, first.target)  # ceilings bind on this fleet
+    assert saved >= pipeline.UNBLOCK_ALL_SHARE * joint.assigned_cost(p, first.target)  # ceilings bind on this fleet
     assert len(calls) == 3  # the best greedy, then the two others (two retries under a 2 s limit)
     assert joint.objective_of(p, target, penalty) == min(joint.objective_of(p, s.target, penalty) for s, _ in calls)
 
@@ -104,9 +104,10 @@ def test_an_uncontended_instance_is_answered_at_everyones_cheapest_target_withou
     p = problem(eng, random_batches(topo, 400, seed=9, requests=(1, 2)), 14)
     penalty = joint.penalty_of(p)
     priced_calls = []
-    real = priced._price
-    monkeypatch.setattr(priced, "_price", lambda *a: priced_calls.append(1) or real(*a))
-    target, status, bound = priced.solve(p, penalty, 1.0)
+    real = group_prices.price
+    monkeypatch.setattr(group_prices, "price", lambda *a: priced_calls.append(1) or real(*a))
+    found = pipeline.heuristic(p, penalty, 1.0)
+    target, status, bound = found.target, found.status, found.bound
     assert (not priced_calls) == shortcut
     if shortcut:
         assert status == "OPTIMAL" and bound == pytest.approx(joint.objective_of(p, target, penalty))

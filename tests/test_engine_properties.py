@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from scheduler import synth
 from scheduler.engine import baselines
-from scheduler.engine import batch as joint
+from scheduler.engine.solve import problem as joint
+from scheduler.engine.solve import pipeline
 from scheduler.engine.core import Engine
 from scheduler.model.schema import Status
 from test_engine_support import random_batches, recheck
@@ -64,7 +65,7 @@ def test_joint_placement_on_the_large_path(world):
     """The LP-priced path (greedy, repair, local search, pool levels with the LP assignment, the ceiling-aware
     bound) forced on small worlds, where it meets every corner: down sites, cut cables, unserved batches."""
     eng, cut, batches, hour = world
-    result = eng._joint(batches, hour, True, lambda problem: joint.solve(problem, 2.0, exact_pairs=0))
+    result = eng._joint(batches, hour, True, lambda problem: pipeline.solve(problem, 2.0, exact_pairs=0))
     assert recheck(eng.catalog, result.decisions, hour, cut=cut) == []
     s = result.solution
     assert s.best_bound <= s.objective + 1e-9 and 0.0 <= result.gap <= 1.0

@@ -1,4 +1,4 @@
-"""shortlist.py: each batch's cheapest targets, split between those the levels allow and those they bar; and the
+"""candidates.py: each batch's cheapest targets, split between those the levels allow and those they bar; and the
 large solve on shortlists that leave targets out (as on 200 sites) stays feasible, deterministic and bounded."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import pytest
 from test_engine_support import assert_feasible, binding_pairs, contended, engine, problem
 
 from scheduler import synth
-from scheduler.engine import assign, levels, priced, shortlist
-from scheduler.engine import batch as joint
+from scheduler.engine.solve import problem as joint
+from scheduler.engine.solve import candidates, greedy, group_prices, pipeline, pool_levels
+from scheduler.engine.solve.bounds import ceiling_aware
 from scheduler.model.loader import load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY
 
@@ -20,18 +21,18 @@ def wide():
     topo = synth.generate(sites=60, regions=12, seed=4)
     p = problem(engine(topo), synth.random_batches(topo, 400, seed=4), 14)
     penalty = joint.penalty_of(p)
-    parts = assign.parts_of(p)
-    return p, parts, priced._price(p, parts, penalty)
+    parts = greedy.parts_of(p)
+    return p, parts, group_prices.price(p, parts, penalty)
 
 
 def test_a_part_no_wider_than_keep_all_keeps_every_target_in_column_order():
     eng = engine(load_topology(DEFAULT_TOPOLOGY).value)
     p = problem(eng, synth.random_batches(eng.catalog.topology, 300, seed=1), 14)
-    parts = assign.parts_of(p)
-    lp = priced._price(p, parts, joint.penalty_of(p))
-    assert shortlist.complete(parts)
-    for s in shortlist.shortlists(p, parts, lp.pool_price, lp.cable_price, p.pool_cap.astype(float)):
-        assert s.col.shape[1] == s.part.ok.shape[1] <= shortlist.KEEP_ALL
+    parts = greedy.parts_of(p)
+    lp = group_prices.price(p, parts, joint.penalty_of(p))
+    assert candidates.complete(parts)
+    for s in candidates.shortlists(p, parts, lp.pool_price, lp.cable_price, p.pool_cap.astype(float)):
+        assert s.col.shape[1] == s.part.ok.shape[1] <= candidates.KEEP_ALL
         assert (s.col == np.arange(s.col.shape[1])).all()
         assert np.array_equal(np.isfinite(s.cost), s.part.ok)
 
@@ -41,11 +42,11 @@ def test_each_batch_keeps_its_cheapest_allowed_and_its_cheapest_barred_targets(w
     p, parts, lp = wide
     width = 10
     level = p.used + 0.7 * (p.pool_cap - p.used)
-    assert not shortlist.complete(parts, width)
-    for s in shortlist.shortlists(p, parts, lp.pool_price, lp.cable_price, level, width=width, barred=barred):
+    assert not candidates.complete(parts, width)
+    for s in candidates.shortlists(p, parts, lp.pool_price, lp.cable_price, level, width=width, barred=barred):
         part = s.part
-        assert part.ok.shape[1] > shortlist.KEEP_ALL and s.col.shape[1] == width
-        rc = assign.priced_cost(part, lp.pool_price, lp.cable_price)
+        assert part.ok.shape[1] > candidates.KEEP_ALL and s.col.shape[1] == width
+        rc = greedy.priced_cost(part, lp.pool_price, lp.cable_price)
         allowed = part.theta >= level[part.pool][None, :] - 1e-9
         for r in range(len(part.rows)):
             kept = s.col[r][np.isfinite(s.cost[r])]
@@ -65,28 +66,29 @@ def test_the_solve_on_shortlists_that_leave_targets_out(monkeypatch):
     demand scaled with them, so that ceilings bind: on the default topology's M/M/c pools of hundreds of servers
     they hardly ever do) with shortlists of 6 of the 21 targets: the level search runs on them, places everything
     through the full fit rule, gives the same answer twice (the bounds run in a second thread) and keeps its bound
-    under its objective; the ceiling-aware bound on such lists (hull.py priced at the capacity prices) raises it."""
+    under its objective; the ceiling-aware bound on such lists (ceiling_aware.py priced at the capacity prices) raises it."""
     p = contended(2000, seed=3)
     assert binding_pairs(p) > 0
     penalty = joint.penalty_of(p)
-    monkeypatch.setattr(shortlist, "KEEP_ALL", 4)
-    monkeypatch.setattr(shortlist, "WIDTH", 6)
-    monkeypatch.setattr(shortlist, "BARRED", 2)
-    seen, relevel = [], levels.relevel
+    monkeypatch.setattr(candidates, "KEEP_ALL", 4)
+    monkeypatch.setattr(candidates, "WIDTH", 6)
+    monkeypatch.setattr(candidates, "BARRED", 2)
+    seen, relevel = [], pool_levels.relevel
 
     def recorded(p, lists, *args, **kwargs):
         seen.append(lists)
         return relevel(p, lists, *args, **kwargs)
 
-    monkeypatch.setattr(levels, "relevel", recorded)
-    runs = [priced.solve(p, penalty, 2.0) for _ in range(2)]
+    monkeypatch.setattr(pool_levels, "relevel", recorded)
+    runs = [pipeline.heuristic(p, penalty, 2.0) for _ in range(2)]
     assert len(seen) == 2 and seen[0][0].col.shape[1] == 6
-    assert np.array_equal(runs[0][0], runs[1][0]) and runs[0][2] == runs[1][2]
-    target, _, bound = runs[0]
+    assert np.array_equal(runs[0].target, runs[1].target) and runs[0].bound == runs[1].bound
+    target, bound = runs[0].target, runs[0].bound
     assert_feasible(p, target)
     assert bound <= joint.objective_of(p, target, penalty) + 1e-9
-    monkeypatch.setattr(priced, "HULL_ASIDE_STEPS", 0)
-    same, _, without = priced.solve(p, penalty, 2.0)
+    monkeypatch.setattr(pipeline, "HULL_ASIDE_STEPS", 0)
+    again = pipeline.heuristic(p, penalty, 2.0)
+    same, without = again.target, again.bound
     assert np.array_equal(target, same)  # the bound does not change the answer
     stuck = joint.unavoidable_penalty(p, penalty)
     assert bound - stuck > (without - stuck) * (1 + 1e-3)

@@ -14,7 +14,8 @@ from functools import cache
 import numpy as np
 
 from scheduler import synth
-from scheduler.engine import batch as joint
+from scheduler.engine.solve import problem as joint
+from scheduler.engine.solve import greedy, group_prices
 from scheduler.engine.catalog import Catalog
 from scheduler.engine.core import Engine
 from scheduler.engine.estimate import BatchArrays, estimate
@@ -77,12 +78,12 @@ def small_fleet_batches(n: int, seed: int) -> list[Batch]:
             for b in synth.random_batches(small_fleet(), n, seed=seed)]
 
 
-def contended(n: int, seed: int, hour: int = 14) -> joint.Problem:
+def contended(n: int, seed: int, hour: int = 14) -> joint.BatchProblem:
     """`n` small-fleet batches (`small_fleet_batches`) on the small fleet at `hour`, as a problem."""
     return problem(engine(small_fleet()), small_fleet_batches(n, seed), hour)
 
 
-def binding_pairs(p: joint.Problem) -> int:
+def binding_pairs(p: joint.BatchProblem) -> int:
     """How many feasible (batch, target) pairs have a ceiling below their pool's cap: the ceilings that bind."""
     return int(sum(((p.reason[m] == Reason.OK) & (p.theta[m] < p.pool_cap[p.cat.by_model[m].pool][None, :] - 1e-9))
                    .sum() for m in p.models))
@@ -106,7 +107,7 @@ def random_batches(topology: Topology, n: int, seed: int, requests: tuple[int, i
     return out
 
 
-def problem(eng: Engine, batches: list[Batch], hour: int) -> joint.Problem:
+def problem(eng: Engine, batches: list[Batch], hour: int) -> joint.BatchProblem:
     cat = eng.catalog
     slos = [eng.check(b, cat) for b in batches]
     used, cable_used = eng.usage(cat)
@@ -121,7 +122,7 @@ class Optimum:
     target: tuple[int, ...]
 
 
-def exhaustive(p: joint.Problem, penalty: float) -> Optimum:
+def exhaustive(p: joint.BatchProblem, penalty: float) -> Optimum:
     """Every assignment of every batch to one of its feasible targets or to nothing; the cheapest that keeps each
     pool under its cap and under the ceiling of every batch on it, and each cable under its room."""
     B, T = len(p.batches), p.n_targets
@@ -215,15 +216,14 @@ def recheck(cat: Catalog, decisions: list[Decision], hour: int, base: np.ndarray
 def priced_instance(topology: Topology, batches: list[Batch], hour: int):
     """A small instance for the bounds' tests: the problem, its penalty, its exhaustive optimum, the large path's
     parts and the group LP's prices."""
-    from scheduler.engine import assign, priced
 
     p = problem(engine(topology), batches, hour)
     penalty = joint.penalty_of(p)
-    parts = assign.parts_of(p)
-    return p, penalty, exhaustive(p, penalty), parts, priced._price(p, parts, penalty)
+    parts = greedy.parts_of(p)
+    return p, penalty, exhaustive(p, penalty), parts, group_prices.price(p, parts, penalty)
 
 
-def assert_feasible(p: joint.Problem, target: np.ndarray) -> None:
+def assert_feasible(p: joint.BatchProblem, target: np.ndarray) -> None:
     """From scratch: every pool within its capacity and under every placed batch's ceiling, every cable within its
     bandwidth."""
     load = p.used.astype(float).copy()

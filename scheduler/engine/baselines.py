@@ -1,7 +1,7 @@
 """Batch-level baselines: `nearest` (lowest RTT) and `cheapest-greedy` (lowest cost), one batch at a time.
 
 Each takes the batches in request order and gives each the best target by its preference among those that are
-feasible *now*, with no look-ahead: the same filter and scores as the engine (`batch.build`), the same rule as
+feasible *now*, with no look-ahead: the same filter and scores as the engine (`solve.problem.build`), the same rule as
 `Engine.place` (the batch's own load counts towards queueing; pools stay under their capacity and under the
 ceilings of the batches already placed on them; cables keep their bandwidth). They return the engine's
 `Assignment`, so benchmarks and the simulator compare like with like. (Fleet-level baselines are in fleet.py.)
@@ -13,13 +13,14 @@ import time
 
 import numpy as np
 
-from scheduler.engine import assign, batch as joint
+from scheduler.engine.solve import greedy
+from scheduler.engine.solve import problem as joint
 from scheduler.engine.request import Reason
 
 POLICIES = ("nearest", "cheapest-greedy")
 
 
-def solve(p: joint.Problem, policy: str, keep_promises: bool = True) -> joint.Assignment:
+def solve(p: joint.BatchProblem, policy: str, keep_promises: bool = True) -> joint.Assignment:
     """Place `p`'s batches one at a time in order, each on its preferred feasible target given the earlier ones.
 
     With `keep_promises=False` a placement is judged only by the load it sees when it is made (the pool's
@@ -28,8 +29,8 @@ def solve(p: joint.Problem, policy: str, keep_promises: bool = True) -> joint.As
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
     start = time.perf_counter()
-    parts = assign.parts_of(p)
-    state = assign.fresh_state(p)
+    parts = greedy.parts_of(p)
+    state = greedy.fresh_state(p)
     state.keep_promises = keep_promises
     where: dict[int, tuple[int, int]] = {}
     orders = []
@@ -45,7 +46,7 @@ def solve(p: joint.Problem, policy: str, keep_promises: bool = True) -> joint.As
         part = parts[j]
         n = int(part.ok[r].sum())
         if n:
-            assign.place_first(p, part, state, i, r, orders[j][r, :n].tolist())
+            greedy.place_first(p, part, state, i, r, orders[j][r, :n].tolist())
     target = state.target
     reason = joint.unplaced_reasons(p)
     placed = target >= 0

@@ -15,8 +15,10 @@ from itertools import repeat
 
 import numpy as np
 
-from scheduler.engine import baselines, fleet, knapsack
-from scheduler.engine import batch as joint
+from scheduler.engine import baselines, fleet
+from scheduler.engine.solve import pipeline
+from scheduler.engine.solve import problem as joint
+from scheduler.engine.solve.bounds import knapsack_kernel
 from scheduler.engine.catalog import CABLE_PREFIX, Catalog
 from scheduler.engine.fleet import FleetPlan
 from scheduler.engine.estimate import mean_ttft_ms
@@ -170,11 +172,11 @@ class Engine:
         """
         if not (time_limit_s > 0):
             raise InvalidRequest("time_limit_s", f"must be positive, got {time_limit_s!r}")
-        knapsack.warm()  # the large solve's compiled part, once per process, outside its time limit
-        return self._joint(batches, hour, reserve, lambda problem: joint.solve(problem, time_limit_s), owner, quota)
+        self.warm()  # the large solve's compiled part, once per process, outside its time limit
+        return self._joint(batches, hour, reserve, lambda problem: pipeline.solve(problem, time_limit_s), owner, quota)
 
     def _joint(self, batches: Sequence[Batch], hour: int | None, reserve: bool,
-               solver: Callable[[joint.Problem], joint.Assignment], owner: str = "",
+               solver: Callable[[joint.BatchProblem], joint.Assignment], owner: str = "",
                quota: float | None = None) -> BatchResult:
         cat = self.catalog
         batches = list(batches)
@@ -235,6 +237,12 @@ class Engine:
 
     def release(self, reservation_ids: Sequence[int]) -> None:
         self.ledger.release_many(reservation_ids)
+
+    @staticmethod
+    def warm() -> None:
+        """Compile (or load from disk) the batch solver's compiled kernel, once per process: a server calls this
+        before serving so that no solve pays for it inside its time limit (`place_many` calls it too)."""
+        knapsack_kernel.warm()
 
 
 class Overloaded(RuntimeError):
@@ -341,7 +349,7 @@ class BatchResult:
         return max(0.0, (s.objective - s.best_bound) / avoidable)
 
 
-def batch_decisions(p: joint.Problem, a: joint.Assignment, slos: list[Slo]) -> list[Decision]:
+def batch_decisions(p: joint.BatchProblem, a: joint.Assignment, slos: list[Slo]) -> list[Decision]:
     """One Decision per batch, in request order, without per-site explanations (ask `place` for those).
 
     Latencies are re-estimated at the pools' loads with every placed batch running, which is what each will see.
@@ -361,7 +369,7 @@ class _Placed:
     """The placed batches of an assignment, column-wise in request order: what their decisions and their ledger
     items are built from, without a Python object per batch until the decisions themselves."""
 
-    p: joint.Problem
+    p: joint.BatchProblem
     a: joint.Assignment
     index: np.ndarray  # (n,) batch index, ascending
     target: np.ndarray  # (n,) global target
@@ -380,7 +388,7 @@ class _Placed:
     ttft_mean_ms: np.ndarray
 
     @classmethod
-    def of(cls, p: joint.Problem, a: joint.Assignment) -> _Placed:
+    def of(cls, p: joint.BatchProblem, a: joint.Assignment) -> _Placed:
         n_b = len(p.batches)
         final = p.used.copy()
         for m in p.models:
@@ -396,7 +404,7 @@ class _Placed:
             if not len(placed):
                 continue
             k = tt[placed] - p.offset[m]
-            now = joint.latency_at(p, m, placed, k, final)
+            now = joint.estimates_at(p, m, placed, k, final)
             i = rows[placed]
             cols["rtt_ms"][i] = e.rtt_ms[placed, k]
             cols["ttft_ms"][i] = now.ttft_ms

@@ -27,7 +27,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from scheduler.engine import knapsack
 from scheduler.engine.core import Engine, china_hour
 from scheduler.engine.ledger import Ledger
 from scheduler.model.loader import load_topology
@@ -178,7 +177,7 @@ class ControlPlane:
         else:
             ledger = Ledger(first_id=ids.first_id(boot))
         engine = Engine(build_catalog(loaded), ledger=ledger, hour=hour, max_hold_s=max_hold_s)
-        knapsack.warm()  # compiled before serving, so the first PlaceBatch does not wait for it
+        engine.warm()  # compiled before serving, so the first PlaceBatch does not wait for it
         self.state = TopologyState(engine, str(loaded.path))
         if self.statedir is not None:
             self._restore_links(self.statedir.links())

@@ -12,15 +12,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from scheduler.engine.catalog import Catalog
 from scheduler.engine.request import Reason
-
-if TYPE_CHECKING:
-    from scheduler.engine.batch import Problem
-    from scheduler.engine.catalog import Catalog
+from scheduler.engine.solve.problem import BatchProblem
 
 FEW_OPTIONS = 12  # batches with at most this many feasible targets are placed first
 RANKED = 16  # targets ranked up front per batch; one that fits none of them takes the cheapest that fits
@@ -89,7 +86,7 @@ class State:
     keep_promises: bool = True  # False: a placement does not lower its pool's cap (later ones may break it)
 
 
-def parts_of(p: Problem) -> list[Part]:
+def parts_of(p: BatchProblem) -> list[Part]:
     """Each model's dense arrays, as the large solve and the baselines work on them."""
     parts = []
     for m in p.models:
@@ -100,7 +97,7 @@ def parts_of(p: Problem) -> list[Part]:
     return parts
 
 
-def fresh_state(p: Problem) -> State:
+def fresh_state(p: BatchProblem) -> State:
     """Nothing placed yet: pools at today's load and cap, cables at today's room."""
     return State(np.full(len(p.batches), -1, dtype=np.int64), p.used.astype(float).copy(),
                   p.pool_cap.astype(float).copy(), p.cable_free.astype(float).copy(), [[] for _ in p.pool_cap])
@@ -111,7 +108,7 @@ def where_of(parts: list[Part]) -> dict[int, tuple[int, int]]:
     return {i: (j, r) for j, part in enumerate(parts) for r, i in enumerate(part.rows.tolist())}
 
 
-def tolerance(p: Problem, part: Part, score: np.ndarray) -> np.ndarray:
+def tolerance(p: BatchProblem, part: Part, score: np.ndarray) -> np.ndarray:
     """(B_m,) the utilization each batch tolerates on its best target by `score`."""
     if not part.ok.shape[1]:  # a model no pool serves: nothing to tolerate
         return np.zeros(len(part.rows))
@@ -137,13 +134,13 @@ def cheapest(rc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return k, rc[np.arange(len(rc)), k]
 
 
-def bandwidth_credit(p: Problem, cable_price: np.ndarray) -> float:
+def bandwidth_credit(p: BatchProblem, cable_price: np.ndarray) -> float:
     """What a Lagrangian that prices bandwidth at `cable_price` credits back: each priced cable's free Gbps."""
     priced = cable_price > 0
     return float(cable_price[priced] @ np.maximum(p.cable_free[priced], 0.0)) if len(cable_price) else 0.0
 
 
-def greedy(p: Problem, parts: list[Part], pool_price: np.ndarray, cable_price: np.ndarray) -> State:
+def greedy(p: BatchProblem, parts: list[Part], pool_price: np.ndarray, cable_price: np.ndarray) -> State:
     """Batches with few options first, then from the most latency-tolerant to the least (so that a pool's cap only
     falls as it fills), each to its cheapest target at these prices where the pool has room under its cap and
     every ceiling on it, its own included, and the route's cables have bandwidth."""
@@ -180,7 +177,7 @@ class _Queue:
     """The greedy's queue with each batch's RANKED cheapest targets (pool, load, ceiling, cables) as arrays, padded
     with -1 where a batch has fewer."""
 
-    def __init__(self, p: Problem, parts: list[Part], ranked: list[_Ranking], batch: np.ndarray,
+    def __init__(self, p: BatchProblem, parts: list[Part], ranked: list[_Ranking], batch: np.ndarray,
                  part: np.ndarray, row: np.ndarray):
         n, C = len(batch), len(p.cable_free)
         self.batch, self.part, self.row = batch, part, row
@@ -287,7 +284,7 @@ class _Ranking:
         return out
 
 
-def place_cheapest(p: Problem, part: Part, state: State, i: int, r: int, rc: np.ndarray) -> bool:
+def place_cheapest(p: BatchProblem, part: Part, state: State, i: int, r: int, rc: np.ndarray) -> bool:
     """Take the cheapest target by `rc` that fits (the lowest index among ties: a stable argsort's first that
     fits), checking all at once: for the batches a run of the greedy could not settle."""
     q = part.pool
@@ -303,7 +300,7 @@ def place_cheapest(p: Problem, part: Part, state: State, i: int, r: int, rc: np.
     return True
 
 
-def fits(p: Problem, part: Part, state: State, r: int, k: int) -> bool:
+def fits(p: BatchProblem, part: Part, state: State, r: int, k: int) -> bool:
     """Row r's batch fits target k now: the pool stays under its capacity and every ceiling on it (its own too),
     and every cable on the route has room for it."""
     q = part.pool[k]
@@ -313,7 +310,7 @@ def fits(p: Problem, part: Part, state: State, r: int, k: int) -> bool:
     return not any(room[c] + 1e-12 < gbps for c in part.crossed(int(part.region[r]))[k])
 
 
-def take(p: Problem, part: Part, state: State, i: int, r: int, k: int) -> None:
+def take(p: BatchProblem, part: Part, state: State, i: int, r: int, k: int) -> None:
     q = int(part.pool[k])
     state.target[i] = p.offset[part.m] + k
     state.load[q] += part.load[r, k]
@@ -325,7 +322,7 @@ def take(p: Problem, part: Part, state: State, i: int, r: int, k: int) -> None:
         room[c] -= gbps
 
 
-def place_first(p: Problem, part: Part, state: State, i: int, r: int, candidates: Iterable[int]) -> bool:
+def place_first(p: BatchProblem, part: Part, state: State, i: int, r: int, candidates: Iterable[int]) -> bool:
     """Take the first of `candidates` (target columns, best first) that fits; False if none does."""
     for k in candidates:
         if fits(p, part, state, r, k):
@@ -334,7 +331,7 @@ def place_first(p: Problem, part: Part, state: State, i: int, r: int, candidates
     return False
 
 
-def pair_of(parts: list[Part], where: dict, state: State, p: Problem, i: int) -> tuple[Part, int, int]:
+def pair_of(parts: list[Part], where: dict, state: State, p: BatchProblem, i: int) -> tuple[Part, int, int]:
     """The batch's part, row and current target column (-1 if unplaced)."""
     j, r = where[i]
     part = parts[j]
@@ -342,7 +339,7 @@ def pair_of(parts: list[Part], where: dict, state: State, p: Problem, i: int) ->
     return part, r, (t - p.offset[part.m] if t >= 0 else -1)
 
 
-def remove(p: Problem, parts: list[Part], where: dict, state: State, i: int) -> None:
+def remove(p: BatchProblem, parts: list[Part], where: dict, state: State, i: int) -> None:
     part, r, k = pair_of(parts, where, state, p, i)
     q = int(part.pool[k])
     state.load[q] -= part.load[r, k]

@@ -3,7 +3,7 @@
 A pool runs no fuller than the least ceiling of the batches on it, so an assignment implies a *level* per pool. Once
 the levels are fixed the ceilings are plain filters (a batch may use pool q only if its ceiling there is >= q's
 level) and what is left is a generalized assignment whose LP is nearly integral. So, on each batch's shortlist
-(shortlist.py: all 21 targets on the default topology, 16 of ~270 on 200 sites):
+(candidates.py: all 21 targets on the default topology, 16 of ~270 on 200 sites):
 
 1. levels: start from the levels of a given assignment; price the fixed-level problem by subgradient ascent on its
    Lagrangian (pool capacity = level); estimate, from those prices, what moving one pool's level to any of its
@@ -14,7 +14,7 @@ level) and what is left is a generalized assignment whose LP is nearly integral.
    go to a transportation LP over their LP_OPTIONS cheapest targets, which is rounded in the order of its flows
    (past LP_BATCHES of them, the surest are placed greedily first and the LP takes the rest).
 
-On the default topology's 10k batches this (and unblock.py after it) lowered the cost 0.6 % below the greedy plus
+On the default topology's 10k batches this (and local_search.py after it) lowered the cost 0.6 % below the greedy plus
 local search, on 10k x 200 0.2 % (the moves: lift a pool capped at 90 % by a cluster of tight batches to full
 capacity, move those batches elsewhere; admit tight batches to small pools). The result is kept only if cheaper,
 and every placement goes through the same fit rule as the greedy (capacity, every ceiling, cables).
@@ -22,15 +22,13 @@ and every placement goes through the same fit rule as the greedy (capacity, ever
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from scheduler.engine import ascent, assign, transport
-from scheduler.engine.shortlist import Shortlist
-
-if TYPE_CHECKING:
-    from scheduler.engine.batch import Problem
+from scheduler.engine import transport
+from scheduler.engine.solve import greedy
+from scheduler.engine.solve.bounds import subgradient
+from scheduler.engine.solve.candidates import Shortlist
+from scheduler.engine.solve.problem import BatchProblem
 
 START_STEPS = 20  # subgradient steps pricing the starting levels
 MOVE_STEPS = 10  # ... and each candidate move, warm-started
@@ -42,7 +40,7 @@ LP_BATCHES = 4000  # batches the LP places: those whose next option costs least 
 LP_PARAMETERS = "use_dual_simplex: true, use_preprocessing: false"
 
 
-def levels_of(p: Problem, parts: list[assign.Part], target: np.ndarray) -> np.ndarray:
+def levels_of(p: BatchProblem, parts: list[greedy.Part], target: np.ndarray) -> np.ndarray:
     """(P,) each pool's level under this assignment: the least ceiling on it, or its capacity."""
     level = p.pool_cap.astype(float).copy()
     for part in parts:
@@ -53,12 +51,12 @@ def levels_of(p: Problem, parts: list[assign.Part], target: np.ndarray) -> np.nd
     return np.maximum(level, p.used)
 
 
-def relevel(p: Problem, lists: list[Shortlist], target: np.ndarray, pool_price: np.ndarray, penalty: float,
-            upper: float, moves: int = MOVES) -> tuple[assign.State, np.ndarray]:
+def relevel(p: BatchProblem, lists: list[Shortlist], target: np.ndarray, pool_price: np.ndarray, penalty: float,
+            upper: float, moves: int = MOVES) -> tuple[greedy.State, np.ndarray]:
     """Search the levels from those of `target` (objective `upper`) over the batches' shortlists, then assign at
     the levels found; also returns each batch's value at those levels and the prices found for them (`values`)."""
     level = levels_of(p, [s.part for s in lists], target)
-    credit = assign.bandwidth_credit(p, lists[0].cable_price) if lists else 0.0  # the lists' costs carry it
+    credit = greedy.bandwidth_credit(p, lists[0].cable_price) if lists else 0.0  # the lists' costs carry it
     value, price = _ascent(p, lists, penalty, level, pool_price, credit, upper, START_STEPS)
     for _ in range(moves):
         view = _View(p, lists, level, price, penalty)
@@ -75,10 +73,10 @@ def relevel(p: Problem, lists: list[Shortlist], target: np.ndarray, pool_price: 
     return _assign(p, lists, level, view, penalty), view.values(p, penalty)
 
 
-def values(p: Problem, lists: list[Shortlist], level: np.ndarray, pool_price: np.ndarray,
+def values(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, pool_price: np.ndarray,
            penalty: float) -> np.ndarray:
     """(B,) what each batch pays at these levels and prices: its cheapest priced target the levels allow, or the
-    penalty. Near the LP's multipliers of the batches' rows, so a good start for hull.py's bound."""
+    penalty. Near the LP's multipliers of the batches' rows, so a good start for ceiling_aware.py's bound."""
     return _View(p, lists, level, pool_price, penalty, second=False).values(p, penalty)
 
 
@@ -88,14 +86,14 @@ def _allowed(s: Shortlist, pool_price: np.ndarray, level: np.ndarray) -> tuple[n
     return raw, np.where(s.theta >= level[s.pool] - 1e-9, raw, np.inf)
 
 
-def _lagrangian(p: Problem, lists: list[Shortlist], penalty: float, pool_price: np.ndarray, level: np.ndarray,
+def _lagrangian(p: BatchProblem, lists: list[Shortlist], penalty: float, pool_price: np.ndarray, level: np.ndarray,
                 credit: float) -> tuple[float, np.ndarray]:
-    """priced.py's Lagrangian for the fixed-level problem on the shortlists: a pool's capacity is its level and only
+    """capacity_prices.py's Lagrangian for the fixed-level problem on the shortlists: a pool's capacity is its level and only
     the batches whose ceiling there is at least that level may use it. Its value and the pools' use."""
     total = -credit - float(pool_price @ np.maximum(level - p.used, 0.0))
     used = np.zeros(len(pool_price))
     for s in lists:
-        k, pick = assign.cheapest(_allowed(s, pool_price, level)[1])
+        k, pick = greedy.cheapest(_allowed(s, pool_price, level)[1])
         alone = penalty * p.weight[s.part.rows]
         total += float(np.minimum(pick, alone).sum())
         b = np.flatnonzero(pick < alone)
@@ -108,14 +106,14 @@ class _View:
     under the filter, what it costs (or the penalty, if that is cheaper), and, with `second`, its next option's
     cost."""
 
-    def __init__(self, p: Problem, lists: list[Shortlist], level: np.ndarray, pool_price: np.ndarray,
+    def __init__(self, p: BatchProblem, lists: list[Shortlist], level: np.ndarray, pool_price: np.ndarray,
                  penalty: float, second: bool = True):
         self.lists, self.price = lists, pool_price
         self.raw, self.rc, self.first, self.value, self.second, self.go = [], [], [], [], [], []
         for s in lists:
             raw, rc = _allowed(s, pool_price, level)
             alone = penalty * p.weight[s.part.rows]
-            k, first = assign.cheapest(rc)
+            k, first = greedy.cheapest(rc)
             self.raw.append(raw)
             self.rc.append(rc)
             self.first.append(k)
@@ -125,7 +123,7 @@ class _View:
                 nxt = np.partition(rc, 1, axis=1)[:, 1] if rc.shape[1] > 1 else np.full(len(rc), np.inf)
                 self.second.append(np.minimum(nxt, alone))
 
-    def values(self, p: Problem, penalty: float) -> np.ndarray:
+    def values(self, p: BatchProblem, penalty: float) -> np.ndarray:
         """(B,) each batch's value (`values`); the penalty for a batch of a model no part holds."""
         out = penalty * p.weight.astype(float)
         for s, value in zip(self.lists, self.value):
@@ -133,16 +131,16 @@ class _View:
         return out
 
 
-def _ascent(p: Problem, lists: list[Shortlist], penalty: float, level: np.ndarray, pool_price: np.ndarray,
+def _ascent(p: BatchProblem, lists: list[Shortlist], penalty: float, level: np.ndarray, pool_price: np.ndarray,
             credit: float, upper: float, steps: int) -> tuple[float, np.ndarray]:
     """Subgradient ascent on the pool prices of the fixed-level problem (cable prices kept): the best value and its
     prices."""
-    run = ascent.polyak(lambda price: _lagrangian(p, lists, penalty, price, level, credit), pool_price,
+    run = subgradient.polyak(lambda price: _lagrangian(p, lists, penalty, price, level, credit), pool_price,
                         np.maximum(level - p.used, 0.0), upper, steps)
     return run.best, run.price
 
 
-def _candidates(p: Problem, lists: list[Shortlist], level: np.ndarray, price: np.ndarray,
+def _candidates(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, price: np.ndarray,
                 view: _View) -> list[tuple[float, int, float]]:
     """(estimated change, pool, new level) of the best move of each pool whose estimate is a saving, best first.
 
@@ -187,8 +185,8 @@ def _candidates(p: Problem, lists: list[Shortlist], level: np.ndarray, price: np
     return out
 
 
-def assign_at(p: Problem, lists: list[Shortlist], level: np.ndarray, pool_price: np.ndarray,
-              penalty: float) -> assign.State:
+def assign_at(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, pool_price: np.ndarray,
+              penalty: float) -> greedy.State:
     """An assignment under these levels: each pool starts capped at its level, so a batch may use it only if its
     ceiling there allows that much load. Batches with one clearly cheapest priced target take it; the others, and
     every batch whose cheapest target is on a pool they would overfill together, are placed by rounding a
@@ -198,9 +196,9 @@ def assign_at(p: Problem, lists: list[Shortlist], level: np.ndarray, pool_price:
     return _assign(p, lists, level, _View(p, lists, level, pool_price, penalty), penalty)
 
 
-def _assign(p: Problem, lists: list[Shortlist], level: np.ndarray, view: _View, penalty: float) -> assign.State:
+def _assign(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, view: _View, penalty: float) -> greedy.State:
     """`assign_at` from the view at its levels and prices."""
-    state = assign.fresh_state(p)
+    state = greedy.fresh_state(p)
     state.cap = np.minimum(state.cap, level)
     crowd = p.used.astype(float).copy()
     for s, k, go in zip(lists, view.first, view.go):
@@ -214,7 +212,7 @@ def _assign(p: Problem, lists: list[Shortlist], level: np.ndarray, view: _View, 
         b = np.arange(len(k))
         clear = go & (second > value) & ~crowded[s.pool[b, k]]
         for r in np.flatnonzero(clear).tolist():
-            assign.place_first(p, s.part, state, int(s.part.rows[r]), r, [int(s.col[r, k[r]])])
+            greedy.place_first(p, s.part, state, int(s.part.rows[r]), r, [int(s.col[r, k[r]])])
         r = np.flatnonzero(go & (state.target[s.part.rows] < 0))  # the unclear, and the clear that did not fit
         keys.append((second[r] - value[r], np.full(len(r), j), r))
     if keys:
@@ -226,7 +224,7 @@ def _assign(p: Problem, lists: list[Shortlist], level: np.ndarray, view: _View, 
             rc = view.rc[j][r]
             ks = np.argsort(rc, kind="stable")
             s = lists[j]
-            assign.place_first(p, s.part, state, int(s.part.rows[r]), r, s.col[r, ks[np.isfinite(rc[ks])]].tolist())
+            greedy.place_first(p, s.part, state, int(s.part.rows[r]), r, s.col[r, ks[np.isfinite(rc[ks])]].tolist())
         _round(p, lists, state, view, [(int(js[i]), int(rows[i])) for i in order[cut:].tolist()], penalty)
     state.cap = _real_caps(p, lists, state)
     for s in lists:  # what found no room at the levels: the cheapest target that fits now, among all of its own
@@ -236,13 +234,13 @@ def _assign(p: Problem, lists: list[Shortlist], level: np.ndarray, view: _View, 
         left = np.flatnonzero((state.target[part.rows] < 0) & fits_alone)
         if not len(left):
             continue
-        rc = assign.priced_cost(part, view.price, s.cable_price, left)
+        rc = greedy.priced_cost(part, view.price, s.cable_price, left)
         for r, row in zip(left.tolist(), rc):
-            assign.place_cheapest(p, part, state, int(part.rows[r]), r, row)
+            greedy.place_cheapest(p, part, state, int(part.rows[r]), r, row)
     return state
 
 
-def _real_caps(p: Problem, lists: list[Shortlist], state: assign.State) -> np.ndarray:
+def _real_caps(p: BatchProblem, lists: list[Shortlist], state: greedy.State) -> np.ndarray:
     """Each pool's cap without its searched level: capacity and the ceilings of what it holds. A level is the
     search's device for choosing which batches a pool serves; once they are placed, a batch that fits under the
     real caps may still go there (else it would stay unplaced at full penalty beside room that keeps every rule)."""
@@ -255,7 +253,7 @@ def _real_caps(p: Problem, lists: list[Shortlist], state: assign.State) -> np.nd
     return cap
 
 
-def _round(p: Problem, lists: list[Shortlist], state: assign.State, view: _View, undecided: list[tuple[int, int]],
+def _round(p: BatchProblem, lists: list[Shortlist], state: greedy.State, view: _View, undecided: list[tuple[int, int]],
            penalty: float) -> None:
     """Place `undecided` by rounding the transportation LP over the room `state` leaves (those it cannot place stay
     unplaced). Units are output-equivalent tokens, so the LP's penalty per unit is the objective's."""
@@ -297,4 +295,4 @@ def _round(p: Problem, lists: list[Shortlist], state: assign.State, view: _View,
         part = lists[j].part
         ts = np.flatnonzero(share[g] > 1e-9)
         ts = ts[np.argsort(-share[g, ts], kind="stable")]
-        assign.place_first(p, part, state, int(part.rows[r]), r, (ts - p.offset[part.m]).tolist())
+        greedy.place_first(p, part, state, int(part.rows[r]), r, (ts - p.offset[part.m]).tolist())

@@ -1,4 +1,4 @@
-"""hull.py's inner loop, compiled: each pool's best level and its fractional knapsack at given multipliers.
+"""ceiling_aware.py's inner loop, compiled: each pool's best level and its fractional knapsack at given multipliers.
 
 Per pool and level the knapsack walks the pool's items from the densest until the level's room is full: a loop
 with an early exit, which numpy can only do as (levels x items) matrices (~20 ms a step on 10k x 200, against
@@ -16,7 +16,7 @@ from numba import njit
 @njit(cache=True, nogil=True)
 def pools(lam: np.ndarray, batch: np.ndarray, cost: np.ndarray, load: np.ndarray, theta: np.ndarray,
           starts: np.ndarray, low: np.ndarray, room: np.ndarray, mu: np.ndarray, zero: float,
-          taken: np.ndarray) -> float:  # pragma: no cover - compiled; tested through hull.py
+          taken: np.ndarray) -> float:  # pragma: no cover - compiled; tested through ceiling_aware.py
     """Sum over pools of max(0, max over levels j of [mu_q room_j + fractional knapsack of the items with ceiling
     >= low_j, worth lam - cost each, in room_j]); adds to `taken` how much of each batch the best levels take.
     Pool q's items are [starts[q], starts[q + 1]); low/room are (P, G), padded with room -inf. Items at zero margin

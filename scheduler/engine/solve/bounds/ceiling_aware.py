@@ -14,27 +14,24 @@ held under each batch's cheapest priced target left out (`rest`) and the shortli
 
     bound(lam) = sum_i min(lam_i, penalty_i) - sum_q max(0, max_L [mu_q R_L + knapsack'_q(L)]) - cable prices x free
 
-is a lower bound on every assignment that keeps capacity, ceilings and cables (bandwidth is priced, as in priced.py).
+is a lower bound on every assignment that keeps capacity, ceilings and cables (bandwidth is priced, as in capacity_prices.py).
 With mu = 0 it is the plain assignment-row dual (all pairs must be listed then: nothing is left out on the default
-topology); with mu = priced.py's prices it starts, at each batch's cheapest priced cost, from priced.py's
+topology); with mu = capacity_prices.py's prices it starts, at each batch's cheapest priced cost, from capacity_prices.py's
 Lagrangian, and only the few pairs dearer at lam than priced at mu take part. Levels are taken on a grid of LEVELS
 per pool; a level between two grid points is relaxed to the items of the lower point and the room of the upper one,
 which keeps the bound valid. Unlike the capacity prices alone, this sees that a pool full of tight batches cannot also
-be full of loose ones: on the default topology's 10k batches it is 0.4-0.5 % above priced.py's bound, on 10k x 200
-0.1 %. The per-pool knapsacks are compiled (knapsack.py).
+be full of loose ones: on the default topology's 10k batches it is 0.4-0.5 % above the capacity prices' bound, on 10k x 200
+0.1 %. The per-pool knapsacks are compiled (knapsack_kernel.py).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from scheduler.engine import assign, knapsack
-from scheduler.engine.shortlist import Shortlist
-
-if TYPE_CHECKING:
-    from scheduler.engine.batch import Problem
+from scheduler.engine.solve import greedy
+from scheduler.engine.solve.bounds import knapsack_kernel
+from scheduler.engine.solve.candidates import Shortlist
+from scheduler.engine.solve.problem import BatchProblem
 
 LEVELS = 64  # grid points per pool (quantiles of the ceilings on it, and its capacity)
 ZERO = 1e-12  # items within this share of their cost of zero margin join a pool's set (worth nothing there)
@@ -45,7 +42,7 @@ class Hull:
     load and ceiling; each pool's grid of levels; each batch's cap on its multiplier. Built once; `value` is then
     evaluated at many multipliers."""
 
-    def __init__(self, p: Problem, lists: list[Shortlist], penalty: float, pool_price: np.ndarray | None = None):
+    def __init__(self, p: BatchProblem, lists: list[Shortlist], penalty: float, pool_price: np.ndarray | None = None):
         P = len(p.pool_cap)
         self.mu = np.zeros(P) if pool_price is None else np.maximum(pool_price, 0.0)
         batch, cost, load, theta, pool = [], [], [], [], []
@@ -58,7 +55,7 @@ class Hull:
             theta.append(s.theta[r, n])
             pool.append(s.pool[r, n])
             if s.col.shape[1] < s.part.ok.shape[1]:
-                off = assign.priced_cost(s.part, self.mu, s.cable_price)  # a fresh array
+                off = greedy.priced_cost(s.part, self.mu, s.cable_price)  # a fresh array
                 off[np.arange(len(off))[:, None], s.col] = np.inf
                 self.rest[s.part.rows] = off.min(axis=1)
         order = np.argsort(np.concatenate(pool), kind="stable")
@@ -75,14 +72,14 @@ class Hull:
             self.low[q, :len(grid)] = np.concatenate([[-np.inf], grid[:-1]])
             self.room[q, :len(grid)] = np.maximum(grid - p.used[q], 0.0)
         self.alone = penalty * p.weight
-        self.credit = assign.bandwidth_credit(p, lists[0].cable_price) if lists else 0.0
+        self.credit = greedy.bandwidth_credit(p, lists[0].cable_price) if lists else 0.0
 
     def value(self, lam: np.ndarray) -> tuple[float, np.ndarray]:
         """The bound at `lam` (held under `rest`), and how much of each batch the pools' best sets take (its
         subgradient's use side)."""
         lam = np.minimum(lam, self.rest)
         taken = np.zeros(len(lam))
-        worth = knapsack.pools(lam, self.batch, self.cost, self.load, self.theta, self.starts, self.low, self.room,
+        worth = knapsack_kernel.pools(lam, self.batch, self.cost, self.load, self.theta, self.starts, self.low, self.room,
                                self.mu, ZERO, taken)
         return float(np.minimum(lam, self.alone).sum()) - self.credit - worth, taken
 

@@ -1,36 +1,33 @@
-"""Many batches at once: one site each (or an explicit "unplaced"), capacities and cable bandwidth respected, cost
-minimised, and no SLO broken by the load the other batches add.
+"""The batch problem: many batches at once, one site each (or an explicit "unplaced"), capacities and cable
+bandwidth respected, cost minimised, and no SLO broken by the load the other batches add.
 
 Queueing delay grows with a pool's load, so a batch's SLO holds only while its pool stays at or below the pair's
 *ceiling* (estimate.ceilings). Every assignment made here keeps each pool's final load at or below the least ceiling
 of the batches placed on it (and of live reservations, via `ceiling`), so every promise holds once all run.
 
 Objective: CNY of the placed batches + a penalty per unplaced output-equivalent token, far above any unit cost.
-Large instances (more than EXACT_PAIRS feasible pairs) go to priced.py: a group LP prices capacity, a greedy
-assigns at those prices, CP-SAT repairs, and Lagrangian duality gives the bound. Small ones run the same and hand
-the answer to the exact CP-SAT model (cpsat.py) as a hint, which usually proves it optimal; the best of CP-SAT's
-bound, the Lagrangian one and a capacity-free one is reported.
+
+This module holds the problem (`BatchProblem`, built by `build`), the objective and the simplest bounds, and the
+solver's result (`Assignment`). The stages that solve it are the other modules of this package; pipeline.py runs
+them (see the package's docstring and docs/engine.md).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from scheduler.engine import cpsat, priced, transport
+from scheduler.engine import transport
 from scheduler.engine.catalog import Catalog
 from scheduler.engine.estimate import BatchArrays, Estimates, ceilings, estimate
 from scheduler.engine.place import capacity_reasons, own_load_reasons
 from scheduler.engine.request import Batch, Checked, Reason, Slo
 
-EXACT_PAIRS = 4000  # feasible (batch, target) pairs up to which CP-SAT solves the whole instance
-
-
 @dataclass(frozen=True)
 class Assignment:
-    """Per batch: global target index or -1, with the reason for the unplaced."""
+    """The batch solver's result: per batch its global target index or -1, with the reason for the unplaced; the
+    objective, its cost part and a lower bound on any assignment's objective, how it was found and how long it took."""
 
     target: np.ndarray  # (B,) int
     reason: np.ndarray  # (B,) Reason codes; OK where placed
@@ -44,8 +41,19 @@ class Assignment:
     unavoidable: float = 0.0  # the part of objective and bound for batches no target could take at all
 
 
+@dataclass(frozen=True)
+class Pairs:
+    """The (batch, global target) pairs a model may choose from, with each pair's cost, load and ceiling."""
+
+    batch: np.ndarray
+    target: np.ndarray
+    cost: np.ndarray
+    load: np.ndarray
+    ceiling: np.ndarray
+
+
 @dataclass
-class Problem:
+class BatchProblem:
     """Every batch against every target, the targets of all models side by side."""
 
     cat: Catalog
@@ -71,7 +79,7 @@ class Problem:
     def n_targets(self) -> int:
         return len(self.pool)
 
-    def pair_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def pairs(self) -> Pairs:
         """All feasible (batch, global target) pairs with their cost, load and ceiling."""
         bs, ts, cs, ls, hs = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)], [np.zeros(0)], [np.zeros(0)]
         for m in self.models:
@@ -81,7 +89,7 @@ class Problem:
             cs.append(self.est[m].cost_cny[r, c])
             ls.append(self.est[m].load[r, c])
             hs.append(self.theta[m][r, c])
-        return (np.concatenate(bs), np.concatenate(ts), np.concatenate(cs), np.concatenate(ls), np.concatenate(hs))
+        return Pairs(np.concatenate(bs), np.concatenate(ts), np.concatenate(cs), np.concatenate(ls), np.concatenate(hs))
 
     def gbps(self) -> np.ndarray:
         out = np.zeros(len(self.batches))
@@ -95,7 +103,7 @@ class Problem:
 
 
 def build(cat: Catalog, batches: list[Batch], slos: list[Slo], hour: int, used: np.ndarray,
-          cable_used: np.ndarray, ceiling: np.ndarray | None = None, checked: Checked | None = None) -> Problem:
+          cable_used: np.ndarray, ceiling: np.ndarray | None = None, checked: Checked | None = None) -> BatchProblem:
     """Score every batch against every target of its model at the current loads.
 
     A pair is feasible if every filter passes, the pool (capacity, lowered to `ceiling` where live placements need
@@ -133,7 +141,7 @@ def build(cat: Catalog, batches: list[Batch], slos: list[Slo], hour: int, used: 
         pools.append(mt.pool)
         sites.append(mt.site)
         n += len(mt)
-    return Problem(
+    return BatchProblem(
         cat, batches, hour, models, offset, rows, est, reason,
         np.concatenate(pools) if pools else np.zeros(0, np.int64),
         np.concatenate(sites) if sites else np.zeros(0, np.int64),
@@ -151,7 +159,7 @@ def _columns(batches: list[Batch], slos: list[Slo]) -> Checked:
                    np.fromiter((s.percentile for s in slos), dtype=float, count=len(slos)))
 
 
-def latency_at(p: Problem, m: str, rows: np.ndarray, k: np.ndarray, pool_load: np.ndarray) -> Estimates:
+def estimates_at(p: BatchProblem, m: str, rows: np.ndarray, k: np.ndarray, pool_load: np.ndarray) -> Estimates:
     """Estimates of model `m`'s batches `rows` (indices into p.rows[m]) on their targets `k`, at `pool_load`;
     (n,) arrays, one per pair."""
     a = p.arrays[m]
@@ -164,7 +172,7 @@ def latency_at(p: Problem, m: str, rows: np.ndarray, k: np.ndarray, pool_load: n
     return Estimates(**{f: (v[:, 0] if isinstance(v, np.ndarray) and v.ndim == 2 else v) for f, v in e.__dict__.items()})
 
 
-def unplaced_reasons(p: Problem) -> np.ndarray:
+def unplaced_reasons(p: BatchProblem) -> np.ndarray:
     """The furthest check any target got to: what stopped the batch."""
     out = np.full(len(p.batches), Reason.NOT_SERVED, dtype=np.int8)
     for m in p.models:
@@ -174,51 +182,18 @@ def unplaced_reasons(p: Problem) -> np.ndarray:
     return out
 
 
-def penalty_of(p: Problem) -> float:
+def penalty_of(p: BatchProblem) -> float:
     """The objective's CNY per unplaced output-equivalent token: far above any feasible pair's unit cost."""
     unit = np.array([np.max(np.where(p.reason[m] == Reason.OK, p.est[m].cost_cny / p.weight[p.rows[m]][:, None],
                                      -np.inf), initial=-np.inf) for m in p.models])
     return transport.unserved_penalty(unit) if np.isfinite(unit).any() else 1.0
 
 
-def solve(p: Problem, time_limit_s: float = 2.0, exact_pairs: int = EXACT_PAIRS) -> Assignment:
-    start = time.perf_counter()
-    penalty = penalty_of(p)
-    n_pairs = sum(int((p.reason[m] == Reason.OK).sum()) for m in p.models)
-    if n_pairs <= exact_pairs:
-        # The priced heuristic first (it is cheap at this size): CP-SAT starts from its answer, which also stands
-        # if CP-SAT finds nothing better in its time.
-        hint, _, heuristic_bound = priced.solve(p, penalty, time_limit_s * priced.REPAIR_SHARE)
-        b, t, c, load, theta = p.pair_arrays()
-        target = np.full(len(p.batches), -1, dtype=np.int64)
-        status, bound, _ = cpsat.solve(p, b, t, c, load, theta, np.arange(len(p.batches)), p.used, p.pool_cap,
-                                   p.cable_free, penalty, time_limit_s, target, hint=hint,
-                                   wall_s=time_limit_s - (time.perf_counter() - start))
-        if status not in ("OPTIMAL", "FEASIBLE") or objective_of(p, target, penalty) > objective_of(p, hint, penalty):
-            target = hint
-            status = "FEASIBLE"
-        bound = max(bound, heuristic_bound)
-        method = "cp-sat"
-    else:
-        target, status, bound = priced.solve(p, penalty, time_limit_s)
-        method = "lp-priced-greedy"
-    bound = max(bound, capacity_free_bound(p, penalty))
-    reason = unplaced_reasons(p)
-    placed = target >= 0
-    reason[placed] = Reason.OK
-    reason[~placed & (reason == Reason.OK)] = Reason.CAPACITY  # feasible alone, but the capacity went to others
-    cost = assigned_cost(p, target)
-    objective = cost + penalty * float(p.weight[~placed].sum())
-    bound = min(bound, objective)
-    return Assignment(target, reason, status, objective, cost, bound, time.perf_counter() - start, method, penalty,
-                      unavoidable_penalty(p, penalty))
-
-
-def objective_of(p: Problem, target: np.ndarray, penalty: float) -> float:
+def objective_of(p: BatchProblem, target: np.ndarray, penalty: float) -> float:
     return assigned_cost(p, target) + penalty * float(p.weight[target < 0].sum())
 
 
-def capacity_free_bound(p: Problem, penalty: float) -> float:
+def capacity_free_bound(p: BatchProblem, penalty: float) -> float:
     """Each batch at its cheapest feasible target, or the penalty: valid for any assignment, capacity aside."""
     total = 0.0
     for m in p.models:
@@ -227,7 +202,7 @@ def capacity_free_bound(p: Problem, penalty: float) -> float:
     return total
 
 
-def unavoidable_penalty(p: Problem, penalty: float) -> float:
+def unavoidable_penalty(p: BatchProblem, penalty: float) -> float:
     """Penalty of the batches that have no feasible target at all: every assignment pays it."""
     stuck = np.ones(len(p.batches), bool)
     for m in p.models:
@@ -235,7 +210,7 @@ def unavoidable_penalty(p: Problem, penalty: float) -> float:
     return penalty * float(p.weight[stuck].sum())
 
 
-def assigned_cost(p: Problem, target: np.ndarray) -> float:
+def assigned_cost(p: BatchProblem, target: np.ndarray) -> float:
     total = 0.0
     for m in p.models:
         tt = target[p.rows[m]]

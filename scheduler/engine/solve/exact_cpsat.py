@@ -1,20 +1,20 @@
-"""The exact joint model in CP-SAT: one Boolean per feasible (batch, target) pair and one per batch for
-"unplaced", one load variable per pool, and "this pair is used => the pool's load stays under the pair's ceiling".
+"""The exact stage: the joint model in CP-SAT, solved whole on small instances and on the repair stage's re-packs.
 
-Written straight into the CpModelProto with array calls, so building it costs microseconds per pair. Loads are
-rounded up and room down, so the integer model can never overcommit a pool or break a ceiling; costs are rounded to
-1e-8 CNY and the bound returned is shaded by that rounding, so it stays valid.
+One Boolean per feasible (batch, target) pair and one per batch for "unplaced", one load variable per pool, and "this
+pair is used => the pool's load stays under the pair's ceiling". Written straight into the CpModelProto with array
+calls, so building it costs microseconds per pair. Loads are rounded up and room down, so the integer model can
+never overcommit a pool or break a ceiling; costs are rounded to 1e-8 CNY and the bound returned is shaded by that
+rounding, so it stays valid.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 from ortools.sat.python import cp_model
 
-if TYPE_CHECKING:
-    from scheduler.engine.batch import Problem
+from scheduler.engine.solve.problem import BatchProblem, Pairs
 
 COST_SCALE = 1e8  # CP-SAT integer units per CNY
 LOAD_SCALE = 1e4  # CP-SAT integer units per accelerator / Gbps
@@ -25,17 +25,40 @@ SEED = 7
 DETERMINISTIC_SHARE = 0.35
 
 
-def solve(p: Problem, b: np.ndarray, t: np.ndarray, c: np.ndarray, load: np.ndarray, theta: np.ndarray,
-            batches: np.ndarray, base: np.ndarray, cap: np.ndarray, cable_room: np.ndarray, penalty: float,
-            time_limit_s: float, target: np.ndarray, hint: np.ndarray | None = None,
-            wall_s: float | None = None) -> tuple[str, float, float]:
-    """Exact assignment of `batches` over their pairs, on pools already holding `base` and allowed `cap`; writes
-    the chosen targets into `target` and returns (status, lower bound on the objective of these batches, the
-    deterministic time spent). `hint`: a current target per batch (-1: unplaced) to start from. Work is limited to
-    DETERMINISTIC_SHARE of `time_limit_s` in deterministic time, and to `wall_s` (default `time_limit_s`) of wall
-    clock."""
-    keep = np.isin(b, batches)
-    b, t, c, load, theta = b[keep], t[keep], c[keep], load[keep], theta[keep]
+@dataclass(frozen=True)
+class Room:
+    """What the pools and cables offer the model's batches: per pool the load already on it (`base`) and the most it
+    may carry (`cap`), per cable the Gbps free."""
+
+    base: np.ndarray
+    cap: np.ndarray
+    cable_room: np.ndarray
+
+
+@dataclass(frozen=True)
+class ExactResult:
+    """CP-SAT's answer: its status, each batch's global target (-1: unplaced; the batches outside the model stay -1),
+    a lower bound on the objective of the model's batches, and the deterministic time spent."""
+
+    status: str
+    target: np.ndarray
+    bound: float
+    spent: float
+
+    @property
+    def found(self) -> bool:
+        return self.status in ("OPTIMAL", "FEASIBLE")
+
+
+def solve(p: BatchProblem, pairs: Pairs, batches: np.ndarray, room: Room, penalty: float, time_limit_s: float,
+          hint: np.ndarray | None = None, wall_s: float | None = None) -> ExactResult:
+    """Exact assignment of `batches` (sorted batch indices) over their `pairs`, on the pools and cables of `room`.
+    `hint`: a current target per batch (-1: unplaced) to start from. Work is limited to DETERMINISTIC_SHARE of
+    `time_limit_s` in deterministic time, and to `wall_s` (default `time_limit_s`) of wall clock."""
+    base, cap, cable_room = room.base, room.cap, room.cable_room
+    target = np.full(len(p.batches), -1, dtype=np.int64)
+    keep = np.isin(pairs.batch, batches)
+    b, t, c, load, ceiling = (x[keep] for x in (pairs.batch, pairs.target, pairs.cost, pairs.load, pairs.ceiling))
     nx, nb = len(b), len(batches)
     model = cp_model.CpModel()
     proto = model.proto
@@ -57,7 +80,7 @@ def solve(p: Problem, b: np.ndarray, t: np.ndarray, c: np.ndarray, load: np.ndar
     for q in np.unique(pools).tolist():
         ks = by_pool[pcuts[q]:pcuts[q + 1]]
         room = int(np.floor(max(cap[q] - base[q], 0.0) * LOAD_SCALE))
-        below = np.floor((theta[ks] - base[q]) * LOAD_SCALE).astype(np.int64)
+        below = np.floor((ceiling[ks] - base[q]) * LOAD_SCALE).astype(np.int64)
         tight = below < room
         ct = proto.constraints.add().linear
         ct.vars.extend(ks.tolist())
@@ -107,9 +130,10 @@ def solve(p: Problem, b: np.ndarray, t: np.ndarray, c: np.ndarray, load: np.ndar
     code = solver.solve(model)
     status = solver.status_name(code)
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return status, 0.0, solver.deterministic_time
+        return ExactResult(status, target, 0.0, solver.deterministic_time)
     solution = solver.response_proto.solution
     chosen = np.fromiter((solution[k] for k in range(nx)), dtype=np.int64, count=nx) > 0
     target[b[chosen]] = t[chosen]
     # Costs were rounded to integers; half a unit per batch covers the rounding, so the bound stays valid.
-    return status, solver.best_objective_bound / COST_SCALE - 0.5 * nb / COST_SCALE, solver.deterministic_time
+    return ExactResult(status, target, solver.best_objective_bound / COST_SCALE - 0.5 * nb / COST_SCALE,
+                       solver.deterministic_time)

@@ -1,4 +1,4 @@
-"""Local search after the greedy: lift the ceilings that a few latency-tight batches put on priced pools.
+"""The improve stage's local search: lift the ceilings that a few latency-tight batches put on priced pools.
 
 A pool runs no fuller than the least ceiling of the batches on it. The greedy sometimes lets a tight batch onto a
 pool that is still nearly empty, and that batch then caps the pool far below its capacity while cheaper work waits
@@ -12,14 +12,10 @@ rule as the greedy (capacity, every ceiling, cables).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from scheduler.engine import assign
-
-if TYPE_CHECKING:
-    from scheduler.engine.batch import Problem
+from scheduler.engine.solve import greedy
+from scheduler.engine.solve.problem import BatchProblem, assigned_cost
 
 EVICT = 3  # lowest-ceiling batches taken off a pool, at most, in one move
 POOLS_PER_ROUND = 12  # pools tried per round, the most idle priced capacity first
@@ -27,7 +23,7 @@ REFILL_TRIES = 400  # candidates tried per refill, at most (the best gain per lo
 MIN_ROUND_GAIN = 5e-5  # a round that saves less than this share of the placed batches' cost is the last
 
 
-def unblock(p: Problem, parts: list[assign.Part], state: assign.State, where: dict[int, tuple[int, int]],
+def unblock(p: BatchProblem, parts: list[greedy.Part], state: greedy.State, where: dict[int, tuple[int, int]],
             pool_price: np.ndarray, penalty: float, rounds: int) -> float:
     """Apply improving moves for `rounds` rounds (fewer if one finds nothing); returns the cost saved."""
     index = _Index(p, parts)
@@ -43,7 +39,7 @@ def unblock(p: Problem, parts: list[assign.Part], state: assign.State, where: di
                     gained += g
                     break
         saved += gained
-        if gained <= MIN_ROUND_GAIN * _cost(p, state):
+        if gained <= MIN_ROUND_GAIN * assigned_cost(p, state.target):
             break
     return saved
 
@@ -51,7 +47,7 @@ def unblock(p: Problem, parts: list[assign.Part], state: assign.State, where: di
 class _Index:
     """Batch -> part and row as arrays, and each part's target on each pool: lookups the moves make in bulk."""
 
-    def __init__(self, p: Problem, parts: list[assign.Part]):
+    def __init__(self, p: BatchProblem, parts: list[greedy.Part]):
         self.p, self.parts = p, parts
         self.part = np.full(len(p.batches), -1, dtype=np.int64)
         self.row = np.zeros(len(p.batches), dtype=np.int64)
@@ -71,20 +67,14 @@ class _Index:
         return out
 
 
-def _cost(p: Problem, state: assign.State) -> float:
-    from scheduler.engine.batch import assigned_cost  # batch imports priced, which imports this module
-
-    return assigned_cost(p, state.target)
-
-
-def _cost_of(parts: list[assign.Part], target: np.ndarray, where: dict, p: Problem, i: int, penalty: float) -> float:
+def _cost_of(parts: list[greedy.Part], target: np.ndarray, where: dict, p: BatchProblem, i: int, penalty: float) -> float:
     j, r = where[i]
     part = parts[j]
     t = int(target[i])
     return penalty * float(p.weight[i]) if t < 0 else float(part.cost[r, t - p.offset[part.m]])
 
 
-def _move(p: Problem, parts: list[assign.Part], state: assign.State, where: dict, index: _Index, q: int,
+def _move(p: BatchProblem, parts: list[greedy.Part], state: greedy.State, where: dict, index: _Index, q: int,
           k: int, penalty: float) -> float:
     """Evict pool q's k lowest-ceiling batches, refill, keep if cheaper; returns the saving (0: undone)."""
     members = np.array(state.members[q], dtype=np.int64)
@@ -98,14 +88,14 @@ def _move(p: Problem, parts: list[assign.Part], state: assign.State, where: dict
     delta = 0.0
     for i in evicted:
         delta -= _cost_of(parts, state.target, where, p, i, penalty)
-        assign.remove(p, parts, where, state, i)
+        greedy.remove(p, parts, where, state, i)
     state.cap[q] = min(float(p.pool_cap[q]), float(ceiling[order[k]]))
     for i in evicted:
         j, r = where[i]
         part = parts[j]
         ks = np.flatnonzero(part.ok[r] & (part.pool != q))
         ks = ks[np.argsort(part.cost[r, ks], kind="stable")]
-        if not assign.place_first(p, part, state, i, r, ks.tolist()):
+        if not greedy.place_first(p, part, state, i, r, ks.tolist()):
             return _undo(state, saved)
         delta += _cost_of(parts, state.target, where, p, i, penalty)
     gain = _refill(p, parts, state, where, index.column, q, penalty)
@@ -114,7 +104,7 @@ def _move(p: Problem, parts: list[assign.Part], state: assign.State, where: dict
     return gain - delta
 
 
-def _refill(p: Problem, parts: list[assign.Part], state: assign.State, where: dict, column: list[dict], q: int,
+def _refill(p: BatchProblem, parts: list[greedy.Part], state: greedy.State, where: dict, column: list[dict], q: int,
             penalty: float) -> float:
     """Move onto pool q the batches that gain most per unit of load, as long as they fit under its cap."""
     cands = []
@@ -145,17 +135,17 @@ def _refill(p: Problem, parts: list[assign.Part], state: assign.State, where: di
         if room < smallest:
             break
         part = parts[j]
-        if need > room + 1e-9 or not assign.fits(p, part, state, r, k):
+        if need > room + 1e-9 or not greedy.fits(p, part, state, r, k):
             continue
         i = int(part.rows[r])
         if state.target[i] >= 0:
-            assign.remove(p, parts, where, state, i)
-        assign.take(p, part, state, i, r, k)
+            greedy.remove(p, parts, where, state, i)
+        greedy.take(p, part, state, i, r, k)
         total += g
     return total
 
 
-def _undo(state: assign.State, saved: tuple) -> float:
+def _undo(state: greedy.State, saved: tuple) -> float:
     state.target[:], state.load[:], state.cap[:], state.cable_room[:] = saved[:4]
     state.members[:] = saved[4]
     return 0.0
