@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "scheduler.commands.plan",
     "scheduler.commands.demo",
     "scheduler.commands.simulate",
+    "scheduler.commands.expand",
     "scheduler.commands.holds",
 ]
 

@@ -31,7 +31,7 @@ figure { margin: 1.5em 0; } figure img { max-width: 100%; } figcaption { color: 
 """
 
 
-def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+def html_table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
     attr = f' class="{cls}"' if cls else ""
@@ -49,14 +49,14 @@ def render(run: Run, pngs: dict[str, Path]) -> str:
         parts.append(f"<p>{html.escape(s.description)}</p>")
     parts += [f'<p class="muted">{html.escape(line)}</p>' for line in heading(run)]
     parts.append("<h2>Policies compared</h2>")
-    parts.append(_table(TABLE_HEADER, [table_row(x) for x in run.summaries()]))
+    parts.append(html_table(TABLE_HEADER, [table_row(x) for x in run.summaries()]))
     notes = [f"{p}: the solver failed in {run.traces[p].failed} step(s), whose demand counts as refused"
              for p in s.policies if run.traces[p].failed]
     parts += [f'<p class="muted">note: {html.escape(n)}</p>' for n in notes]
     parts.append("<ul>" + "".join(f"<li>{html.escape(d)}</li>" for d in DEFINITIONS) + "</ul>")
     parts.append("<h2>Events</h2>")
     if run.events():
-        parts.append(_table(["time (China)", "event"], [[clock(at, always_day=True), t] for at, t in run.events()],
+        parts.append(html_table(["time (China)", "event"], [[clock(at, always_day=True), t] for at, t in run.events()],
                             cls="events"))
     else:
         parts.append("<p>None: the topology as written, all run long.</p>")
