@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -13,6 +12,7 @@ from scheduler.engine.catalog import Catalog, ModelTargets, OneBatchTables
 from scheduler.engine.estimate import (
     CEILING_MARGIN, BatchArrays, Estimates, ceilings, estimate, latency_at, mean_ttft_ms,
 )
+from scheduler.engine.explain import Misses, Rejection
 from scheduler.engine.request import Batch, Reason, Slo
 from scheduler.network import Route
 
@@ -30,13 +30,6 @@ class Alternative:
     rtt_ms: float
     ttft_ms: float
     e2e_ms: float
-
-
-@dataclass(frozen=True)
-class Rejection:
-    site: str
-    reason: Reason
-    detail: str
 
 
 @dataclass(frozen=True)
@@ -111,21 +104,6 @@ def own_load_reasons(est: Estimates, reason: np.ndarray, theta: np.ndarray, bind
     return reason
 
 
-def _detail(reason: Reason, est: Estimates, slo: Slo, used: np.ndarray, cat: Catalog, mt: ModelTargets, t: int,
-            cap: np.ndarray, own_load: bool) -> str:
-    own = " with this batch on the pool" if own_load else ""
-    if reason is Reason.TTFT:
-        return f"ttft {est.ttft_ms[0, t]:.0f} ms > SLO {slo.ttft_ms:.0f} ms{own}"
-    if reason is Reason.E2E:
-        return f"end-to-end {est.e2e_ms[0, t]:.0f} ms > SLO {slo.e2e_ms:.0f} ms{own}"
-    if reason is Reason.CAPACITY:
-        p = mt.pool[t]
-        limit = (f"{cat.pool_capacity[p]:.1f} accelerators" if cap[p] >= cat.pool_capacity[p]
-                 else f"{cap[p]:.1f} accelerators (SLOs already promised on it allow no more)")
-        return f"pool {cat.pools[p].key} holds {used[p]:.1f} of {limit}, needs {est.load[0, t]:.2f}"
-    return reason.label
-
-
 def decide(
     batch: Batch, slo: Slo, cat: Catalog, hour: int, used: np.ndarray, cable_used: np.ndarray,
     ceiling: np.ndarray | None = None,
@@ -151,9 +129,21 @@ def decide(
     ok = np.flatnonzero(reason == OK)
     order = ok[np.lexsort((est.rtt_ms[0, ok], est.cost_cny[0, ok]))]
     base = dict(batch=batch, topology_version=cat.version, hour=hour, slo=slo)
-    rejections = _rejections(reason, now.reason[0], est, slo, used, cat, mt, cap)
+    ttfts, e2es = est.ttft_ms[0].tolist(), est.e2e_ms[0].tolist()
+    pools, used_of = mt.pool.tolist(), used.tolist()
+    sites = mt.site.tolist()
+    site_targets: list[list[int]] = [[] for _ in cat.sites]
+    for t, s in enumerate(sites):
+        site_targets[s].append(t)
+    misses = Misses(slo, cat.sites, site_targets, [cat.sites[s] for s in sites],
+                    [cat.pools[p].key for p in pools], reason.tolist(), now.reason[0].tolist(),
+                    lambda t: (ttfts[t], e2es[t]), est.load[0].tolist(), cap[mt.pool].tolist(),
+                    cat.pool_capacity[mt.pool].tolist(), lambda t: used_of[pools[t]])
+    explained = misses.explained()
+    rejections = misses.rejections(explained)
     if len(order) == 0:
-        return _unplaced(base, reason, est, slo, cat, mt, rejections, used, cap), []
+        r, message = misses.unplaced(explained)
+        return Decision(placed=False, reason=r, message=message, rejections=rejections, **base), []
     t = int(order[0])
     site = cat.sites[mt.site[t]]
     decision = Decision(
@@ -168,63 +158,11 @@ def decide(
     return decision, order.tolist()
 
 
-def _rejections(reason: np.ndarray, before_own_load: np.ndarray, est: Estimates, slo: Slo, used: np.ndarray,
-                cat: Catalog, mt: ModelTargets, cap: np.ndarray) -> list[Rejection]:
-    """Why each site without a feasible target lost: per site, the target that got furthest through the checks
-    speaks for it (a site serving the model on no pool is NOT_SERVED)."""
-    best_per_site: dict[int, int] = {}
-    rank = np.where(reason == OK, 100, reason).tolist()
-    for t, s in enumerate(mt.site.tolist()):
-        if s not in best_per_site or rank[t] > rank[best_per_site[s]]:
-            best_per_site[s] = t
-    codes = reason.tolist()
-    rejections = []
-    for s, site in enumerate(cat.sites):
-        t = best_per_site.get(s)
-        if t is None:
-            rejections.append(Rejection(site, Reason.NOT_SERVED, Reason.NOT_SERVED.label))
-        elif codes[t] != OK:
-            r = Reason(codes[t])
-            rejections.append(Rejection(site, r, _detail(r, est, slo, used, cat, mt, t, cap,
-                                                         bool(before_own_load[t] == OK))))
-    return rejections
-
-
 def _alternatives(est: Estimates, cat: Catalog, mt: ModelTargets, targets: np.ndarray) -> list[Alternative]:
     """The runners-up, built only for the few targets a decision lists (not for every feasible one)."""
     cols = zip(mt.site[targets].tolist(), mt.pool[targets].tolist(), est.cost_cny[0, targets].tolist(),
                est.rtt_ms[0, targets].tolist(), est.ttft_ms[0, targets].tolist(), est.e2e_ms[0, targets].tolist())
     return [Alternative(cat.sites[s], cat.pools[p].key, cost, rtt, ttft, e2e) for s, p, cost, rtt, ttft, e2e in cols]
-
-
-def _unplaced(base: dict, reason: np.ndarray, est: Estimates, slo: Slo, cat: Catalog, mt: ModelTargets,
-              rejections: list[Rejection], used: np.ndarray, cap: np.ndarray) -> Decision:
-    """No feasible target: say whether capacity, the SLO or eligibility is to blame, naming the closest miss."""
-    if np.any(reason >= Reason.CAPACITY):
-        r = Reason.CAPACITY if np.any(reason == Reason.CAPACITY) else Reason.CABLE
-        full = np.flatnonzero(reason == r)
-        if r is Reason.CAPACITY:  # the closest miss: the pool with the most room left
-            t = int(full[np.argmax(cap[mt.pool[full]] - used[mt.pool[full]])])
-            p = mt.pool[t]
-            closest = (f"; closest miss: {cat.sites[mt.site[t]]} ({cat.pools[p].key}) has "
-                       f"{max(cap[p] - used[p], 0.0):.2f} accelerators free, needs {est.load[0, t]:.2f}")
-        else:
-            closest = f"; e.g. {cat.sites[mt.site[int(full[0])]]}"
-        message = f"every site that meets the SLO is full ({r.label}){closest}"
-    elif np.any((reason == Reason.TTFT) | (reason == Reason.E2E)):
-        latency = (reason == Reason.TTFT) | (reason == Reason.E2E)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            over = np.where(reason == Reason.TTFT, est.ttft_ms[0] / slo.ttft_ms, est.e2e_ms[0] / slo.e2e_ms)
-        t = int(np.flatnonzero(latency)[np.argmin(np.nan_to_num(over[latency], nan=np.inf))])
-        r = Reason(int(reason[t]))
-        site = cat.sites[mt.site[t]]
-        what = (f"ttft {est.ttft_ms[0, t]:.0f} ms > {slo.ttft_ms:.0f} ms" if r is Reason.TTFT
-                else f"end-to-end {est.e2e_ms[0, t]:.0f} ms > {slo.e2e_ms:.0f} ms")
-        message = f"no site meets the SLO; closest miss: {site} with {what}"
-    else:
-        r = Reason(int(reason.max())) if len(reason) else Reason.NOT_SERVED
-        message = f"no eligible site: {r.label}" + ("" if len(reason) else " (no pool serves this model)")
-    return Decision(placed=False, reason=r, message=message, rejections=rejections, **base)
 
 
 # --- one batch, without the (B, T) arrays ------------------------------------------------------------------------
@@ -235,10 +173,8 @@ def _unplaced(base: dict, reason: np.ndarray, est: Estimates, slo: Slo, cat: Cat
 # is reported. A test compares it with `decide` field for field.
 
 _INF = math.inf
-_BIG = sys.float_info.max
 _TTFT, _E2E = int(Reason.TTFT), int(Reason.E2E)
 _GRID, _STEPS, _STEP_SCALE = queueing.GRID, queueing.STEPS, queueing.STEP_SCALE
-_REASON = {int(r): r for r in Reason}
 _new = object.__new__
 
 
@@ -248,13 +184,6 @@ def _ttft(pre: float, rtt: float, util: float, table: memoryview) -> float:
     i = math.ceil(util * _GRID)
     per_ms = table[i if i < _GRID else _GRID]
     return rtt + (pre * per_ms if per_ms < _INF else _INF) + pre
-
-
-def _ratio(a: float, b: float) -> float:
-    """a / b as numpy divides floats (no exception at b == 0)."""
-    if b:
-        return a / b
-    return math.nan if a != a or a == 0 else math.copysign(_INF, a) * math.copysign(1.0, b)
 
 
 def _make(cls, **values):
@@ -337,30 +266,15 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
         ttft = _ttft(pre[t], rtts[t], (used[pool[t]] + load[t]) / count[t], waits[t])
         return ttft, ttft + dec
 
-    rejections = []
-    codes = reason
-    for s, targets in enumerate(T.site_targets):
-        if not targets:
-            rejections.append(_make(Rejection, site=cat.sites[s], reason=Reason.NOT_SERVED,
-                                    detail=Reason.NOT_SERVED.label))
-            continue
-        best = targets[0]
-        code = codes[best]
-        if code == OK:  # a feasible target speaks for its site: nothing to explain
-            continue
-        if len(targets) > 1:
-            for t in targets[1:]:
-                k = 100 if codes[t] == OK else codes[t]
-                if k > code:
-                    best, code = t, k
-        if code != 100:
-            rejections.append(_make(Rejection, site=cat.sites[s], reason=_REASON[code],
-                                    detail=_detail_one(code, best, T, slo, used, cap, load, latency, before)))
+    misses = Misses(slo, cat.sites, T.site_targets, T.site_name, T.pool_key, reason, before,
+                    latency, load, cap, T.capacity, lambda t: used[pool[t]])
+    explained = misses.explained()
+    rejections = misses.rejections(explained)
 
     if not ok:
-        why = _unplaced_one(reason, T, slo, used, cap, load, latency)
-        return _decision(batch, False, why[0], why[1], cat.version, hour, None, None, None, math.nan, math.nan,
-                         math.nan, math.nan, math.nan, math.nan, 0.0, 0.0, slo, [], rejections, math.inf, math.nan)
+        why = misses.unplaced(explained)
+        return _decision(batch=batch, placed=False, reason=why[0], message=why[1], topology_version=cat.version,
+                         hour=hour, slo=slo, alternatives=[], rejections=rejections)
     if len(ok) > 1:
         ok.sort()  # by cost, then rtt, then target: np.lexsort's (stable) order
     cost, rtt, t = ok[0]
@@ -372,81 +286,21 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
         alternatives.append(_make(Alternative, site=names[a], pool=keys[a], cost_cny=a_cost, rtt_ms=a_rtt,
                                   ttft_ms=a_ttft, e2e_ms=a_e2e))
     mean = _ttft(pre[t], rtts[t], (used[pool[t]] + load[t]) / count[t], T.mean_waits[t])
-    return _decision(batch, True, Reason.OK, f"cheapest of {len(ok)} feasible targets", cat.version, hour,
-                     names[t], keys[t], routes[t], rtt, ttft, e2e, cost, weight * T.kwh[t], weight * T.g_co2[t],
-                     load[t], hold, slo, alternatives, rejections, theta[t], mean)
+    return _decision(batch=batch, placed=True, reason=Reason.OK, message=f"cheapest of {len(ok)} feasible targets",
+                     topology_version=cat.version, hour=hour, site=names[t], pool=keys[t], route=routes[t],
+                     rtt_ms=rtt, ttft_ms=ttft, e2e_ms=e2e, cost_cny=cost, kwh=weight * T.kwh[t],
+                     g_co2=weight * T.g_co2[t], load=load[t], hold_s=hold, slo=slo, alternatives=alternatives,
+                     rejections=rejections, ceiling=theta[t], ttft_mean_ms=mean)
 
 
-def _decision(batch, placed, reason, message, topology_version, hour, site, pool, route, rtt_ms, ttft_ms, e2e_ms,
-              cost_cny, kwh, g_co2, load, hold_s, slo, alternatives, rejections, ceiling, ttft_mean_ms) -> Decision:
-    """A Decision (no reservation ids yet) filled in declaration order without its __init__ (a test pins the
-    fields and their order to the dataclass's)."""
+def _decision(**values) -> Decision:
+    """A Decision (no reservation ids yet) without its __init__: every field in declaration order, its default where
+    `values` leaves it out (a test pins the fields and their order to the dataclass's)."""
     d = _new(Decision)
-    d.__dict__.update({
-        "batch": batch, "placed": placed, "reason": reason, "message": message, "topology_version": topology_version,
-        "hour": hour, "site": site, "pool": pool, "route": route, "rtt_ms": rtt_ms, "ttft_ms": ttft_ms,
-        "e2e_ms": e2e_ms, "cost_cny": cost_cny, "kwh": kwh, "g_co2": g_co2, "load": load, "hold_s": hold_s, "slo": slo,
-        "alternatives": alternatives, "rejections": rejections, "reservation_ids": (), "ceiling": ceiling,
-        "ttft_mean_ms": ttft_mean_ms,
-    })
+    d.__dict__.update(_BLANK, **values)
     return d
 
 
-def _detail_one(code: int, t: int, T, slo: Slo, used: list[float], cap: list[float], load: list[float],
-                latency, before: list[int]) -> str:
-    """`_detail` for one target of `decide_one`."""
-    own = " with this batch on the pool" if before[t] == OK else ""
-    if code == _TTFT:
-        return f"ttft {latency(t)[0]:.0f} ms > SLO {slo.ttft_ms:.0f} ms{own}"
-    if code == _E2E:
-        return f"end-to-end {latency(t)[1]:.0f} ms > SLO {slo.e2e_ms:.0f} ms{own}"
-    if code == CAPACITY:
-        p, c = T.pool[t], T.capacity[t]
-        limit = (f"{c:.1f} accelerators" if cap[t] >= c
-                 else f"{cap[t]:.1f} accelerators (SLOs already promised on it allow no more)")
-        return f"pool {T.pool_key[t]} holds {used[p]:.1f} of {limit}, needs {load[t]:.2f}"
-    return _REASON[code].label
-
-
-def _unplaced_one(reason: list[int], T, slo: Slo, used: list[float], cap: list[float], load: list[float],
-                  latency) -> tuple[Reason, str]:
-    """`_unplaced`'s reason and message for `decide_one`."""
-    n = len(reason)
-    if any(x >= CAPACITY for x in reason):
-        r = CAPACITY if CAPACITY in reason else CABLE
-        full = [t for t in range(n) if reason[t] == r]
-        if r == CAPACITY:  # the closest miss: the pool with the most room left (the first of equals)
-            t, room = full[0], cap[full[0]] - used[T.pool[full[0]]]
-            for k in full[1:]:
-                x = cap[k] - used[T.pool[k]]
-                if x > room:
-                    t, room = k, x
-            p = T.pool[t]
-            closest = (f"; closest miss: {T.site_name[t]} ({T.pool_key[t]}) has "
-                       f"{max(cap[t] - used[p], 0.0):.2f} accelerators free, needs {load[t]:.2f}")
-        else:
-            closest = f"; e.g. {T.site_name[full[0]]}"
-        r = _REASON[r]
-        message = f"every site that meets the SLO is full ({r.label}){closest}"
-    elif _TTFT in reason or _E2E in reason:
-        best, over = -1, _INF
-        for t in range(n):
-            if reason[t] == _TTFT:
-                x = _ratio(latency(t)[0], slo.ttft_ms)
-            elif reason[t] == _E2E:
-                x = _ratio(latency(t)[1], slo.e2e_ms)
-            else:
-                continue
-            # np.nan_to_num(nan=inf): nan counts as inf, and inf as the largest finite float.
-            x = _INF if x != x else _BIG if x == _INF else -_BIG if x == -_INF else x
-            if best < 0 or x < over:
-                best, over = t, x
-        t = best
-        r = _REASON[reason[t]]
-        what = (f"ttft {latency(t)[0]:.0f} ms > {slo.ttft_ms:.0f} ms" if r is Reason.TTFT
-                else f"end-to-end {latency(t)[1]:.0f} ms > {slo.e2e_ms:.0f} ms")
-        message = f"no site meets the SLO; closest miss: {T.site_name[t]} with {what}"
-    else:
-        r = _REASON[max(reason)]
-        message = f"no eligible site: {r.label}"
-    return r, message
+# Decision's fields in declaration order with their defaults (None where a field has none or a factory: `_decision`
+# is always given those).
+_BLANK = {f.name: (None if f.default is MISSING else f.default) for f in fields(Decision)}
