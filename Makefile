@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/calibration.py
 	$(BIN)/python benchmarks/grpc_load.py
 	$(BIN)/python benchmarks/simulate.py
+	$(BIN)/python benchmarks/expand.py
 	$(BIN)/python benchmarks/cluster.py
 
 # Regenerate scheduler/v1/ from proto/scheduler/v1/*.proto (the generated code is never edited by hand).
