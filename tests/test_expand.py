@@ -4,14 +4,16 @@ the same answer twice, and the additions proved by re-simulation."""
 
 from __future__ import annotations
 
+import csv
 import itertools
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from scheduler.cli import main
 from scheduler.expand import heuristics, planner, report
-from scheduler.expand.model import Additions, evaluate, optimize
+from scheduler.expand.model import Additions, evaluate, optimize, spend
 from scheduler.expand.options import load_options
 from scheduler.expand.steps import build_instance
 from scheduler.paths import ROOT
@@ -115,15 +117,16 @@ def test_lead_time_delays_additions_and_dates_them(tmp_path):
 
 
 def test_same_inputs_same_answer(tmp_path):
-    first = planner.expand(load_scenario(scenario(tmp_path, 16.5e9, days=2, shape="consumer")),
-                           load_options(options(tmp_path), load_scenario(scenario(tmp_path, 16.5e9, days=2,
-                                                                                  shape="consumer")).topology).options)
-    loaded = load_scenario(scenario(tmp_path, 16.5e9, days=2, shape="consumer"))
-    second = planner.expand(loaded, load_options(options(tmp_path), loaded.topology).options)
+    def once():
+        loaded = load_scenario(scenario(tmp_path, 16.5e9, days=2, shape="consumer"))
+        return planner.expand(loaded, load_options(options(tmp_path), loaded.topology).options)
+
+    first, second = once(), once()
     assert not first.additions.empty
     assert first.additions == second.additions
     assert report.additions_csv(first) == report.additions_csv(second)
     assert report.strategies_csv(first) == report.strategies_csv(second)
+    assert report.text(first, "o") == report.text(second, "o")
 
 
 def test_resimulation_proves_the_additions(tmp_path):
@@ -145,3 +148,28 @@ def test_what_no_addition_can_fix_is_named(tmp_path):
     x = planner.expand(loaded, load_options(options(tmp_path), loaded.topology).options)
     assert not x.met
     assert x.unfixable and all("at their count, power or budget limit" in why for why in x.unfixable)
+
+
+def test_expand_command_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["expand", str(scenario(tmp_path, 9e9, days=2, shape="consumer")), "--options",
+                 str(options(tmp_path)), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "zhongwei" in printed and "optimal (before)" in printed and "optimal (after)" in printed
+    with (out / "additions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(int(r["count"]) > 0 for r in rows)
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "Where to add accelerators" in page
+
+
+def test_a_budget_caps_what_the_additions_commit(tmp_path):
+    loaded = load_scenario(scenario(tmp_path, 16e9))
+    opts = load_options(options(tmp_path), loaded.topology).options
+    inst = build_instance(loaded, opts)
+    free = optimize(inst).evaluation
+    budget = 0.5 * spend(inst, free.additions)
+    capped = optimize(inst, budget=budget).evaluation
+    assert spend(inst, capped.additions) <= budget
+    assert capped.total_cny > free.total_cny

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from scheduler.expand import heuristics
-from scheduler.expand.model import Evaluation, Solution, evaluate, optimize, Additions
+from scheduler.expand.model import Additions, Evaluation, Solution, evaluate, optimize
 from scheduler.expand.options import Option
 from scheduler.expand.resimulate import JUDGED_POLICY, resimulate, unfixable
 from scheduler.expand.steps import Instance, build_instance

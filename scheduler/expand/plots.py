@@ -34,6 +34,7 @@ def additions(x: Expansion, path: Path) -> Path:
                edgecolor="white", linewidth=0.5)
         bottom[opt.site] += n
     ax.set_xticks(range(len(sites)), sites, rotation=30, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, len(sites) - 0.4)
     ax.set_ylabel("accelerators added", fontsize=9)
     ax.set_title(f"{inst.scenario.name}: accelerators added per site (by accelerator and day online)", fontsize=11)
     ax.grid(True, axis="y", alpha=0.3)
