@@ -36,8 +36,14 @@ def prefill_speedup(model: LLM) -> float:
     return sum(ratios) / len(ratios)
 
 
-def weight(input_tokens: float, output_tokens: float, speedup: float) -> float:
+def token_weight(input_tokens, output_tokens, speedup: float):
+    """Output-equivalent tokens of a request (floats or arrays alike): the unit of capacity and cost."""
     return output_tokens + input_tokens / speedup
+
+
+def bandwidth_gbps(wire_tokens, bytes_per_token: float, hold_s):
+    """The Gbps a batch's wire tokens (input + output, all requests) take while it holds its accelerators."""
+    return wire_tokens * bytes_per_token * 8 / hold_s / 1e9
 
 
 def device_joules_per_token(watts: float, decode_tokens_per_s: float, measured: float | None = None) -> float:

@@ -42,4 +42,4 @@ def test_latency_pieces():
 
 
 def test_weight_counts_input_at_the_prefill_discount():
-    assert costs.weight(2000, 500, speedup=10) == pytest.approx(700)
+    assert costs.token_weight(2000, 500, speedup=10) == pytest.approx(700)

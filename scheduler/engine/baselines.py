@@ -18,6 +18,7 @@ from scheduler.engine.solve import problem as joint
 from scheduler.engine.request import Reason
 
 POLICIES = ("nearest", "cheapest-greedy")
+TIE_WEIGHT = 1e-9  # `nearest` breaks RTT ties by cost, weighted this little
 
 
 def solve(p: joint.BatchProblem, policy: str, keep_promises: bool = True) -> joint.Assignment:
@@ -35,7 +36,7 @@ def solve(p: joint.BatchProblem, policy: str, keep_promises: bool = True) -> joi
     where: dict[int, tuple[int, int]] = {}
     orders = []
     for j, part in enumerate(parts):
-        key = part.cost if policy == "cheapest-greedy" else p.est[part.m].rtt_ms + 1e-9 * part.cost  # ties: cheaper
+        key = part.cost if policy == "cheapest-greedy" else p.est[part.m].rtt_ms + TIE_WEIGHT * part.cost  # ties: cheaper
         orders.append(np.argsort(np.where(part.ok, key, np.inf), axis=1, kind="stable"))
         for r, i in enumerate(part.rows.tolist()):
             where[i] = (j, r)

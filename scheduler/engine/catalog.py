@@ -13,6 +13,7 @@ from functools import cached_property
 import numpy as np
 
 from scheduler import costs, queueing
+from scheduler.engine import tolerances
 from scheduler.engine.request import Reason
 from scheduler.model.schema import Status, Topology
 from scheduler.network import NetworkModel, Route
@@ -274,8 +275,8 @@ class Catalog:
 
     @cached_property
     def cable_limit(self) -> list[float]:
-        """Per cable, the Gbps past which it counts as full (its capacity plus the 1e-12 float tolerance)."""
-        return (self.cable_capacity_gbps + 1e-12).tolist()
+        """Per cable, the Gbps past which it counts as full (its capacity plus tolerances.GBPS)."""
+        return (self.cable_capacity_gbps + tolerances.GBPS).tolist()
 
     @cached_property
     def route_cables(self) -> np.ndarray:

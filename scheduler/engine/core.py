@@ -15,6 +15,7 @@ from itertools import repeat
 
 import numpy as np
 
+from scheduler import costs
 from scheduler.engine import baselines, fleet
 from scheduler.engine.solve import pipeline
 from scheduler.engine.solve import problem as joint
@@ -496,7 +497,7 @@ class _Placed:
 
 def _gbps(batch: Batch, cat: Catalog, hold_s: float) -> float:
     wire = (batch.input_tokens + batch.output_tokens) * batch.requests
-    return wire * cat.topology.settings.bytes_per_token * 8 / hold_s / 1e9
+    return costs.bandwidth_gbps(wire, cat.topology.settings.bytes_per_token, hold_s)
 
 
 def _with_reservations(d: Decision, reservations: list[Reservation]) -> Decision:

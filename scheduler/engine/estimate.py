@@ -28,7 +28,7 @@ SITE_DOWN, UNREACHABLE, DATA_CLASS, TTFT, E2E = (int(r) for r in (
     Reason.SITE_DOWN, Reason.UNREACHABLE, Reason.DATA_CLASS, Reason.TTFT, Reason.E2E))
 
 # Ceilings are shaded by this much utilization so that a pool filled exactly to a ceiling still re-checks within
-# the SLO despite floating-point rounding (and the ledger's 1e-9 accelerator tolerance).
+# the SLO despite floating-point rounding (and tolerances.LOAD, the ledger's).
 CEILING_MARGIN = 1e-7
 
 
@@ -112,12 +112,12 @@ def estimate(
     else:
         reason[~view.site_up[targets]] = SITE_DOWN
 
-    weight = (b.output_tokens + b.input_tokens / mt.speedup) * b.requests  # (B,)
+    weight = costs.token_weight(b.input_tokens, b.output_tokens, mt.speedup) * b.requests  # (B,)
     wire = (b.output_tokens + b.input_tokens) * b.requests
     cost = (weight[:, None] * per_target(mt.cny_per_mtok[:, hour]) + wire[:, None] * per_pair(view.transit)) / costs.MTOK
     hold = hold_seconds(b.output_tokens, mt.stream_tokens_per_s)
     load = (weight / hold)[:, None] / per_target(mt.decode_tps)
-    gbps = wire * cat.topology.settings.bytes_per_token * 8 / hold / 1e9
+    gbps = costs.bandwidth_gbps(wire, cat.topology.settings.bytes_per_token, hold)
     return Estimates(
         rtt_ms=rtt, ttft_ms=ttft, e2e_ms=e2e, reason=reason, cost_cny=cost,
         kwh=weight[:, None] * per_target(mt.kwh_per_mtok / costs.MTOK) if energy else None,

@@ -92,23 +92,18 @@ class Misses:
                         best, near = t, x
         return best
 
-    def explained(self) -> list[tuple[str, int]]:
+    def explained(self, todo: list[tuple[int, Sequence[int]]] | None = None) -> list[tuple[str, int]]:
         """(site, its best target; -1 when it does not serve the model) for every site without a feasible target,
-        in site order."""
+        in site order; `todo`: `to_explain`'s answer, when the caller has it."""
         out = []
         code, sites = self.code, self.sites
-        for s, targets in enumerate(self.site_targets):
+        for s, targets in to_explain(code, self.site_targets) if todo is None else todo:
             if not targets:
                 out.append((sites[s], -1))
                 continue
-            t = targets[0]
-            if code[t] == OK:  # a feasible target speaks for its site: nothing to explain
-                continue
-            if len(targets) > 1:
-                t = self.best_of_site(targets)
-                if code[t] == OK:
-                    continue
-            out.append((sites[s], t))
+            t = self.best_of_site(targets) if len(targets) > 1 else targets[0]
+            if code[t] != OK:
+                out.append((sites[s], t))
         return out
 
     def rejections(self, explained: list[tuple[str, int]] | None = None) -> list[Rejection]:
@@ -164,6 +159,12 @@ class Misses:
         reason = _REASON[worst] if len(self.code) else Reason.NOT_SERVED
         return reason, f"no eligible site: {reason.label}" + ("" if len(self.code) else
                                                                " (no pool serves this model)")
+
+
+def to_explain(code: Sequence[int], site_targets: Sequence[Sequence[int]]) -> list[tuple[int, Sequence[int]]]:
+    """(site, its targets) of the sites that may need explaining: those whose first target is not feasible (a
+    feasible one speaks for its site). Cheap, so a caller with nothing to explain builds no `Misses`."""
+    return [(s, targets) for s, targets in enumerate(site_targets) if not targets or code[targets[0]] != OK]
 
 
 def _rejection(site: str, reason: Reason, detail: str) -> Rejection:

@@ -8,11 +8,12 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 import numpy as np
 
 from scheduler import costs, queueing
+from scheduler.engine import tolerances
 from scheduler.engine.catalog import Catalog, ModelTargets, OneBatchTables
 from scheduler.engine.estimate import (
     CEILING_MARGIN, BatchArrays, Estimates, ceilings, estimate, latency_at, mean_ttft_ms,
 )
-from scheduler.engine.explain import Misses, Rejection
+from scheduler.engine.explain import Misses, Rejection, to_explain
 from scheduler.engine.request import Batch, Reason, Slo
 from scheduler.network import Route
 
@@ -83,10 +84,10 @@ def capacity_reasons(
     """
     reason = est.reason.copy()
     cap = cat.pool_capacity if cap is None else cap
-    no_room = used[mt.pool][None, :] + est.load > cap[mt.pool][None, :] + 1e-9
+    no_room = used[mt.pool][None, :] + est.load > cap[mt.pool][None, :] + tolerances.LOAD
     reason[(reason == OK) & no_room] = CAPACITY
     if len(cat.cables):
-        full = cable_used[None, :] + est.gbps[:, None] > cat.cable_capacity_gbps[None, :] + 1e-12  # (B, C)
+        full = cable_used[None, :] + est.gbps[:, None] > cat.cable_capacity_gbps[None, :] + tolerances.GBPS  # (B, C)
         view = cat.targets_view(mt.model)
         for c in np.flatnonzero(full.any(axis=0)).tolist():
             crossing = view.cables[region, :, c] & full[:, c][:, None]  # (B, T)
@@ -99,7 +100,7 @@ def own_load_reasons(est: Estimates, reason: np.ndarray, theta: np.ndarray, bind
     """`reason` with TTFT / E2E also where the pool has room but the batch's own load would push it past the
     pair's ceiling (the latency check again, with the batch itself counted in the queue)."""
     reason = reason.copy()
-    over = (reason == OK) & (used[mt.pool][None, :] + est.load > theta + 1e-9)
+    over = (reason == OK) & (used[mt.pool][None, :] + est.load > theta + tolerances.LOAD)
     reason[over] = binding[over]
     return reason
 
@@ -173,6 +174,7 @@ def _alternatives(est: Estimates, cat: Catalog, mt: ModelTargets, targets: np.nd
 # is reported. A test compares it with `decide` field for field.
 
 _INF = math.inf
+_LOAD = tolerances.LOAD  # a plain float, read once per target
 _TTFT, _E2E = int(Reason.TTFT), int(Reason.E2E)
 _GRID, _STEPS, _STEP_SCALE = queueing.GRID, queueing.STEPS, queueing.STEP_SCALE
 _new = object.__new__
@@ -211,11 +213,11 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
     stream = mt.stream_tokens_per_s
     c_in = 1000.0 * fin
     dec = 1000.0 * fout / stream
-    weight = (fout + fin / mt.speedup) * freq
+    weight = costs.token_weight(fin, fout, mt.speedup) * freq
     wire = (fout + fin) * freq
     hold = max(1.0, fout / stream)
     per_s = weight / hold
-    gbps = wire * cat.topology.settings.bytes_per_token * 8 / hold / 1e9
+    gbps = costs.bandwidth_gbps(wire, cat.topology.settings.bytes_per_token, hold)
     ttft_slo, e2e_slo = float(slo.ttft_ms), float(slo.e2e_ms)
     slack = min(ttft_slo, e2e_slo - dec)
     binding = _TTFT if ttft_slo <= e2e_slo - dec else _E2E
@@ -243,7 +245,7 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
             before[t] = reason[t] = _TTFT
         elif ttft + dec > e2e_slo:
             before[t] = reason[t] = _E2E
-        elif u + ld > cp + 1e-9:
+        elif u + ld > cp + _LOAD:
             reason[t] = CAPACITY
         elif full and not full.isdisjoint(crossing):
             reason[t] = CABLE
@@ -256,7 +258,7 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
             else:
                 th = -_INF
             th = (th - CEILING_MARGIN) * cnt
-            if u + ld > th + 1e-9:
+            if u + ld > th + _LOAD:
                 reason[t] = binding
             else:
                 theta[t] = th
@@ -266,15 +268,20 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
         ttft = _ttft(pre[t], rtts[t], (used[pool[t]] + load[t]) / count[t], waits[t])
         return ttft, ttft + dec
 
-    misses = Misses(slo, cat.sites, T.site_targets, T.site_name, T.pool_key, reason, before,
-                    latency, load, cap, T.capacity, lambda t: used[pool[t]])
-    explained = misses.explained()
-    rejections = misses.rejections(explained)
+    todo = to_explain(reason, T.site_targets)
+    if todo or not ok:
+        misses = Misses(slo, cat.sites, T.site_targets, T.site_name, T.pool_key, reason, before,
+                        latency, load, cap, T.capacity, lambda t: used[pool[t]])
+        explained = misses.explained(todo)
+        rejections = misses.rejections(explained)
+    else:
+        rejections = []
 
     if not ok:
         why = misses.unplaced(explained)
-        return _decision(batch=batch, placed=False, reason=why[0], message=why[1], topology_version=cat.version,
-                         hour=hour, slo=slo, alternatives=[], rejections=rejections)
+        return _decision({**_BLANK, "batch": batch, "placed": False, "reason": why[0], "message": why[1],
+                          "topology_version": cat.version, "hour": hour, "slo": slo, "alternatives": [],
+                          "rejections": rejections})
     if len(ok) > 1:
         ok.sort()  # by cost, then rtt, then target: np.lexsort's (stable) order
     cost, rtt, t = ok[0]
@@ -286,21 +293,23 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
         alternatives.append(_make(Alternative, site=names[a], pool=keys[a], cost_cny=a_cost, rtt_ms=a_rtt,
                                   ttft_ms=a_ttft, e2e_ms=a_e2e))
     mean = _ttft(pre[t], rtts[t], (used[pool[t]] + load[t]) / count[t], T.mean_waits[t])
-    return _decision(batch=batch, placed=True, reason=Reason.OK, message=f"cheapest of {len(ok)} feasible targets",
-                     topology_version=cat.version, hour=hour, site=names[t], pool=keys[t], route=routes[t],
-                     rtt_ms=rtt, ttft_ms=ttft, e2e_ms=e2e, cost_cny=cost, kwh=weight * T.kwh[t],
-                     g_co2=weight * T.g_co2[t], load=load[t], hold_s=hold, slo=slo, alternatives=alternatives,
-                     rejections=rejections, ceiling=theta[t], ttft_mean_ms=mean)
+    return _decision({
+        "batch": batch, "placed": True, "reason": Reason.OK, "message": f"cheapest of {len(ok)} feasible targets",
+        "topology_version": cat.version, "hour": hour, "site": names[t], "pool": keys[t], "route": routes[t],
+        "rtt_ms": rtt, "ttft_ms": ttft, "e2e_ms": e2e, "cost_cny": cost, "kwh": weight * T.kwh[t],
+        "g_co2": weight * T.g_co2[t], "load": load[t], "hold_s": hold, "slo": slo, "alternatives": alternatives,
+        "rejections": rejections, "reservation_ids": (), "ceiling": theta[t], "ttft_mean_ms": mean,
+    })
 
 
-def _decision(**values) -> Decision:
-    """A Decision (no reservation ids yet) without its __init__: every field in declaration order, its default where
-    `values` leaves it out (a test pins the fields and their order to the dataclass's)."""
+def _decision(values: dict) -> Decision:
+    """A Decision (no reservation ids yet) without its __init__, from every field in declaration order (a test pins
+    the fields and their order to the dataclass's; `{**_BLANK, ...}` gives the defaults)."""
     d = _new(Decision)
-    d.__dict__.update(_BLANK, **values)
+    d.__dict__.update(values)
     return d
 
 
-# Decision's fields in declaration order with their defaults (None where a field has none or a factory: `_decision`
-# is always given those).
+# Decision's fields in declaration order with their defaults (None where a field has none or a factory: those are
+# always given).
 _BLANK = {f.name: (None if f.default is MISSING else f.default) for f in fields(Decision)}

@@ -14,6 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
+from scheduler import costs
 from scheduler.engine import transport
 from scheduler.engine.catalog import Catalog
 from scheduler.engine.estimate import BatchArrays, Estimates, ceilings, estimate
@@ -111,7 +112,7 @@ def build(cat: Catalog, cells: list[DemandCell], slos: list[Slo], hour: int, use
         e = estimate(cat, mt, arrays, hour, used)
         top, binding = ceilings(cat, mt, e, arrays.ttft_slo, arrays.e2e_slo)
         top = np.minimum(top, cap[mt.pool][None, :])
-        w = (arrays.output_tokens + arrays.input_tokens / mt.speedup)  # output-equivalent tokens per request
+        w = costs.token_weight(arrays.input_tokens, arrays.output_tokens, mt.speedup)  # per request
         cols = slice(n, n + len(mt))
         static = np.isin(e.reason, LATENCY_REASONS)  # every check that does not depend on load passes
         roomy = top > used[mt.pool][None, :] + MIN_ROOM

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scheduler.engine import tolerances
 from scheduler.engine.solve import greedy
 from scheduler.engine.solve.problem import BatchProblem
 
@@ -76,7 +77,7 @@ def shortlists(p: BatchProblem, parts: list[greedy.Part], pool_price: np.ndarray
             kept = raw[b, col]
         else:
             rc = greedy.priced_cost(part, pool_price, cable_price)
-            allowed = part.theta >= level[part.pool][None, :] - 1e-9
+            allowed = part.theta >= level[part.pool][None, :] - tolerances.LOAD
             cols, kept = [], []
             for n, among in ((width - barred, allowed), (barred, ~allowed)):
                 if n <= 0:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scheduler.engine import tolerances
 from scheduler.engine.catalog import Catalog
 from scheduler.engine.request import Reason
 from scheduler.engine.solve.problem import BatchProblem
@@ -208,10 +209,10 @@ class _Queue:
         only fall along the run, so targets that did not fit at its start do not fit later either."""
         n = b - a
         pools, load, theta = self.pool[a:b], self.load[a:b], self.theta[a:b]
-        fits = state.load[pools] + load <= np.minimum(state.cap[pools], theta) + 1e-9
+        fits = state.load[pools] + load <= np.minimum(state.cap[pools], theta) + tolerances.LOAD
         cross = self.cross[a:b]
         if cross.any():
-            fits &= ~(cross & (state.cable_room + 1e-12 < self.gbps[a:b, None, None])).any(axis=2)
+            fits &= ~(cross & (state.cable_room + tolerances.GBPS < self.gbps[a:b, None, None])).any(axis=2)
         choice = np.argmax(fits, axis=1)
         at = np.arange(n)
         ok = fits[at, choice]
@@ -223,11 +224,11 @@ class _Queue:
         ceiling[at, col] = th
         after = (state.load[used][None, :] + np.cumsum(added, axis=0))[at, col]
         limit = np.minimum(state.cap[used][None, :], np.minimum.accumulate(ceiling, axis=0))[at, col]
-        ok &= after <= limit + 1e-9
+        ok &= after <= limit + tolerances.LOAD
         if cross.any():
             crossed = cross[at, choice]
             room = state.cable_room[None, :] - np.cumsum(crossed * self.gbps[a:b, None], axis=0)
-            ok &= ~(crossed & (room < -1e-12)).any(axis=1)
+            ok &= ~(crossed & (room < -tolerances.GBPS)).any(axis=1)
         bad = np.flatnonzero(~ok)
         return (int(bad[0]) if len(bad) else n), choice
 
@@ -288,8 +289,8 @@ def place_cheapest(p: BatchProblem, part: Part, state: State, i: int, r: int, rc
     """Take the cheapest target by `rc` that fits (the lowest index among ties: a stable argsort's first that
     fits), checking all at once: for the batches a run of the greedy could not settle."""
     q = part.pool
-    fits = part.ok[r] & (state.load[q] + part.load[r] <= np.minimum(state.cap[q], part.theta[r]) + 1e-9)
-    blocked = state.cable_room + 1e-12 < part.gbps[r]  # cables without room for this batch
+    fits = part.ok[r] & (state.load[q] + part.load[r] <= np.minimum(state.cap[q], part.theta[r]) + tolerances.LOAD)
+    blocked = state.cable_room + tolerances.GBPS < part.gbps[r]  # cables without room for this batch
     if blocked.any():
         fits &= ~part.cables[part.region[r]][:, blocked].any(axis=1)
     score = np.where(fits, rc, np.inf)
@@ -304,10 +305,10 @@ def fits(p: BatchProblem, part: Part, state: State, r: int, k: int) -> bool:
     """Row r's batch fits target k now: the pool stays under its capacity and every ceiling on it (its own too),
     and every cable on the route has room for it."""
     q = part.pool[k]
-    if state.load[q] + part.load[r, k] > min(state.cap[q], part.theta[r, k]) + 1e-9:
+    if state.load[q] + part.load[r, k] > min(state.cap[q], part.theta[r, k]) + tolerances.LOAD:
         return False
     gbps, room = part.gbps[r], state.cable_room
-    return not any(room[c] + 1e-12 < gbps for c in part.crossed(int(part.region[r]))[k])
+    return not any(room[c] + tolerances.GBPS < gbps for c in part.crossed(int(part.region[r]))[k])
 
 
 def take(p: BatchProblem, part: Part, state: State, i: int, r: int, k: int) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from scheduler.engine import tolerances
 from scheduler.engine.solve import greedy
 from scheduler.engine.solve.problem import BatchProblem, assigned_cost
 
@@ -30,7 +31,7 @@ def unblock(p: BatchProblem, parts: list[greedy.Part], state: greedy.State, wher
     saved = 0.0
     for _ in range(rounds):
         idle = pool_price * (p.pool_cap - state.load)
-        blocked = np.flatnonzero((pool_price > 0) & (state.cap < p.pool_cap - 1e-9))
+        blocked = np.flatnonzero((pool_price > 0) & (state.cap < p.pool_cap - tolerances.LOAD))
         gained = 0.0
         for q in blocked[np.argsort(-idle[blocked], kind="stable")][:POOLS_PER_ROUND].tolist():
             for k in range(1, EVICT + 1):
@@ -99,7 +100,7 @@ def _move(p: BatchProblem, parts: list[greedy.Part], state: greedy.State, where:
             return _undo(state, saved)
         delta += _cost_of(parts, state.target, where, p, i, penalty)
     gain = _refill(p, parts, state, where, index.column, q, penalty)
-    if gain - delta <= 1e-12:
+    if gain - delta <= tolerances.COST:
         return _undo(state, saved)
     return gain - delta
 
@@ -112,7 +113,7 @@ def _refill(p: BatchProblem, parts: list[greedy.Part], state: greedy.State, wher
         k = column[j].get(q)
         if k is None:
             continue
-        rows = np.flatnonzero(part.ok[:, k] & (part.theta[:, k] >= state.cap[q] - 1e-9))
+        rows = np.flatnonzero(part.ok[:, k] & (part.theta[:, k] >= state.cap[q] - tolerances.LOAD))
         if not len(rows):
             continue
         t = state.target[part.rows[rows]]
@@ -120,7 +121,7 @@ def _refill(p: BatchProblem, parts: list[greedy.Part], state: greedy.State, wher
         col = np.where(placed, t - p.offset[part.m], 0)
         now = np.where(placed, part.cost[rows, col], penalty * p.weight[part.rows[rows]])
         gain = now - part.cost[rows, k]
-        good = (gain > 1e-12) & ~(placed & (part.pool[col] == q))
+        good = (gain > tolerances.COST) & ~(placed & (part.pool[col] == q))
         rows, gain = rows[good], gain[good]
         cands.append((part.load[rows, k], gain, np.full(len(rows), j), rows, np.full(len(rows), k)))
     if not cands:
@@ -135,7 +136,7 @@ def _refill(p: BatchProblem, parts: list[greedy.Part], state: greedy.State, wher
         if room < smallest:
             break
         part = parts[j]
-        if need > room + 1e-9 or not greedy.fits(p, part, state, r, k):
+        if need > room + tolerances.LOAD or not greedy.fits(p, part, state, r, k):
             continue
         i = int(part.rows[r])
         if state.target[i] >= 0:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scheduler.engine import tolerances
 from scheduler.engine import transport
 from scheduler.engine.request import Reason
 from scheduler.engine.solve import candidates, exact_cpsat, greedy, group_prices, local_search, pool_levels, repair
@@ -108,7 +109,7 @@ def heuristic(p: BatchProblem, penalty: float, time_limit_s: float) -> Heuristic
     state = greedy.greedy(p, parts, prices.pool_price, prices.cable_price)
     repair.repair(p, parts, state, penalty, time_limit_s)
     upper = objective_of(p, state.target, penalty)
-    if upper <= floor + 1e-12 * abs(floor):
+    if upper <= floor + tolerances.COST * abs(floor):
         # Every batch got its cheapest target as if capacity were unlimited: nothing can do better.
         return Heuristic(state.target, "OPTIMAL", floor)
     steps = BOUND_STEPS if time_limit_s >= RETRY_EVERY_S else min(BOUND_STEPS, QUICK_STEPS)
@@ -203,7 +204,7 @@ def _uncontended(p: BatchProblem, parts: list[greedy.Part], penalty: float) -> n
         np.minimum.at(floor, q, part.theta[r, k])
         if len(cable):
             cable += part.gbps[r] @ part.cables[part.region[r], k]
-    if (load > floor + 1e-9).any() or (cable > p.cable_free + 1e-12).any():
+    if (load > floor + tolerances.LOAD).any() or (cable > p.cable_free + tolerances.GBPS).any():
         return None
     return target
 

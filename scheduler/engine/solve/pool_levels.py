@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from scheduler.engine import tolerances
 from scheduler.engine import transport
 from scheduler.engine.solve import greedy
 from scheduler.engine.solve.bounds import subgradient
@@ -64,7 +65,7 @@ def relevel(p: BatchProblem, lists: list[Shortlist], target: np.ndarray, pool_pr
             trial = level.copy()
             trial[q] = new
             v, pr = _ascent(p, lists, penalty, trial, price, credit, upper, MOVE_STEPS)
-            if v < value - 1e-9 * abs(value):
+            if v < value - tolerances.RELATIVE * abs(value):
                 level, value, price = trial, v, pr
                 break
         else:
@@ -83,7 +84,7 @@ def values(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, pool_pric
 def _allowed(s: Shortlist, pool_price: np.ndarray, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The shortlist's priced costs, and the same with inf where the batch's ceiling is under the pool's level."""
     raw = s.priced(pool_price)
-    return raw, np.where(s.theta >= level[s.pool] - 1e-9, raw, np.inf)
+    return raw, np.where(s.theta >= level[s.pool] - tolerances.LOAD, raw, np.inf)
 
 
 def _lagrangian(p: BatchProblem, lists: list[Shortlist], penalty: float, pool_price: np.ndarray, level: np.ndarray,
@@ -172,13 +173,13 @@ def _candidates(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, pric
     start = np.searchsorted(pool, np.arange(P + 1))
     lost = np.concatenate([[0.0], np.cumsum(loss)])  # lost[i] - lost[start[q]]: pool q's pairs before i
     won = np.concatenate([[0.0], np.cumsum(gain)])  # a lowering admits the pairs from `below` up to `now`
-    # The option at each pair's ceiling; `below`: the first of the pool's pairs not under it (ties within 1e-9 join)
+    # The option at each pair's ceiling; `below`: the first of the pool's pairs not under it (ties within tolerances.LOAD join)
     at = np.arange(len(pool))
-    below = np.maximum.accumulate(np.where((at == start[pool]) | (np.diff(theta, prepend=-np.inf) > 1e-9), at, 0))
-    now = (start[:-1] + np.add.reduceat((theta < here - 1e-9).astype(np.int64), start[:-1]))[pool]
+    below = np.maximum.accumulate(np.where((at == start[pool]) | (np.diff(theta, prepend=-np.inf) > tolerances.LOAD), at, 0))
+    now = (start[:-1] + np.add.reduceat((theta < here - tolerances.LOAD).astype(np.int64), start[:-1]))[pool]
     change = np.where(theta > here, lost[below] - lost[now] - price[pool] * (theta - here),
                       price[pool] * (here - theta) - (won[now] - won[below]))
-    change[(np.abs(theta - here) <= 1e-9) | (theta < p.used[pool])] = 0.0
+    change[(np.abs(theta - here) <= tolerances.LOAD) | (theta < p.used[pool])] = 0.0
     best = np.lexsort((at, change, pool))[start[:-1]]  # each pool's least change, its lowest level among ties
     out = [(float(change[i]), int(pool[i]), float(theta[i])) for i in best.tolist() if change[i] < 0]
     out.sort()
@@ -204,7 +205,7 @@ def _assign(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, view: _V
     for s, k, go in zip(lists, view.first, view.go):
         b = np.flatnonzero(go)
         np.add.at(crowd, s.pool[b, k[b]], s.load[b, k[b]])
-    crowded = crowd > level + 1e-9
+    crowded = crowd > level + tolerances.LOAD
     keys = []
     for j, (s, k, value, second, go) in enumerate(zip(lists, view.first, view.value, view.second, view.go)):
         if not s.pool.shape[1]:  # a model no pool serves
@@ -293,6 +294,6 @@ def _round(p: BatchProblem, lists: list[Shortlist], state: greedy.State, view: _
     for g in order.tolist():
         j, r = undecided[g]
         part = lists[j].part
-        ts = np.flatnonzero(share[g] > 1e-9)
+        ts = np.flatnonzero(share[g] > tolerances.RELATIVE)
         ts = ts[np.argsort(-share[g, ts], kind="stable")]
         greedy.place_first(p, part, state, int(part.rows[r]), r, (ts - p.offset[part.m]).tolist())

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scheduler import costs
 from scheduler.engine import transport
 from scheduler.engine.catalog import Catalog
 from scheduler.engine.estimate import BatchArrays, Estimates, ceilings, estimate
@@ -137,7 +138,7 @@ def build(cat: Catalog, batches: list[Batch], slos: list[Slo], hour: int, used: 
         reason[m] = own_load_reasons(e, capacity_reasons(cat, mt, e, arrays.region, used, cable_used, cap), th,
                                      binding, mt, used)
         theta[m] = np.minimum(th, cap[mt.pool][None, :])
-        weight[idx] = (arrays.output_tokens + arrays.input_tokens / mt.speedup) * arrays.requests
+        weight[idx] = costs.token_weight(arrays.input_tokens, arrays.output_tokens, mt.speedup) * arrays.requests
         pools.append(mt.pool)
         sites.append(mt.site)
         n += len(mt)

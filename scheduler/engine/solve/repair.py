@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from scheduler.engine import tolerances
 from scheduler.engine.solve import exact_cpsat, greedy
 from scheduler.engine.solve.problem import BatchProblem, Pairs
 
@@ -93,7 +94,7 @@ def _repack(p: BatchProblem, parts: list[greedy.Part], where: dict, state: greed
     target = exact.target
     chosen = target[pairs.batch] == pairs.target
     after = float(pairs.cost[chosen].sum()) + penalty * float(sum(p.weight[i] for i in batches if target[i] < 0))
-    if after > before - 1e-12:
+    if after > before - tolerances.COST:
         return exact.spent
     for i in batches:  # take them all out, then put them back where CP-SAT says
         if state.target[i] >= 0:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from scheduler.engine import tolerances
 from scheduler.engine.solve import greedy
 from scheduler.engine.solve.bounds import knapsack_kernel
 from scheduler.engine.solve.candidates import Shortlist
@@ -68,7 +69,7 @@ class Hull:
             cap = float(p.pool_cap[q])
             grid = np.unique(np.append(np.quantile(th, np.linspace(0.0, 1.0, LEVELS)), cap)) if len(th) else \
                 np.array([cap])
-            grid = grid[grid <= cap + 1e-9]
+            grid = grid[grid <= cap + tolerances.LOAD]
             self.low[q, :len(grid)] = np.concatenate([[-np.inf], grid[:-1]])
             self.room[q, :len(grid)] = np.maximum(grid - p.used[q], 0.0)
         self.alone = penalty * p.weight

@@ -12,6 +12,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from scheduler.engine import tolerances
+
+_ROOM = tolerances.TIGHT  # a float global: numba compiles it in as a constant
+
 
 @njit(cache=True, nogil=True)
 def pools(lam: np.ndarray, batch: np.ndarray, cost: np.ndarray, load: np.ndarray, theta: np.ndarray,
@@ -47,7 +51,7 @@ def pools(lam: np.ndarray, batch: np.ndarray, cost: np.ndarray, load: np.ndarray
                 i = idx[order[t]]
                 if theta[i] < low[q, j]:
                     continue
-                if used + load[i] <= r + 1e-12:
+                if used + load[i] <= r + _ROOM:
                     used += load[i]
                     worth += worth_of[order[t]]
                 else:
@@ -63,7 +67,7 @@ def pools(lam: np.ndarray, batch: np.ndarray, cost: np.ndarray, load: np.ndarray
             i = idx[order[t]]
             if theta[i] < low[q, best_j]:
                 continue
-            if used + load[i] <= r + 1e-12:
+            if used + load[i] <= r + _ROOM:
                 used += load[i]
                 taken[batch[i]] += 1.0
             else:
