@@ -32,7 +32,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import fleet_oracle  # noqa: E402
-from test_engine_support import baseline_mix, capacity, small_fleet  # noqa: E402
+from engine_fixtures import baseline_mix, capacity, small_fleet  # noqa: E402
 from scheduler import synth  # noqa: E402
 from scheduler.engine import transport  # noqa: E402
 from scheduler.engine.core import Engine  # noqa: E402

@@ -1,8 +1,15 @@
-"""Shared fixtures: the shipped topologies, loaded once per session."""
+"""Shared fixtures: the shipped topologies, loaded once per session, and the engine tests' shared helpers.
+
+The helpers themselves (small topologies, seeded instances, exhaustive search, independent re-checks of
+placements) are tests/engine_fixtures.py, a plain module so that benchmarks import them too; the exact reference
+models are tests/batch_oracle.py (the batch problem) and tests/fleet_oracle.py (the fleet plan).
+"""
 
 from __future__ import annotations
 
 import pytest
+
+import engine_fixtures
 
 from scheduler.model.loader import Loaded, load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY, TOPOLOGY_DIR
@@ -19,6 +26,12 @@ def tiny() -> Loaded:
 @pytest.fixture(scope="session")
 def china_sea() -> Loaded:
     return load_topology(DEFAULT_TOPOLOGY)
+
+
+@pytest.fixture(scope="session")
+def small_instances() -> list:
+    """Seeded instances of the batch problem small enough for exhaustive search (engine_fixtures.small_instances)."""
+    return engine_fixtures.small_instances()
 
 
 def token_store(path, **tokens: tuple[str, str]) -> TokenStore:

@@ -12,7 +12,7 @@ from scheduler.engine.solve import problem as joint
 from scheduler.engine.solve import pipeline
 from scheduler.engine.core import batch_decisions
 from scheduler.engine.request import Batch, InvalidRequest, Reason
-from test_engine_support import TINY, engine, problem, random_batches, recheck, shrink
+from engine_fixtures import TINY, engine, problem, random_batches, recheck, shrink
 
 SMALL = shrink(TINY, counts={"zhongwei": 12, "shaoguan": 8, "shantou": 6})
 

@@ -10,7 +10,7 @@ import pytest
 from scheduler import queueing
 from scheduler.engine.estimate import BatchArrays, ceilings, estimate, mean_ttft_ms, within_slo
 from scheduler.engine.request import Reason
-from test_engine_support import TINY, engine, shrink
+from engine_fixtures import TINY, engine, shrink
 
 
 def arrays(cat, region="singapore", inp=2000.0, out=300.0, req=4.0, ttft=1000.0, e2e=np.inf, dc="public"):

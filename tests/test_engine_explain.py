@@ -12,7 +12,7 @@ from scheduler.engine.place import decide
 from scheduler.engine.request import Batch, Reason
 from scheduler.model.loader import load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY
-from test_engine_support import shrink
+from engine_fixtures import shrink
 
 DEFAULT = load_topology(DEFAULT_TOPOLOGY).value
 

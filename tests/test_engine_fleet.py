@@ -7,7 +7,7 @@ import pytest
 from scheduler import queueing, synth
 from scheduler.engine.fleet import POLICIES
 from scheduler.engine.request import DemandCell, Reason
-from test_engine_support import TINY, engine
+from engine_fixtures import TINY, engine
 
 
 def cells(scale: float = 1.0) -> list[DemandCell]:

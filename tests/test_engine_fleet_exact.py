@@ -27,7 +27,7 @@ from scheduler.engine.fleet import problem as fleet_problem
 from scheduler.engine.fleet.plan import FleetPlan
 from scheduler.engine.request import DemandCell, Reason, Slo
 from scheduler.model.loader import load_topology
-from test_engine_support import baseline_mix, capacity, engine, small_pools
+from engine_fixtures import baseline_mix, capacity, engine, small_pools
 
 DEFAULT = load_topology(paths.DEFAULT_TOPOLOGY).value
 # The default topology with every pool 1/64 as large (1-8 servers per llm-70b pool, 8-64 per llm-8b one):

@@ -16,7 +16,7 @@ from scheduler.engine.request import DemandCell
 from scheduler.model.loader import load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY
 from test_engine_fleet_exact import fleet_problem_of, shares_of, slo_problems
-from test_engine_support import SMALL_DIVISOR, small_fleet
+from engine_fixtures import SMALL_DIVISOR, small_fleet
 
 plan_module = importlib.import_module("scheduler.engine.fleet.plan")
 

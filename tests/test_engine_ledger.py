@@ -13,7 +13,7 @@ import pytest
 
 from scheduler.engine.ledger import TOLERANCE, Ledger, Reservation
 from scheduler.engine.request import Batch
-from test_engine_support import TINY, engine, shrink
+from engine_fixtures import TINY, engine, shrink
 
 
 class Clock:
@@ -134,7 +134,7 @@ def test_concurrent_engine_placements_never_overcommit_or_break_a_promise():
         t.start()
     for t in threads:
         t.join()
-    from test_engine_support import recheck
+    from engine_fixtures import recheck
 
     assert len(decisions) > 10
     assert recheck(eng.catalog, decisions, 3) == []

@@ -8,7 +8,7 @@ import pytest
 from scheduler.engine.core import RESERVE_RETRIES, SERIAL_RETRIES, Overloaded
 from scheduler.engine.estimate import BatchArrays, estimate
 from scheduler.engine.request import Batch, InvalidRequest, Reason
-from test_engine_support import TINY, engine, recheck, shrink
+from engine_fixtures import TINY, engine, recheck, shrink
 
 
 def test_cheapest_feasible_site_with_ranked_alternatives_and_every_rejection():

@@ -17,7 +17,7 @@ from scheduler.engine.place import Decision, decide, decide_one
 from scheduler.engine.request import Batch, Reason
 from scheduler.model.loader import load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY
-from test_engine_support import TINY, shrink
+from engine_fixtures import TINY, shrink
 
 DEFAULT = load_topology(DEFAULT_TOPOLOGY).value
 

@@ -1,6 +1,8 @@
 """Property tests on random synthetic topologies with random cuts and outages: whatever the policy, every
 placement meets its SLO once everything placed runs, its data class, every capacity and every cable, and nothing
-lands on a down site or crosses a cut cable."""
+lands on a down site or crosses a cut cable; and the batch solver, on either path, is held to an exact reference
+model of the same problem (tests/batch_oracle.py, a plain MIP): its bound never above the optimum, its answer
+never below it."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from scheduler.engine.solve import problem as joint
 from scheduler.engine.solve import pipeline
 from scheduler.engine.core import Engine
 from scheduler.model.schema import Status
-from test_engine_support import random_batches, recheck
+import batch_oracle
+from engine_fixtures import random_batches, recheck
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -70,6 +73,29 @@ def test_joint_placement_on_the_large_path(world):
     s = result.solution
     assert s.best_bound <= s.objective + 1e-9 and 0.0 <= result.gap <= 1.0
     assert all(d.placed or d.reason.value > 0 for d in result.decisions)
+
+
+def solved_against_the_oracle(eng, batches, hour, exact_pairs):
+    """place_many's solve on the world (nothing reserved), and the exact optimum of the same problem."""
+    seen = []
+
+    def solver(problem):
+        seen.append(problem)
+        return pipeline.solve(problem, 2.0, exact_pairs=exact_pairs)
+
+    result = eng._joint(batches, hour, False, solver)
+    return result.solution, batch_oracle.solve(seen[0], result.solution.penalty)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worlds(), st.sampled_from([pipeline.EXACT_PAIRS, 0]))
+def test_the_solver_is_held_to_the_exact_reference_model(world, exact_pairs):
+    eng, _, batches, hour = world
+    s, exact = solved_against_the_oracle(eng, batches, hour, exact_pairs)
+    assert exact.optimal
+    tol = 1e-6 * max(1.0, abs(exact.objective))
+    assert s.best_bound <= exact.objective + tol  # a valid bound
+    assert s.objective >= exact.objective - tol  # a feasible answer cannot beat the optimum
 
 
 @SETTINGS

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from scheduler.engine.request import MAX_REQUESTS, MAX_TOKENS, Batch, InvalidRequest, check_batch, check_batches
-from test_engine_support import TINY, engine
+from engine_fixtures import TINY, engine
 
 CAT = engine(TINY).catalog
 REGIONS = [r.id for r in TINY.regions]

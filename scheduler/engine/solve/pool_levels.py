@@ -60,7 +60,7 @@ def relevel(p: BatchProblem, lists: list[Shortlist], target: np.ndarray, pool_pr
     credit = greedy.bandwidth_credit(p, lists[0].cable_price) if lists else 0.0  # the lists' costs carry it
     value, price = _ascent(p, lists, penalty, level, pool_price, credit, upper, START_STEPS)
     for _ in range(moves):
-        view = _View(p, lists, level, price, penalty)
+        view = _LevelChoices(p, lists, level, price, penalty)
         for _gain, q, new in _candidates(p, lists, level, price, view)[:TRIES]:
             trial = level.copy()
             trial[q] = new
@@ -70,7 +70,7 @@ def relevel(p: BatchProblem, lists: list[Shortlist], target: np.ndarray, pool_pr
                 break
         else:
             break
-    view = _View(p, lists, level, price, penalty)
+    view = _LevelChoices(p, lists, level, price, penalty)
     return _assign(p, lists, level, view, penalty), view.values(p, penalty)
 
 
@@ -78,7 +78,7 @@ def values(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, pool_pric
            penalty: float) -> np.ndarray:
     """(B,) what each batch pays at these levels and prices: its cheapest priced target the levels allow, or the
     penalty. Near the LP's multipliers of the batches' rows, so a good start for ceiling_aware.py's bound."""
-    return _View(p, lists, level, pool_price, penalty, second=False).values(p, penalty)
+    return _LevelChoices(p, lists, level, pool_price, penalty, second=False).values(p, penalty)
 
 
 def _allowed(s: Shortlist, pool_price: np.ndarray, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +87,7 @@ def _allowed(s: Shortlist, pool_price: np.ndarray, level: np.ndarray) -> tuple[n
     return raw, np.where(s.theta >= level[s.pool] - tolerances.LOAD, raw, np.inf)
 
 
-def _lagrangian(p: BatchProblem, lists: list[Shortlist], penalty: float, pool_price: np.ndarray, level: np.ndarray,
+def _fixed_level_lagrangian(p: BatchProblem, lists: list[Shortlist], penalty: float, pool_price: np.ndarray, level: np.ndarray,
                 credit: float) -> tuple[float, np.ndarray]:
     """capacity_prices.py's Lagrangian for the fixed-level problem on the shortlists: a pool's capacity is its level and only
     the batches whose ceiling there is at least that level may use it. Its value and the pools' use."""
@@ -102,7 +102,7 @@ def _lagrangian(p: BatchProblem, lists: list[Shortlist], penalty: float, pool_pr
     return total, used
 
 
-class _View:
+class _LevelChoices:
     """Per shortlist at some prices: priced costs without and with the level filter, each batch's cheapest entry
     under the filter, what it costs (or the penalty, if that is cheaper), and, with `second`, its next option's
     cost."""
@@ -136,13 +136,13 @@ def _ascent(p: BatchProblem, lists: list[Shortlist], penalty: float, level: np.n
             credit: float, upper: float, steps: int) -> tuple[float, np.ndarray]:
     """Subgradient ascent on the pool prices of the fixed-level problem (cable prices kept): the best value and its
     prices."""
-    run = subgradient.polyak(lambda price: _lagrangian(p, lists, penalty, price, level, credit), pool_price,
+    run = subgradient.polyak(lambda price: _fixed_level_lagrangian(p, lists, penalty, price, level, credit), pool_price,
                         np.maximum(level - p.used, 0.0), upper, steps)
     return run.best, run.price
 
 
 def _candidates(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, price: np.ndarray,
-                view: _View) -> list[tuple[float, int, float]]:
+                view: _LevelChoices) -> list[tuple[float, int, float]]:
     """(estimated change, pool, new level) of the best move of each pool whose estimate is a saving, best first.
 
     Raising pool q's level from L to L' frees (L' - L) of capacity worth price_q each, and the batches whose ceiling
@@ -194,10 +194,10 @@ def assign_at(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, pool_p
     transportation LP over their LP_OPTIONS cheapest targets (largest flow first); past LP_BATCHES of them, those
     whose next option costs most more go first, each to its cheapest target that fits. Whatever does not fit then
     takes the cheapest target that fits among all of its own."""
-    return _assign(p, lists, level, _View(p, lists, level, pool_price, penalty), penalty)
+    return _assign(p, lists, level, _LevelChoices(p, lists, level, pool_price, penalty), penalty)
 
 
-def _assign(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, view: _View, penalty: float) -> greedy.State:
+def _assign(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, view: _LevelChoices, penalty: float) -> greedy.State:
     """`assign_at` from the view at its levels and prices."""
     state = greedy.fresh_state(p)
     state.cap = np.minimum(state.cap, level)
@@ -254,7 +254,7 @@ def _real_caps(p: BatchProblem, lists: list[Shortlist], state: greedy.State) -> 
     return cap
 
 
-def _round(p: BatchProblem, lists: list[Shortlist], state: greedy.State, view: _View, undecided: list[tuple[int, int]],
+def _round(p: BatchProblem, lists: list[Shortlist], state: greedy.State, view: _LevelChoices, undecided: list[tuple[int, int]],
            penalty: float) -> None:
     """Place `undecided` by rounding the transportation LP over the room `state` leaves (those it cannot place stay
     unplaced). Units are output-equivalent tokens, so the LP's penalty per unit is the objective's."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_engine_support import (
+from engine_fixtures import (
     assert_feasible, binding_pairs, contended, engine, recheck, small_fleet, small_fleet_batches,
 )
 
@@ -158,7 +158,7 @@ def test_move_estimates_match_a_pool_by_pool_count(contended):
     state = greedy.greedy(p, parts, prices.pool_price, prices.cable_price)
     level = pool_levels.levels_of(p, parts, state.target)
     lists = candidates.shortlists(p, parts, prices.pool_price, prices.cable_price, level)
-    view = pool_levels._View(p, lists, level, prices.pool_price, penalty)
+    view = pool_levels._LevelChoices(p, lists, level, prices.pool_price, penalty)
     found = {q: (change, new) for change, q, new in pool_levels._candidates(p, lists, level, prices.pool_price, view)}
     pairs = {q: [] for q in range(len(level))}
     for s, raw, k, value, second, go in zip(lists, view.raw, view.first, view.value, view.second, view.go):

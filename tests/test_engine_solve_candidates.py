@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_engine_support import assert_feasible, binding_pairs, contended, engine, problem
+from engine_fixtures import assert_feasible, binding_pairs, contended, engine, problem
 
 from scheduler import synth
 from scheduler.engine.solve import problem as joint

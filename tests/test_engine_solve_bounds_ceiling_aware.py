@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_engine_batch import INSTANCES
-from test_engine_support import binding_pairs, contended, priced_instance
+from engine_fixtures import binding_pairs, contended, priced_instance, small_instances
 
 from scheduler.engine.solve import problem as joint
 from scheduler.engine.solve import candidates, pipeline, pool_levels
 from scheduler.engine.solve.bounds import ceiling_aware
 
+INSTANCES = small_instances()
 
 @pytest.mark.parametrize("lists,priced_at", [("all", None), ("all", "lp"), ("two", "lp"), ("two", "random")])
 @pytest.mark.parametrize("grid", [ceiling_aware.LEVELS, 2])

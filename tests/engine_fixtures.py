@@ -242,24 +242,6 @@ def assert_feasible(p: joint.BatchProblem, target: np.ndarray) -> None:
     assert (cable <= np.maximum(p.cable_free, 0) + 1e-6).all()
 
 
-def test_exhaustive_finds_the_obvious_optimum():
-    # One batch, three sites, no capacity pressure: the optimum is the single cheapest feasible target.
-    eng = engine(TINY)
-    p = problem(eng, [Batch("singapore", "llm-70b", 1000, 200, 2)], hour=3)
-    best = exhaustive(p, joint.penalty_of(p))
-    cheapest = int(np.argmin(np.where(p.reason["llm-70b"][0] == Reason.OK, p.est["llm-70b"].cost_cny[0], np.inf)))
-    assert best.target == (cheapest,) and best.unplaced == 0
-
-
-def test_recheck_catches_an_overloaded_pool():
-    eng = engine(shrink(TINY, counts={"zhongwei": 2, "shaoguan": 2, "shantou": 2}))
-    d = eng.place(Batch("singapore", "llm-70b", 1000, 200, 1), hour=3, reserve=False)
-    assert d.placed and recheck(eng.catalog, [d], 3) == []
-    crowded = [d] * 40  # the same placement forty times over fills the pool past its capacity
-    assert any("capacity" in msg for msg in recheck(eng.catalog, crowded, 3))
-    assert math.isfinite(d.ceiling)
-
-
 def capacity(cat: Catalog, model: str, site: str | None = None) -> float:
     """Wire tokens/s (input + output) of a typical request (DemandCell's 2000/500) the model's pools could carry at
     their caps, if the model had them to itself (optionally only those at `site`)."""
@@ -279,3 +261,25 @@ def baseline_mix(cat: Catalog, load: float) -> list[DemandCell]:
     big = sum(p.tokens_per_day for p in profiles if p.model == "llm-70b")
     scale = load * capacity(cat, "llm-70b") / big
     return [DemandCell(p.region, p.model, p.tokens_per_day * scale, data_class=p.data_class) for p in profiles]
+
+
+SMALL = shrink(TINY, counts={"zhongwei": 12, "shaoguan": 8, "shantou": 6})
+NARROW = shrink(TINY, counts={"zhongwei": 40, "shaoguan": 40, "shantou": 40},
+                cable_gbps={"cable-a": 0.004, "cable-b": 0.006})  # a few Mbps: the cables bind, not the pools
+
+
+def small_instances():
+    """Seeded small instances of the batch problem, small enough for exhaustive search: (name, topology,
+    batches, hour)."""
+    out = []
+    for seed in range(8):
+        out.append((f"tiny-{seed}", SMALL, random_batches(SMALL, 7, seed, requests=(3, 25), ttft=(250, 1500)),
+                    (3, 11, 17, 22)[seed % 4]))
+    for seed in range(3):
+        out.append((f"cables-{seed}", NARROW, random_batches(NARROW, 6, 100 + seed, requests=(1, 30)), 3))
+    for seed in range(4):
+        topo = synth.generate(sites=3, regions=2, seed=seed)
+        topo = shrink(topo, counts={s.id: 8 for s in topo.sites})
+        out.append((f"synth-{seed}", topo, random_batches(topo, 6, seed, requests=(2, 20), ttft=(300, 2000),
+                                                          classes=("public", "public", "offshore-processing")), 14))
+    return out
