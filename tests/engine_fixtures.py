@@ -85,7 +85,7 @@ def contended(n: int, seed: int, hour: int = 14) -> joint.BatchProblem:
 
 def binding_pairs(p: joint.BatchProblem) -> int:
     """How many feasible (batch, target) pairs have a ceiling below their pool's cap: the ceilings that bind."""
-    return int(sum(((p.reason[m] == Reason.OK) & (p.theta[m] < p.pool_cap[p.cat.by_model[m].pool][None, :] - 1e-9))
+    return int(sum(((p.reason[m] == Reason.OK) & (p.ceiling[m] < p.pool_cap[p.cat.by_model[m].pool][None, :] - 1e-9))
                    .sum() for m in p.models))
 
 
@@ -134,7 +134,7 @@ def exhaustive(p: joint.BatchProblem, penalty: float) -> Optimum:
         rows, cols = p.rows[m], slice(p.offset[m], p.offset[m] + p.est[m].cost_cny.shape[1])
         cost[rows, cols] = p.est[m].cost_cny
         load[rows, cols] = p.est[m].load
-        theta[rows, cols] = p.theta[m]
+        theta[rows, cols] = p.ceiling[m]
         ok[rows, cols] = p.reason[m] == Reason.OK
     options = [np.append(np.flatnonzero(ok[b]), -1) for b in range(B)]
     combos = np.array(list(itertools.product(*options)), dtype=np.int64).reshape(-1, B)
@@ -235,7 +235,7 @@ def assert_feasible(p: joint.BatchProblem, target: np.ndarray) -> None:
         k = t[r] - p.offset[m]
         pool = p.cat.by_model[m].pool[k]
         np.add.at(load, pool, p.est[m].load[r, k])
-        np.minimum.at(floor, pool, p.theta[m][r, k])
+        np.minimum.at(floor, pool, p.ceiling[m][r, k])
         crossing = p.crosses(p.rows[m][r], t[r])
         cable += (crossing * p.est[m].gbps[r][:, None]).sum(axis=0)
     assert (load <= floor + 1e-6).all()

@@ -47,7 +47,7 @@ def test_each_batch_keeps_its_cheapest_allowed_and_its_cheapest_barred_targets(w
         part = s.part
         assert part.ok.shape[1] > candidates.KEEP_ALL and s.col.shape[1] == width
         rc = greedy.priced_cost(part, lp.pool_price, lp.cable_price)
-        allowed = part.theta >= level[part.pool][None, :] - 1e-9
+        allowed = part.ceiling >= level[part.pool][None, :] - 1e-9
         for r in range(len(part.rows)):
             kept = s.col[r][np.isfinite(s.cost[r])]
             assert len(set(kept.tolist())) == len(kept)  # each target once

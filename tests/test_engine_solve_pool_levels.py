@@ -42,7 +42,7 @@ def test_levels_of_an_assignment_are_the_least_ceiling_on_each_pool(contended):
     level = pool_levels.levels_of(p, parts, state.target)
     for q in range(len(p.pool_cap)):
         ceilings = [greedy.pair_of(parts, greedy.where_of(parts), state, p, i) for i in state.members[q]]
-        least = min((part.theta[r, k] for part, r, k in ceilings), default=p.pool_cap[q])
+        least = min((part.ceiling[r, k] for part, r, k in ceilings), default=p.pool_cap[q])
         assert level[q] == pytest.approx(max(least, p.used[q]))
         assert state.load[q] <= level[q] + 1e-6
 
@@ -161,11 +161,11 @@ def test_move_estimates_match_a_pool_by_pool_count(contended):
     view = pool_levels._LevelChoices(p, lists, level, prices.pool_price, penalty)
     found = {q: (change, new) for change, q, new in pool_levels._candidates(p, lists, level, prices.pool_price, view)}
     pairs = {q: [] for q in range(len(level))}
-    for s, raw, k, value, second, go in zip(lists, view.raw, view.first, view.value, view.second, view.go):
+    for s, raw, k, value, second, go in zip(lists, view.raw, view.first, view.value, view.second, view.takes):
         for r, n in zip(*np.nonzero(np.isfinite(s.cost))):
             q = int(s.pool[r, n])
             mine = bool(go[r]) and int(s.pool[r, k[r]]) == q
-            pairs[q].append((s.theta[r, n], second[r] - value[r] if mine else 0.0, max(value[r] - raw[r, n], 0.0)))
+            pairs[q].append((s.ceiling[r, n], second[r] - value[r] if mine else 0.0, max(value[r] - raw[r, n], 0.0)))
     for q, items in pairs.items():
         here, price = level[q], prices.pool_price[q]
         t, loss, gain = (np.array(x, dtype=float).reshape(-1) for x in zip(*items)) if items else (np.zeros(0),) * 3

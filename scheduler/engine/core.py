@@ -415,7 +415,7 @@ class _Placed:
             cols["g_co2"][i] = now.g_co2
             cols["load"][i] = e.load[placed, k]
             cols["hold_s"][i] = e.hold_s[placed]
-            cols["ceiling"][i] = p.theta[m][placed, k]
+            cols["ceiling"][i] = p.ceiling[m][placed, k]
             cols["gbps"][i] = e.gbps[placed]
             cols["ttft_mean_ms"][i] = mean_ttft_ms(p.cat, p.cat.by_model[m], now, final, k)
         index = np.flatnonzero(a.target >= 0)

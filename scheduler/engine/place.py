@@ -95,12 +95,12 @@ def capacity_reasons(
     return reason
 
 
-def own_load_reasons(est: Estimates, reason: np.ndarray, theta: np.ndarray, binding: np.ndarray, mt: ModelTargets,
+def own_load_reasons(est: Estimates, reason: np.ndarray, pair_ceiling: np.ndarray, binding: np.ndarray, mt: ModelTargets,
                      used: np.ndarray) -> np.ndarray:
     """`reason` with TTFT / E2E also where the pool has room but the batch's own load would push it past the
     pair's ceiling (the latency check again, with the batch itself counted in the queue)."""
     reason = reason.copy()
-    over = (reason == OK) & (used[mt.pool][None, :] + est.load > theta + tolerances.LOAD)
+    over = (reason == OK) & (used[mt.pool][None, :] + est.load > pair_ceiling + tolerances.LOAD)
     reason[over] = binding[over]
     return reason
 
@@ -117,9 +117,9 @@ def decide(
     mt = cat.by_model[batch.model]
     b = single(batch, slo, cat)
     now = estimate(cat, mt, b, hour, used)
-    theta, binding = ceilings(cat, mt, now, b.ttft_slo, b.e2e_slo)
+    pair_ceiling, binding = ceilings(cat, mt, now, b.ttft_slo, b.e2e_slo)
     cap = cat.pool_capacity if ceiling is None else np.minimum(cat.pool_capacity, ceiling)
-    reason = own_load_reasons(now, capacity_reasons(cat, mt, now, b.region, used, cable_used, cap), theta, binding,
+    reason = own_load_reasons(now, capacity_reasons(cat, mt, now, b.region, used, cable_used, cap), pair_ceiling, binding,
                               mt, used)[0]
     with_it = used.copy()
     with_it[mt.pool] += now.load[0]  # one target per pool and model, so this is each pool with this batch on it
@@ -152,7 +152,7 @@ def decide(
         site=site, pool=cat.pools[mt.pool[t]].key, route=cat.route(batch.region, site),
         rtt_ms=float(est.rtt_ms[0, t]), ttft_ms=float(est.ttft_ms[0, t]), e2e_ms=float(est.e2e_ms[0, t]),
         cost_cny=float(est.cost_cny[0, t]), kwh=float(est.kwh[0, t]), g_co2=float(est.g_co2[0, t]),
-        load=float(est.load[0, t]), hold_s=float(est.hold_s[0]), ceiling=float(theta[0, t]),
+        load=float(est.load[0, t]), hold_s=float(est.hold_s[0]), ceiling=float(pair_ceiling[0, t]),
         ttft_mean_ms=float(mean_ttft_ms(cat, mt, now, with_it)[0, t]),
         alternatives=_alternatives(est, cat, mt, order[1:1 + ALTERNATIVES]), rejections=rejections, **base,
     )
@@ -228,7 +228,7 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
     n = T.n
     pre = [0.0] * n
     load = [0.0] * n
-    theta: dict[int, float] = {}  # of the feasible targets
+    pair_ceiling: dict[int, float] = {}  # of the feasible targets
     before = list(static)  # reason before capacity (estimate's)
     reason = before[:]
     cap = [0.0] * n
@@ -261,7 +261,7 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
             if u + ld > th + _LOAD:
                 reason[t] = binding
             else:
-                theta[t] = th
+                pair_ceiling[t] = th
                 ok.append(((weight * cny[t] + wire * transit) / mtok, rtt, t))
 
     def latency(t: int) -> tuple[float, float]:  # what the batch will see: its pool with it on
@@ -298,7 +298,7 @@ def decide_one(batch: Batch, slo: Slo, cat: Catalog, tables: OneBatchTables, hou
         "topology_version": cat.version, "hour": hour, "site": names[t], "pool": keys[t], "route": routes[t],
         "rtt_ms": rtt, "ttft_ms": ttft, "e2e_ms": e2e, "cost_cny": cost, "kwh": weight * T.kwh[t],
         "g_co2": weight * T.g_co2[t], "load": load[t], "hold_s": hold, "slo": slo, "alternatives": alternatives,
-        "rejections": rejections, "reservation_ids": (), "ceiling": theta[t], "ttft_mean_ms": mean,
+        "rejections": rejections, "reservation_ids": (), "ceiling": pair_ceiling[t], "ttft_mean_ms": mean,
     })
 
 

@@ -33,15 +33,15 @@ class Shortlist:
     col: np.ndarray  # (B_m, N) column in the part, ascending
     cost: np.ndarray
     load: np.ndarray
-    theta: np.ndarray
+    ceiling: np.ndarray
     pool: np.ndarray
     cable_price: np.ndarray  # (C,) the prices the costs carry bandwidth at
 
     def priced(self, pool_price: np.ndarray) -> np.ndarray:
         """(B_m, N) each pair's cost plus its capacity at these pool prices."""
-        rc = np.multiply(self.load, pool_price[self.pool])
-        rc += self.cost
-        return rc
+        priced = np.multiply(self.load, pool_price[self.pool])
+        priced += self.cost
+        return priced
 
 
 def pairs(parts: list[greedy.Part], width: int | None = None) -> int:
@@ -76,18 +76,18 @@ def shortlists(p: BatchProblem, parts: list[greedy.Part], pool_price: np.ndarray
             col = np.broadcast_to(np.arange(T), (B, T))
             kept = raw[b, col]
         else:
-            rc = greedy.priced_cost(part, pool_price, cable_price)
-            allowed = part.theta >= level[part.pool][None, :] - tolerances.LOAD
+            priced = greedy.priced_cost(part, pool_price, cable_price)
+            allowed = part.ceiling >= level[part.pool][None, :] - tolerances.LOAD
             cols, kept = [], []
             for n, among in ((width - barred, allowed), (barred, ~allowed)):
                 if n <= 0:
                     continue
-                score = np.where(among, rc, np.inf)
+                score = np.where(among, priced, np.inf)
                 c = np.argpartition(score, n - 1, axis=1)[:, :n]
                 cols.append(c)
                 kept.append(np.where(np.isfinite(score[b, c]), raw[b, c], np.inf))  # each column once
             col, kept = np.concatenate(cols, axis=1), np.concatenate(kept, axis=1)
             order = np.argsort(col, axis=1, kind="stable")
             col, kept = col[b, order], kept[b, order]
-        out.append(Shortlist(part, col, kept, load[b, col], part.theta[b, col], part.pool[col], cable_price))
+        out.append(Shortlist(part, col, kept, load[b, col], part.ceiling[b, col], part.pool[col], cable_price))
     return out

@@ -37,7 +37,7 @@ class Part:
     ok: np.ndarray
     cost: np.ndarray
     load: np.ndarray
-    theta: np.ndarray
+    ceiling: np.ndarray
     gbps: np.ndarray  # (B_m,)
     cables: np.ndarray  # (R, T_m, C) route crosses cable, by region
     region: np.ndarray  # (B_m,)
@@ -93,7 +93,7 @@ def parts_of(p: BatchProblem) -> list[Part]:
     for m in p.models:
         mt = p.cat.by_model[m]
         e = p.est[m]
-        parts.append(Part(m, p.rows[m], mt.pool, p.reason[m] == Reason.OK, e.cost_cny, e.load, p.theta[m],
+        parts.append(Part(m, p.rows[m], mt.pool, p.reason[m] == Reason.OK, e.cost_cny, e.load, p.ceiling[m],
                           e.gbps, p.cat.targets_view(m).cables, p.region[p.rows[m]], p.cat))
     return parts
 
@@ -115,24 +115,24 @@ def tolerance(p: BatchProblem, part: Part, score: np.ndarray) -> np.ndarray:
         return np.zeros(len(part.rows))
     best = np.argmin(np.where(part.ok, score, np.inf), axis=1)
     b = np.arange(len(part.rows))
-    return part.theta[b, best] / p.cat.pool_count[part.pool][best]
+    return part.ceiling[b, best] / p.cat.pool_count[part.pool][best]
 
 
 def priced_cost(part: Part, pool_price: np.ndarray, cable_price: np.ndarray,
                 rows: np.ndarray | slice = slice(None)) -> np.ndarray:
     """(B_m, T_m) each pair's cost plus the capacity and bandwidth it uses at these prices; inf if infeasible.
     Only `rows`, if given."""
-    rc = np.multiply(part.masked()[1][rows], pool_price[part.pool][None, :])
-    rc += part.cabled(cable_price)[rows]
-    return rc
+    priced = np.multiply(part.masked()[1][rows], pool_price[part.pool][None, :])
+    priced += part.cabled(cable_price)[rows]
+    return priced
 
 
-def cheapest(rc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def cheapest(priced: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's cheapest column (the lowest among ties) and its cost (inf for rows of a part with no columns)."""
-    if not rc.shape[1]:
-        return np.zeros(len(rc), np.int64), np.full(len(rc), np.inf)
-    k = np.argmin(rc, axis=1)
-    return k, rc[np.arange(len(rc)), k]
+    if not priced.shape[1]:
+        return np.zeros(len(priced), np.int64), np.full(len(priced), np.inf)
+    k = np.argmin(priced, axis=1)
+    return k, priced[np.arange(len(priced)), k]
 
 
 def bandwidth_credit(p: BatchProblem, cable_price: np.ndarray) -> float:
@@ -148,11 +148,11 @@ def greedy(p: BatchProblem, parts: list[Part], pool_price: np.ndarray, cable_pri
     state = fresh_state(p)
     keys, ranked = [], []
     for j, part in enumerate(parts):
-        rc = priced_cost(part, pool_price, cable_price)
-        ranked.append(_Ranking(rc))
+        priced = priced_cost(part, pool_price, cable_price)
+        ranked.append(_Ranking(priced))
         nfeas = part.ok.sum(axis=1)
         rows = np.flatnonzero(nfeas)
-        keys.append((nfeas[rows] > FEW_OPTIONS, -tolerance(p, part, rc)[rows], part.rows[rows],
+        keys.append((nfeas[rows] > FEW_OPTIONS, -tolerance(p, part, priced)[rows], part.rows[rows],
                      np.full(len(rows), j), rows))
     if not keys:
         return state
@@ -169,7 +169,7 @@ def greedy(p: BatchProblem, parts: list[Part], pool_price: np.ndarray, cable_pri
         stop = min(pos + (1 if run >= MIN_RUN else ONE_BY_ONE), n)
         for i, j, r in zip(queue.batch[pos:stop].tolist(), queue.part[pos:stop].tolist(),
                            queue.row[pos:stop].tolist()):
-            place_cheapest(p, parts[j], state, i, r, ranked[j].rc[r])
+            place_cheapest(p, parts[j], state, i, r, ranked[j].priced[r])
         pos = stop
     return state
 
@@ -185,7 +185,7 @@ class _Queue:
         self.k = np.full((n, RANKED), -1, np.int64)  # target column within the part
         self.offset = np.zeros(n, np.int64)
         self.pool = np.zeros((n, RANKED), np.int64)
-        self.load, self.theta = np.zeros((n, RANKED)), np.zeros((n, RANKED))
+        self.load, self.ceiling = np.zeros((n, RANKED)), np.zeros((n, RANKED))
         self.gbps = np.zeros(n)
         self.cross = np.zeros((n, RANKED, C), bool)
         for j, m in enumerate(parts):
@@ -198,7 +198,7 @@ class _Queue:
             self.offset[at] = p.offset[m.m]
             self.pool[at] = m.pool[kk]
             self.load[at] = np.where(some, m.load[r[:, None], kk], np.inf)
-            self.theta[at] = m.theta[r[:, None], kk]
+            self.ceiling[at] = m.ceiling[r[:, None], kk]
             self.gbps[at] = m.gbps[r]
             if C:
                 self.cross[at] = m.cables[m.region[r][:, None], kk] & some[:, :, None]
@@ -208,22 +208,22 @@ class _Queue:
         row would take exactly those one after the other (at most b - a): loads only rise and caps and cable room
         only fall along the run, so targets that did not fit at its start do not fit later either."""
         n = b - a
-        pools, load, theta = self.pool[a:b], self.load[a:b], self.theta[a:b]
-        fits = state.load[pools] + load <= np.minimum(state.cap[pools], theta) + tolerances.LOAD
+        pools, load, ceiling = self.pool[a:b], self.load[a:b], self.ceiling[a:b]
+        fits = state.load[pools] + load <= np.minimum(state.cap[pools], ceiling) + tolerances.LOAD
         cross = self.cross[a:b]
         if cross.any():
             fits &= ~(cross & (state.cable_room + tolerances.GBPS < self.gbps[a:b, None, None])).any(axis=2)
         choice = np.argmax(fits, axis=1)
         at = np.arange(n)
         ok = fits[at, choice]
-        pool, ld, th = pools[at, choice], load[at, choice], theta[at, choice]
+        pool, ld, th = pools[at, choice], load[at, choice], ceiling[at, choice]
         used, col = np.unique(pool, return_inverse=True)
         added = np.zeros((n, len(used)))
         added[at, col] = np.where(ok, ld, 0.0)
-        ceiling = np.full((n, len(used)), np.inf)
-        ceiling[at, col] = th
+        least = np.full((n, len(used)), np.inf)
+        least[at, col] = th
         after = (state.load[used][None, :] + np.cumsum(added, axis=0))[at, col]
-        limit = np.minimum(state.cap[used][None, :], np.minimum.accumulate(ceiling, axis=0))[at, col]
+        limit = np.minimum(state.cap[used][None, :], np.minimum.accumulate(least, axis=0))[at, col]
         ok &= after <= limit + tolerances.LOAD
         if cross.any():
             crossed = cross[at, choice]
@@ -238,12 +238,12 @@ class _Queue:
         if not n:
             return
         at, rows = np.arange(n), slice(a, a + n)
-        pool, load, theta = self.pool[rows][at, choice], self.load[rows][at, choice], self.theta[rows][at, choice]
+        pool, load, ceiling = self.pool[rows][at, choice], self.load[rows][at, choice], self.ceiling[rows][at, choice]
         batch = self.batch[rows]
         state.target[batch] = self.offset[rows] + self.k[rows][at, choice]
         np.add.at(state.load, pool, load)  # in queue order, as one by one would add
         if state.keep_promises:
-            np.minimum.at(state.cap, pool, theta)
+            np.minimum.at(state.cap, pool, ceiling)
         for i, q in zip(batch.tolist(), pool.tolist()):
             state.members[q].append(i)
         crossed = self.cross[rows][at, choice]
@@ -256,17 +256,17 @@ class _Ranking:
     one partition over the whole matrix, then only those sorted); a batch that finds none of them with room takes
     the cheapest that fits among all (place_cheapest), the same target a full ranking would reach."""
 
-    def __init__(self, rc: np.ndarray):
-        self.rc = rc
-        B, T = rc.shape
-        self.nfeas = np.isfinite(rc).sum(axis=1)
+    def __init__(self, priced: np.ndarray):
+        self.priced = priced
+        B, T = priced.shape
+        self.nfeas = np.isfinite(priced).sum(axis=1)
         if T <= 2 * RANKED:
-            self.full = np.argsort(rc, axis=1, kind="stable")
+            self.full = np.argsort(priced, axis=1, kind="stable")
             self.head = None
             return
-        kth = np.partition(rc, RANKED - 1, axis=1)[:, RANKED - 1]
-        r, k = np.nonzero((rc <= kth[:, None]) & np.isfinite(rc))  # ties at the kth value all join the head
-        order = np.lexsort((rc[r, k], r))  # by row, then value; lexsort is stable and nonzero gave k ascending
+        kth = np.partition(priced, RANKED - 1, axis=1)[:, RANKED - 1]
+        r, k = np.nonzero((priced <= kth[:, None]) & np.isfinite(priced))  # ties at the kth value all join the head
+        order = np.lexsort((priced[r, k], r))  # by row, then value; lexsort is stable and nonzero gave k ascending
         self.head = k[order]
         self.cuts = np.searchsorted(r[order], np.arange(B + 1))
 
@@ -285,15 +285,15 @@ class _Ranking:
         return out
 
 
-def place_cheapest(p: BatchProblem, part: Part, state: State, i: int, r: int, rc: np.ndarray) -> bool:
-    """Take the cheapest target by `rc` that fits (the lowest index among ties: a stable argsort's first that
+def place_cheapest(p: BatchProblem, part: Part, state: State, i: int, r: int, priced: np.ndarray) -> bool:
+    """Take the cheapest target by `priced` that fits (the lowest index among ties: a stable argsort's first that
     fits), checking all at once: for the batches a run of the greedy could not settle."""
     q = part.pool
-    fits = part.ok[r] & (state.load[q] + part.load[r] <= np.minimum(state.cap[q], part.theta[r]) + tolerances.LOAD)
+    fits = part.ok[r] & (state.load[q] + part.load[r] <= np.minimum(state.cap[q], part.ceiling[r]) + tolerances.LOAD)
     blocked = state.cable_room + tolerances.GBPS < part.gbps[r]  # cables without room for this batch
     if blocked.any():
         fits &= ~part.cables[part.region[r]][:, blocked].any(axis=1)
-    score = np.where(fits, rc, np.inf)
+    score = np.where(fits, priced, np.inf)
     k = int(np.argmin(score))
     if not np.isfinite(score[k]):
         return False
@@ -305,7 +305,7 @@ def fits(p: BatchProblem, part: Part, state: State, r: int, k: int) -> bool:
     """Row r's batch fits target k now: the pool stays under its capacity and every ceiling on it (its own too),
     and every cable on the route has room for it."""
     q = part.pool[k]
-    if state.load[q] + part.load[r, k] > min(state.cap[q], part.theta[r, k]) + tolerances.LOAD:
+    if state.load[q] + part.load[r, k] > min(state.cap[q], part.ceiling[r, k]) + tolerances.LOAD:
         return False
     gbps, room = part.gbps[r], state.cable_room
     return not any(room[c] + tolerances.GBPS < gbps for c in part.crossed(int(part.region[r]))[k])
@@ -316,7 +316,7 @@ def take(p: BatchProblem, part: Part, state: State, i: int, r: int, k: int) -> N
     state.target[i] = p.offset[part.m] + k
     state.load[q] += part.load[r, k]
     if state.keep_promises:
-        state.cap[q] = min(state.cap[q], part.theta[r, k])
+        state.cap[q] = min(state.cap[q], part.ceiling[r, k])
     state.members[q].append(i)
     gbps, room = part.gbps[r], state.cable_room
     for c in part.crossed(int(part.region[r]))[k]:

@@ -64,7 +64,7 @@ class _Index:
         for j in np.unique(part_of).tolist():
             sel = part_of == j
             b = batches[sel]
-            out[sel] = self.parts[j].theta[self.row[b], target[b] - self.p.offset[self.parts[j].m]]
+            out[sel] = self.parts[j].ceiling[self.row[b], target[b] - self.p.offset[self.parts[j].m]]
         return out
 
 
@@ -113,7 +113,7 @@ def _refill(p: BatchProblem, parts: list[greedy.Part], state: greedy.State, wher
         k = column[j].get(q)
         if k is None:
             continue
-        rows = np.flatnonzero(part.ok[:, k] & (part.theta[:, k] >= state.cap[q] - tolerances.LOAD))
+        rows = np.flatnonzero(part.ok[:, k] & (part.ceiling[:, k] >= state.cap[q] - tolerances.LOAD))
         if not len(rows):
             continue
         t = state.target[part.rows[rows]]

@@ -201,7 +201,7 @@ def _uncontended(p: BatchProblem, parts: list[greedy.Part], penalty: float) -> n
         target[part.rows[r]] = p.offset[part.m] + k
         q = part.pool[k]
         load += np.bincount(q, weights=part.load[r, k], minlength=len(load))
-        np.minimum.at(floor, q, part.theta[r, k])
+        np.minimum.at(floor, q, part.ceiling[r, k])
         if len(cable):
             cable += part.gbps[r] @ part.cables[part.region[r], k]
     if (load > floor + tolerances.LOAD).any() or (cable > p.cable_free + tolerances.GBPS).any():

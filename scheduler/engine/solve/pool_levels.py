@@ -48,7 +48,7 @@ def levels_of(p: BatchProblem, parts: list[greedy.Part], target: np.ndarray) -> 
         t = target[part.rows]
         r = np.flatnonzero(t >= 0)
         k = t[r] - p.offset[part.m]
-        np.minimum.at(level, part.pool[k], part.theta[r, k])
+        np.minimum.at(level, part.pool[k], part.ceiling[r, k])
     return np.maximum(level, p.used)
 
 
@@ -84,7 +84,7 @@ def values(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, pool_pric
 def _allowed(s: Shortlist, pool_price: np.ndarray, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The shortlist's priced costs, and the same with inf where the batch's ceiling is under the pool's level."""
     raw = s.priced(pool_price)
-    return raw, np.where(s.theta >= level[s.pool] - tolerances.LOAD, raw, np.inf)
+    return raw, np.where(s.ceiling >= level[s.pool] - tolerances.LOAD, raw, np.inf)
 
 
 def _fixed_level_lagrangian(p: BatchProblem, lists: list[Shortlist], penalty: float, pool_price: np.ndarray, level: np.ndarray,
@@ -95,9 +95,9 @@ def _fixed_level_lagrangian(p: BatchProblem, lists: list[Shortlist], penalty: fl
     used = np.zeros(len(pool_price))
     for s in lists:
         k, pick = greedy.cheapest(_allowed(s, pool_price, level)[1])
-        alone = penalty * p.weight[s.part.rows]
-        total += float(np.minimum(pick, alone).sum())
-        b = np.flatnonzero(pick < alone)
+        unplaced_cost = penalty * p.weight[s.part.rows]
+        total += float(np.minimum(pick, unplaced_cost).sum())
+        b = np.flatnonzero(pick < unplaced_cost)
         np.add.at(used, s.pool[b, k[b]], s.load[b, k[b]])
     return total, used
 
@@ -110,19 +110,19 @@ class _LevelChoices:
     def __init__(self, p: BatchProblem, lists: list[Shortlist], level: np.ndarray, pool_price: np.ndarray,
                  penalty: float, second: bool = True):
         self.lists, self.price = lists, pool_price
-        self.raw, self.rc, self.first, self.value, self.second, self.go = [], [], [], [], [], []
+        self.raw, self.priced, self.first, self.value, self.second, self.takes = [], [], [], [], [], []
         for s in lists:
-            raw, rc = _allowed(s, pool_price, level)
-            alone = penalty * p.weight[s.part.rows]
-            k, first = greedy.cheapest(rc)
+            raw, priced = _allowed(s, pool_price, level)
+            unplaced_cost = penalty * p.weight[s.part.rows]
+            k, first = greedy.cheapest(priced)
             self.raw.append(raw)
-            self.rc.append(rc)
+            self.priced.append(priced)
             self.first.append(k)
-            self.value.append(np.minimum(first, alone))
-            self.go.append(first < alone)
+            self.value.append(np.minimum(first, unplaced_cost))
+            self.takes.append(first < unplaced_cost)
             if second:
-                nxt = np.partition(rc, 1, axis=1)[:, 1] if rc.shape[1] > 1 else np.full(len(rc), np.inf)
-                self.second.append(np.minimum(nxt, alone))
+                nxt = np.partition(priced, 1, axis=1)[:, 1] if priced.shape[1] > 1 else np.full(len(priced), np.inf)
+                self.second.append(np.minimum(nxt, unplaced_cost))
 
     def values(self, p: BatchProblem, penalty: float) -> np.ndarray:
         """(B,) each batch's value (`values`); the penalty for a batch of a model no part holds."""
@@ -149,39 +149,39 @@ def _candidates(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, pric
     on q is in [L, L') and whose choice was q move to their next option (their second-best priced cost). Lowering
     it gives up (L - L') at price_q and lets the batches with a ceiling in [L', L) take q if it is cheaper for them
     than what they have."""
-    pools, thetas, losses, gains = [], [], [], []
-    for s, raw, k, value, second, go in zip(lists, view.raw, view.first, view.value, view.second, view.go):
+    pools, ceilings, losses, gains = [], [], [], []
+    for s, raw, k, value, second, takes in zip(lists, view.raw, view.first, view.value, view.second, view.takes):
         if not s.pool.shape[1]:  # a model no pool serves
             continue
         b = np.arange(len(k))
-        chosen = np.where(go, s.pool[b, np.minimum(k, s.pool.shape[1] - 1)], -1)
+        chosen = np.where(takes, s.pool[b, np.minimum(k, s.pool.shape[1] - 1)], -1)
         r, n = np.nonzero(np.isfinite(s.cost))
         q = s.pool[r, n]
         pools.append(q)
-        thetas.append(s.theta[r, n])
+        ceilings.append(s.ceiling[r, n])
         losses.append(np.where(chosen[r] == q, second[r] - value[r], 0.0))
         gains.append(np.maximum(value[r] - raw[r, n], 0.0))
     if not pools:
         return []
     P = len(level)
     # Each pool's capacity is an option too: a virtual pair at it that neither loses nor gains (and no pool is empty).
-    pool, theta, loss, gain = (np.concatenate(x) for x in ([*pools, np.arange(P)], [*thetas, p.pool_cap.astype(float)],
+    pool, ceiling, loss, gain = (np.concatenate(x) for x in ([*pools, np.arange(P)], [*ceilings, p.pool_cap.astype(float)],
                                                             [*losses, np.zeros(P)], [*gains, np.zeros(P)]))
-    order = np.lexsort((theta, pool))
-    pool, theta, loss, gain = pool[order], theta[order], loss[order], gain[order]
+    order = np.lexsort((ceiling, pool))
+    pool, ceiling, loss, gain = pool[order], ceiling[order], loss[order], gain[order]
     here = level[pool]
     start = np.searchsorted(pool, np.arange(P + 1))
     lost = np.concatenate([[0.0], np.cumsum(loss)])  # lost[i] - lost[start[q]]: pool q's pairs before i
     won = np.concatenate([[0.0], np.cumsum(gain)])  # a lowering admits the pairs from `below` up to `now`
     # The option at each pair's ceiling; `below`: the first of the pool's pairs not under it (ties within tolerances.LOAD join)
     at = np.arange(len(pool))
-    below = np.maximum.accumulate(np.where((at == start[pool]) | (np.diff(theta, prepend=-np.inf) > tolerances.LOAD), at, 0))
-    now = (start[:-1] + np.add.reduceat((theta < here - tolerances.LOAD).astype(np.int64), start[:-1]))[pool]
-    change = np.where(theta > here, lost[below] - lost[now] - price[pool] * (theta - here),
-                      price[pool] * (here - theta) - (won[now] - won[below]))
-    change[(np.abs(theta - here) <= tolerances.LOAD) | (theta < p.used[pool])] = 0.0
+    below = np.maximum.accumulate(np.where((at == start[pool]) | (np.diff(ceiling, prepend=-np.inf) > tolerances.LOAD), at, 0))
+    now = (start[:-1] + np.add.reduceat((ceiling < here - tolerances.LOAD).astype(np.int64), start[:-1]))[pool]
+    change = np.where(ceiling > here, lost[below] - lost[now] - price[pool] * (ceiling - here),
+                      price[pool] * (here - ceiling) - (won[now] - won[below]))
+    change[(np.abs(ceiling - here) <= tolerances.LOAD) | (ceiling < p.used[pool])] = 0.0
     best = np.lexsort((at, change, pool))[start[:-1]]  # each pool's least change, its lowest level among ties
-    out = [(float(change[i]), int(pool[i]), float(theta[i])) for i in best.tolist() if change[i] < 0]
+    out = [(float(change[i]), int(pool[i]), float(ceiling[i])) for i in best.tolist() if change[i] < 0]
     out.sort()
     return out
 
@@ -202,19 +202,19 @@ def _assign(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, view: _L
     state = greedy.fresh_state(p)
     state.cap = np.minimum(state.cap, level)
     crowd = p.used.astype(float).copy()
-    for s, k, go in zip(lists, view.first, view.go):
-        b = np.flatnonzero(go)
+    for s, k, takes in zip(lists, view.first, view.takes):
+        b = np.flatnonzero(takes)
         np.add.at(crowd, s.pool[b, k[b]], s.load[b, k[b]])
     crowded = crowd > level + tolerances.LOAD
     keys = []
-    for j, (s, k, value, second, go) in enumerate(zip(lists, view.first, view.value, view.second, view.go)):
+    for j, (s, k, value, second, takes) in enumerate(zip(lists, view.first, view.value, view.second, view.takes)):
         if not s.pool.shape[1]:  # a model no pool serves
             continue
         b = np.arange(len(k))
-        clear = go & (second > value) & ~crowded[s.pool[b, k]]
+        clear = takes & (second > value) & ~crowded[s.pool[b, k]]
         for r in np.flatnonzero(clear).tolist():
             greedy.place_first(p, s.part, state, int(s.part.rows[r]), r, [int(s.col[r, k[r]])])
-        r = np.flatnonzero(go & (state.target[s.part.rows] < 0))  # the unclear, and the clear that did not fit
+        r = np.flatnonzero(takes & (state.target[s.part.rows] < 0))  # the unclear, and the clear that did not fit
         keys.append((second[r] - value[r], np.full(len(r), j), r))
     if keys:
         regret, js, rows = (np.concatenate(x) for x in zip(*keys))
@@ -222,21 +222,21 @@ def _assign(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, view: _L
         cut = max(0, len(order) - LP_BATCHES)
         for i in order[:cut].tolist():  # too many for the LP: the surest go first, each to its cheapest that fits
             j, r = int(js[i]), int(rows[i])
-            rc = view.rc[j][r]
-            ks = np.argsort(rc, kind="stable")
+            priced = view.priced[j][r]
+            ks = np.argsort(priced, kind="stable")
             s = lists[j]
-            greedy.place_first(p, s.part, state, int(s.part.rows[r]), r, s.col[r, ks[np.isfinite(rc[ks])]].tolist())
+            greedy.place_first(p, s.part, state, int(s.part.rows[r]), r, s.col[r, ks[np.isfinite(priced[ks])]].tolist())
         _round(p, lists, state, view, [(int(js[i]), int(rows[i])) for i in order[cut:].tolist()], penalty)
     state.cap = _real_caps(p, lists, state)
     for s in lists:  # what found no room at the levels: the cheapest target that fits now, among all of its own
         part = s.part
-        alone = penalty * p.weight[part.rows]
-        fits_alone = part.masked()[0].min(axis=1, initial=np.inf) < alone
+        unplaced_cost = penalty * p.weight[part.rows]
+        fits_alone = part.masked()[0].min(axis=1, initial=np.inf) < unplaced_cost
         left = np.flatnonzero((state.target[part.rows] < 0) & fits_alone)
         if not len(left):
             continue
-        rc = greedy.priced_cost(part, view.price, s.cable_price, left)
-        for r, row in zip(left.tolist(), rc):
+        priced = greedy.priced_cost(part, view.price, s.cable_price, left)
+        for r, row in zip(left.tolist(), priced):
             greedy.place_cheapest(p, part, state, int(part.rows[r]), r, row)
     return state
 
@@ -250,7 +250,7 @@ def _real_caps(p: BatchProblem, lists: list[Shortlist], state: greedy.State) -> 
         part = s.part
         r = np.flatnonzero(state.target[part.rows] >= 0)
         k = state.target[part.rows[r]] - p.offset[part.m]
-        np.minimum.at(cap, part.pool[k], part.theta[r, k])
+        np.minimum.at(cap, part.pool[k], part.ceiling[r, k])
     return cap
 
 
@@ -269,16 +269,16 @@ def _round(p: BatchProblem, lists: list[Shortlist], state: greedy.State, view: _
     for j in np.unique(j_of).tolist():
         s, at = lists[j], np.flatnonzero(j_of == j)
         part, r = s.part, r_of[at]
-        rc = view.rc[j][r]
-        width = min(LP_OPTIONS, rc.shape[1])
-        ns = np.argpartition(rc, width - 1, axis=1)[:, :width] if width < rc.shape[1] else \
-            np.broadcast_to(np.arange(rc.shape[1]), rc.shape)
+        priced = view.priced[j][r]
+        width = min(LP_OPTIONS, priced.shape[1])
+        ns = np.argpartition(priced, width - 1, axis=1)[:, :width] if width < priced.shape[1] else \
+            np.broadcast_to(np.arange(priced.shape[1]), priced.shape)
         w = p.weight[part.rows[r]]
         supply[at] = w
         gbps[at] = part.gbps[r] / w
         rows = np.repeat(at, ns.shape[1])
         rr = np.repeat(r, ns.shape[1])
-        ok = np.isfinite(rc[np.repeat(np.arange(len(r)), ns.shape[1]), ns.ravel()])
+        ok = np.isfinite(priced[np.repeat(np.arange(len(r)), ns.shape[1]), ns.ravel()])
         kk = s.col[rr, ns.ravel()]
         rows, kk, rr = rows[ok], kk[ok], rr[ok]
         cols = kk + p.offset[part.m]

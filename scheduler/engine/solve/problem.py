@@ -71,7 +71,7 @@ class BatchProblem:
     weight: np.ndarray  # (B,) output-equivalent tokens
     pool_free: np.ndarray  # (P,) pool_cap - used
     cable_free: np.ndarray
-    theta: dict[str, np.ndarray] = field(default_factory=dict)  # (B_m, T_m) ceiling, capped at pool_cap
+    ceiling: dict[str, np.ndarray] = field(default_factory=dict)  # (B_m, T_m) ceiling, capped at pool_cap
     used: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (P,) load already on each pool
     pool_cap: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (P,) the most load each pool may carry
     arrays: dict[str, BatchArrays] = field(default_factory=dict)  # each model's batches, column-wise
@@ -89,7 +89,7 @@ class BatchProblem:
             ts.append(c + self.offset[m])
             cs.append(self.est[m].cost_cny[r, c])
             ls.append(self.est[m].load[r, c])
-            hs.append(self.theta[m][r, c])
+            hs.append(self.ceiling[m][r, c])
         return Pairs(np.concatenate(bs), np.concatenate(ts), np.concatenate(cs), np.concatenate(ls), np.concatenate(hs))
 
     def gbps(self) -> np.ndarray:
@@ -120,7 +120,7 @@ def build(cat: Catalog, batches: list[Batch], slos: list[Slo], hour: int, used: 
         by_model.setdefault(m, []).append(i)
     models = [m for m in cat.by_model if m in by_model]
     cap = cat.pool_capacity if ceiling is None else np.minimum(cat.pool_capacity, ceiling)
-    offset, rows, est, reason, theta, per_model, pools, sites = {}, {}, {}, {}, {}, {}, [], []
+    offset, rows, est, reason, pair_ceiling, per_model, pools, sites = {}, {}, {}, {}, {}, {}, [], []
     n = 0
     weight = np.zeros(n_b)
     for m in models:
@@ -137,7 +137,7 @@ def build(cat: Catalog, batches: list[Batch], slos: list[Slo], hour: int, used: 
         offset[m], rows[m], est[m], per_model[m] = n, idx, e, arrays
         reason[m] = own_load_reasons(e, capacity_reasons(cat, mt, e, arrays.region, used, cable_used, cap), th,
                                      binding, mt, used)
-        theta[m] = np.minimum(th, cap[mt.pool][None, :])
+        pair_ceiling[m] = np.minimum(th, cap[mt.pool][None, :])
         weight[idx] = costs.token_weight(arrays.input_tokens, arrays.output_tokens, mt.speedup) * arrays.requests
         pools.append(mt.pool)
         sites.append(mt.site)
@@ -146,7 +146,7 @@ def build(cat: Catalog, batches: list[Batch], slos: list[Slo], hour: int, used: 
         cat, batches, hour, models, offset, rows, est, reason,
         np.concatenate(pools) if pools else np.zeros(0, np.int64),
         np.concatenate(sites) if sites else np.zeros(0, np.int64),
-        region, weight, cap - used, cat.cable_capacity_gbps - cable_used, theta, used.astype(float), cap, per_model,
+        region, weight, cap - used, cat.cable_capacity_gbps - cable_used, pair_ceiling, used.astype(float), cap, per_model,
     )
 
 

@@ -38,7 +38,7 @@ def repair(p: BatchProblem, parts: list[greedy.Part], state: greedy.State, penal
             ks = np.flatnonzero(part.ok[r])
             q_of = part.pool[ks]
             # How much load would have to leave each pool for this batch to fit there.
-            excess = state.load[q_of] + part.load[r, ks] - np.minimum(p.pool_cap[q_of], part.theta[r, ks])
+            excess = state.load[q_of] + part.load[r, ks] - np.minimum(p.pool_cap[q_of], part.ceiling[r, ks])
             pools.update(dict.fromkeys(q_of[np.argsort(excess, kind="stable")][:REPAIR_POOLS].tolist()))
         budget -= _repack(p, parts, where, state, left, list(pools), penalty, budget / 2)
 
@@ -66,7 +66,7 @@ def _repack(p: BatchProblem, parts: list[greedy.Part], where: dict, state: greed
             ts.append(off + k)
             cs.append(part.cost[r, k])
             ls.append(part.load[r, k])
-            hs.append(part.theta[r, k])
+            hs.append(part.ceiling[r, k])
     pairs = Pairs(np.array(bs, dtype=np.int64), np.array(ts, dtype=np.int64), np.array(cs, dtype=float),
                   np.array(ls, dtype=float), np.array(hs, dtype=float))
     # Every placed batch of the re-pack sits on `pools`: those start as if they were empty; every other pool

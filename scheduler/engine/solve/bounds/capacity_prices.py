@@ -46,46 +46,46 @@ def lagrangian(p: BatchProblem, parts: list[greedy.Part], penalty: float, pool_p
     used = np.zeros(len(pool_price))
     firsts = []
     for part in parts:
-        rc = greedy.priced_cost(part, pool_price, cable_price)
+        priced = greedy.priced_cost(part, pool_price, cable_price)
         b = np.arange(len(part.rows))
-        k, pick = greedy.cheapest(rc)
-        alone = penalty * p.weight[part.rows]
-        total += float(np.minimum(pick, alone).sum())
-        go = pick < alone
-        np.add.at(used, part.pool[k[go]], part.load[b[go], k[go]])
-        if ceilings and rc.shape[1] > 1:
-            second = np.minimum(np.partition(rc, 1, axis=1)[:, 1], alone)
-            firsts.append((part.pool[k[go]], part.theta[b[go], k[go]], (second - pick)[go]))
+        k, pick = greedy.cheapest(priced)
+        unplaced_cost = penalty * p.weight[part.rows]
+        total += float(np.minimum(pick, unplaced_cost).sum())
+        takes = pick < unplaced_cost
+        np.add.at(used, part.pool[k[takes]], part.load[b[takes], k[takes]])
+        if ceilings and priced.shape[1] > 1:
+            second = np.minimum(np.partition(priced, 1, axis=1)[:, 1], unplaced_cost)
+            firsts.append((part.pool[k[takes]], part.ceiling[b[takes], k[takes]], (second - pick)[takes]))
     total -= float(pool_price @ np.maximum(p.pool_free, 0.0)) + greedy.bandwidth_credit(p, cable_price)
     if firsts:
         total += _ceiling_charges(p, pool_price, *(np.concatenate(x) for x in zip(*firsts)))
     return total, used
 
 
-def _ceiling_charges(p: BatchProblem, pool_price: np.ndarray, pool: np.ndarray, theta: np.ndarray,
+def _ceiling_charges(p: BatchProblem, pool_price: np.ndarray, pool: np.ndarray, ceiling: np.ndarray,
                      regret: np.ndarray) -> float:
     """What charging ceilings adds to the bound, for batches whose cheapest priced option is on `pool` with ceiling
-    `theta` and whose next option costs `regret` more.
+    `ceiling` (theta below) and whose next option costs `regret` more.
 
     If batch i runs on pool q, the pool's load stays under its ceiling: load_q + (cap_q - theta_i) x_i <= free_q is
     a valid row for each such pair. Moving a share a_i of the pool's price mu_q from its capacity row to these rows
     (sum of shares <= 1) leaves every batch's price of q's load as it was and charges batch i a_i mu_q (cap_q -
     theta_i) more on q: up to its regret that raises the bound by the same (beyond it the batch would move). Shares
     go to the largest wastes first, each up to its regret."""
-    waste = p.pool_cap[pool] - theta
-    mu = pool_price[pool]
-    ok = (waste > 0) & (mu > 0) & (regret > 0)
-    pool, waste, mu, regret = pool[ok], waste[ok], mu[ok], regret[ok]
+    waste = p.pool_cap[pool] - ceiling
+    price = pool_price[pool]
+    ok = (waste > 0) & (price > 0) & (regret > 0)
+    pool, waste, price, regret = pool[ok], waste[ok], price[ok], regret[ok]
     if not len(pool):
         return 0.0
     order = np.lexsort((-waste, pool))
-    pool, waste, mu, regret = pool[order], waste[order], mu[order], regret[order]
-    need = regret / (waste * mu)  # the share that makes the batch indifferent
+    pool, waste, price, regret = pool[order], waste[order], price[order], regret[order]
+    need = regret / (waste * price)  # the share that makes the batch indifferent
     taken = np.cumsum(need)
     starts = np.searchsorted(pool, pool, side="left")
     before = taken[starts] - need[starts]  # shares given in this pool before its first batch: 0, per batch
     share = np.clip(1.0 - (taken - need - before), 0.0, need)
-    return float((share * waste * mu).sum())
+    return float((share * waste * price).sum())
 
 
 def tighten(p: BatchProblem, parts: list[greedy.Part], penalty: float, s: transport.TransportSolution, bound: float,

@@ -1,7 +1,8 @@
 """A lower bound that knows the ceilings: Lagrangian duality over the batches' assignment rows, each pool's part
 solved over the union of its levels, on each batch's shortlist.
 
-Relax "each batch goes to one target or stays unplaced" with a multiplier lam_i per batch. What is left splits by
+Relax "each batch goes to one target or stays unplaced" with a multiplier lam_i per batch (`batch_value` in the code:
+what the batch is worth to a pool; mu below is `pool_price`). What is left splits by
 pool: pool q picks the set of batches worth most at lam (lam_i - cost_iq each) among the sets it can carry, where a
 set is feasible if its load stays under the least ceiling in it. Grouping the sets by that least ceiling L, each group
 is a knapsack over the batches whose ceiling is >= L with room R_L = L - used. For any pool prices mu >= 0,
@@ -45,61 +46,61 @@ class Hull:
 
     def __init__(self, p: BatchProblem, lists: list[Shortlist], penalty: float, pool_price: np.ndarray | None = None):
         P = len(p.pool_cap)
-        self.mu = np.zeros(P) if pool_price is None else np.maximum(pool_price, 0.0)
-        batch, cost, load, theta, pool = [], [], [], [], []
+        self.pool_price = np.zeros(P) if pool_price is None else np.maximum(pool_price, 0.0)
+        batch, cost, load, ceiling, pool = [], [], [], [], []
         self.rest = np.full(len(p.batches), np.inf)  # each batch's least priced cost off its list
         for s in lists:
             r, n = np.nonzero(np.isfinite(s.cost))
             batch.append(s.part.rows[r])
-            cost.append(s.priced(self.mu)[r, n])
+            cost.append(s.priced(self.pool_price)[r, n])
             load.append(s.load[r, n])
-            theta.append(s.theta[r, n])
+            ceiling.append(s.ceiling[r, n])
             pool.append(s.pool[r, n])
             if s.col.shape[1] < s.part.ok.shape[1]:
-                off = greedy.priced_cost(s.part, self.mu, s.cable_price)  # a fresh array
+                off = greedy.priced_cost(s.part, self.pool_price, s.cable_price)  # a fresh array
                 off[np.arange(len(off))[:, None], s.col] = np.inf
                 self.rest[s.part.rows] = off.min(axis=1)
         order = np.argsort(np.concatenate(pool), kind="stable")
-        self.batch, self.cost, self.load, self.theta = (np.concatenate(x)[order] for x in (batch, cost, load, theta))
+        self.batch, self.cost, self.load, self.ceiling = (np.concatenate(x)[order] for x in (batch, cost, load, ceiling))
         self.starts = np.searchsorted(np.concatenate(pool)[order], np.arange(P + 1))
         self.low = np.full((P, LEVELS + 1), np.inf)  # items of a level have a ceiling >= its low ...
         self.room = np.full((P, LEVELS + 1), -np.inf)  # ... and fill its room; -inf: no more levels
         for q in range(P):
-            th = self.theta[self.starts[q]:self.starts[q + 1]]
+            th = self.ceiling[self.starts[q]:self.starts[q + 1]]
             cap = float(p.pool_cap[q])
             grid = np.unique(np.append(np.quantile(th, np.linspace(0.0, 1.0, LEVELS)), cap)) if len(th) else \
                 np.array([cap])
             grid = grid[grid <= cap + tolerances.LOAD]
             self.low[q, :len(grid)] = np.concatenate([[-np.inf], grid[:-1]])
             self.room[q, :len(grid)] = np.maximum(grid - p.used[q], 0.0)
-        self.alone = penalty * p.weight
+        self.unplaced_cost = penalty * p.weight
         self.credit = greedy.bandwidth_credit(p, lists[0].cable_price) if lists else 0.0
 
-    def value(self, lam: np.ndarray) -> tuple[float, np.ndarray]:
-        """The bound at `lam` (held under `rest`), and how much of each batch the pools' best sets take (its
+    def value(self, batch_value: np.ndarray) -> tuple[float, np.ndarray]:
+        """The bound at `batch_value` (held under `rest`), and how much of each batch the pools' best sets take (its
         subgradient's use side)."""
-        lam = np.minimum(lam, self.rest)
-        taken = np.zeros(len(lam))
-        worth = knapsack_kernel.pools(lam, self.batch, self.cost, self.load, self.theta, self.starts, self.low, self.room,
-                               self.mu, ZERO, taken)
-        return float(np.minimum(lam, self.alone).sum()) - self.credit - worth, taken
+        batch_value = np.minimum(batch_value, self.rest)
+        taken = np.zeros(len(batch_value))
+        worth = knapsack_kernel.pools(batch_value, self.batch, self.cost, self.load, self.ceiling, self.starts, self.low, self.room,
+                               self.pool_price, ZERO, taken)
+        return float(np.minimum(batch_value, self.unplaced_cost).sum()) - self.credit - worth, taken
 
 
-def bound(hull: Hull, lam: np.ndarray, upper: float, steps: int, decay: float = 1.5) -> float:
-    """The best of `steps` Polyak subgradient steps on the multipliers from `lam`, held under `hull.rest`; `upper`
+def bound(hull: Hull, batch_value: np.ndarray, upper: float, steps: int, decay: float = 1.5) -> float:
+    """The best of `steps` Polyak subgradient steps on the multipliers from `batch_value`, held under `hull.rest`; `upper`
     is the objective of an assignment found, the steps' target; the step shrinks by `decay` after a step that did
     not improve (slower for longer runs)."""
     best, step = -np.inf, 1.0
-    lam = np.minimum(lam, hull.rest)
+    batch_value = np.minimum(batch_value, hull.rest)
     for _ in range(steps):
-        value, taken = hull.value(lam)
+        value, taken = hull.value(batch_value)
         if value > best:
             best = value
         else:
             step /= decay
-        g = 1.0 - taken - (lam > hull.alone)  # each batch's row: one target, or unplaced at the penalty
+        g = 1.0 - taken - (batch_value > hull.unplaced_cost)  # each batch's row: one target, or unplaced at the penalty
         norm = float(g @ g)
         if norm <= 0 or upper <= value:
             break
-        lam = np.minimum(lam + step * (upper - value) / norm * g, hull.rest)
+        batch_value = np.minimum(batch_value + step * (upper - value) / norm * g, hull.rest)
     return best

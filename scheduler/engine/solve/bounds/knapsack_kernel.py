@@ -18,11 +18,11 @@ _ROOM = tolerances.TIGHT  # a float global: numba compiles it in as a constant
 
 
 @njit(cache=True, nogil=True)
-def pools(lam: np.ndarray, batch: np.ndarray, cost: np.ndarray, load: np.ndarray, theta: np.ndarray,
-          starts: np.ndarray, low: np.ndarray, room: np.ndarray, mu: np.ndarray, zero: float,
+def pools(batch_value: np.ndarray, batch: np.ndarray, cost: np.ndarray, load: np.ndarray, ceiling: np.ndarray,
+          starts: np.ndarray, low: np.ndarray, room: np.ndarray, pool_price: np.ndarray, zero: float,
           taken: np.ndarray) -> float:  # pragma: no cover - compiled; tested through ceiling_aware.py
-    """Sum over pools of max(0, max over levels j of [mu_q room_j + fractional knapsack of the items with ceiling
-    >= low_j, worth lam - cost each, in room_j]); adds to `taken` how much of each batch the best levels take.
+    """Sum over pools of max(0, max over levels j of [pool_price_q room_j + fractional knapsack of the items with ceiling
+    >= low_j, worth batch_value - cost each, in room_j]); adds to `taken` how much of each batch the best levels take.
     Pool q's items are [starts[q], starts[q + 1]); low/room are (P, G), padded with room -inf. Items at zero margin
     (within `zero` of their cost) join, worth nothing, so that `taken` says which batches a pool would carry."""
     total = 0.0
@@ -32,7 +32,7 @@ def pools(lam: np.ndarray, batch: np.ndarray, cost: np.ndarray, load: np.ndarray
         worth_of = np.empty(b - a)
         n = 0
         for i in range(a, b):
-            m = lam[batch[i]] - cost[i]
+            m = batch_value[batch[i]] - cost[i]
             if m >= -zero * abs(cost[i]):
                 idx[n] = i
                 worth_of[n] = max(m, 0.0)
@@ -46,10 +46,10 @@ def pools(lam: np.ndarray, batch: np.ndarray, cost: np.ndarray, load: np.ndarray
             r = room[q, j]
             if r == -np.inf:
                 break
-            worth, used = mu[q] * r, 0.0
+            worth, used = pool_price[q] * r, 0.0
             for t in range(n):
                 i = idx[order[t]]
-                if theta[i] < low[q, j]:
+                if ceiling[i] < low[q, j]:
                     continue
                 if used + load[i] <= r + _ROOM:
                     used += load[i]
@@ -65,7 +65,7 @@ def pools(lam: np.ndarray, batch: np.ndarray, cost: np.ndarray, load: np.ndarray
         r, used = room[q, best_j], 0.0
         for t in range(n):  # the best level's set, again, into `taken`
             i = idx[order[t]]
-            if theta[i] < low[q, best_j]:
+            if ceiling[i] < low[q, best_j]:
                 continue
             if used + load[i] <= r + _ROOM:
                 used += load[i]
