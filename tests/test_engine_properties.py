@@ -93,7 +93,11 @@ def test_the_solver_is_held_to_the_exact_reference_model(world, exact_pairs):
     eng, _, batches, hour = world
     s, exact = solved_against_the_oracle(eng, batches, hour, exact_pairs)
     assert exact.optimal
-    tol = 1e-6 * max(1.0, abs(exact.objective))
+    # Within 1e-4 of the optimum, not closer: exact_cpsat.py's integer model rounds every load up to 1e-4 of an
+    # accelerator, so on a pool filled to within a few 1e-3 of a ceiling it can miss an assignment the exact model
+    # keeps, and its "OPTIMAL" bound then stands above the true optimum (seen: 2e-5 relative, 3e-5 CNY); SCIP's own
+    # feasibility tolerances (1e-6) leave the reference a little room the other way (seen: 1e-5 relative).
+    tol = 1e-4 * max(1.0, abs(exact.objective))
     assert s.best_bound <= exact.objective + tol  # a valid bound
     assert s.objective >= exact.objective - tol  # a feasible answer cannot beat the optimum
 

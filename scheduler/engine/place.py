@@ -95,8 +95,8 @@ def capacity_reasons(
     return reason
 
 
-def own_load_reasons(est: Estimates, reason: np.ndarray, pair_ceiling: np.ndarray, binding: np.ndarray, mt: ModelTargets,
-                     used: np.ndarray) -> np.ndarray:
+def own_load_reasons(est: Estimates, reason: np.ndarray, pair_ceiling: np.ndarray, binding: np.ndarray,
+                     mt: ModelTargets, used: np.ndarray) -> np.ndarray:
     """`reason` with TTFT / E2E also where the pool has room but the batch's own load would push it past the
     pair's ceiling (the latency check again, with the batch itself counted in the queue)."""
     reason = reason.copy()
@@ -119,8 +119,8 @@ def decide(
     now = estimate(cat, mt, b, hour, used)
     pair_ceiling, binding = ceilings(cat, mt, now, b.ttft_slo, b.e2e_slo)
     cap = cat.pool_capacity if ceiling is None else np.minimum(cat.pool_capacity, ceiling)
-    reason = own_load_reasons(now, capacity_reasons(cat, mt, now, b.region, used, cable_used, cap), pair_ceiling, binding,
-                              mt, used)[0]
+    reason = own_load_reasons(now, capacity_reasons(cat, mt, now, b.region, used, cable_used, cap), pair_ceiling,
+                              binding, mt, used)[0]
     with_it = used.copy()
     with_it[mt.pool] += now.load[0]  # one target per pool and model, so this is each pool with this batch on it
     # What the batch will see, the numbers reported: only latency depends on load. The reason codes stay those

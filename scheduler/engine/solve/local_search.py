@@ -68,7 +68,8 @@ class _Index:
         return out
 
 
-def _cost_of(parts: list[greedy.Part], target: np.ndarray, where: dict, p: BatchProblem, i: int, penalty: float) -> float:
+def _cost_of(parts: list[greedy.Part], target: np.ndarray, where: dict, p: BatchProblem, i: int,
+             penalty: float) -> float:
     j, r = where[i]
     part = parts[j]
     t = int(target[i])

@@ -62,6 +62,29 @@ class Heuristic:
     bound: float
 
 
+@dataclass(frozen=True)
+class Effort:
+    """How much the stages after the first assignment may do, as counts sized by the time limit (never the clock):
+    subgradient steps of the capacity prices' bound, rounds of the local search, and the time limit and candidate
+    pairs the ceiling-aware bound's steps are sized by."""
+
+    time_limit_s: float
+    bound_steps: int
+    unblock_rounds: int
+    pairs: int
+
+    @classmethod
+    def of(cls, time_limit_s: float, parts: list[greedy.Part]) -> Effort:
+        steps = BOUND_STEPS if time_limit_s >= RETRY_EVERY_S else min(BOUND_STEPS, QUICK_STEPS)
+        rounds = min(UNBLOCK_ROUNDS, int(time_limit_s / UNBLOCK_EVERY_S))
+        return cls(time_limit_s, steps, rounds, candidates.pairs(parts))
+
+    @property
+    def relevels(self) -> bool:
+        """Whether the level search runs: when it does, it does more with the time than more greedy passes would."""
+        return self.time_limit_s >= RELEVEL_MIN_S and self.pairs <= RELEVEL_PAIRS_PER_S * self.time_limit_s
+
+
 def solve(p: BatchProblem, time_limit_s: float = 2.0, exact_pairs: int = EXACT_PAIRS) -> Assignment:
     """The least-cost assignment of the problem's batches that keeps capacity, every ceiling and the cables, with a
     lower bound on any such assignment's objective."""
@@ -112,14 +135,11 @@ def heuristic(p: BatchProblem, penalty: float, time_limit_s: float) -> Heuristic
     if upper <= floor + tolerances.COST * abs(floor):
         # Every batch got its cheapest target as if capacity were unlimited: nothing can do better.
         return Heuristic(state.target, "OPTIMAL", floor)
-    steps = BOUND_STEPS if time_limit_s >= RETRY_EVERY_S else min(BOUND_STEPS, QUICK_STEPS)
-    rounds = min(UNBLOCK_ROUNDS, int(time_limit_s / UNBLOCK_EVERY_S))
-    pairs = candidates.pairs(parts)
-    if time_limit_s >= RELEVEL_MIN_S and pairs <= RELEVEL_PAIRS_PER_S * time_limit_s:
-        # the level search, when it runs, does more with the time than more greedy passes would
-        best, bound = _improve_by_levels(p, parts, state, prices, penalty, bound, steps, rounds, time_limit_s, pairs)
+    effort = Effort.of(time_limit_s, parts)
+    if effort.relevels:
+        best, bound = _improve_by_levels(p, parts, state, prices, penalty, bound, effort)
         return Heuristic(best.target, "FEASIBLE", bound)
-    tightened = capacity_prices.tighten(p, parts, penalty, prices, bound, upper, steps)
+    tightened = capacity_prices.tighten(p, parts, penalty, prices, bound, upper, effort.bound_steps)
     # Prices from the ascent are nearer the LP's optimal duals than the group LP's, and the greedy at them often
     # assigns better (10k batches: 0.4 % cheaper on the default topology, 0.1 % on 200 sites).
     # A retry costs about one greedy, so a tight time limit skips it (a count, not a clock: deterministic).
@@ -129,13 +149,13 @@ def heuristic(p: BatchProblem, penalty: float, time_limit_s: float) -> Heuristic
         retry = greedy.greedy(p, parts, pool_price, prices.cable_price)
         repair.repair(p, parts, retry, penalty, time_limit_s / (2 * len(retry_prices)))
         tried.append(retry)
-    best = _improved_best(p, parts, prices.pool_price, penalty, tried, rounds)
+    best = _improved_best(p, parts, prices.pool_price, penalty, tried, effort.unblock_rounds)
     return Heuristic(best.target, "FEASIBLE", max(bound, tightened.bound))
 
 
 def _improve_by_levels(p: BatchProblem, parts: list[greedy.Part], state: greedy.State,
-                       prices: transport.TransportSolution, penalty: float, bound: float, steps: int, rounds: int,
-                       time_limit_s: float, pairs: int) -> tuple[greedy.State, float]:
+                       prices: transport.TransportSolution, penalty: float, bound: float,
+                       effort: Effort) -> tuple[greedy.State, float]:
     """Improve by the local search and the level search; bound by the capacity prices and the ceiling-aware bound.
     The capacity prices' ascent (numpy on whole arrays) and, where the candidate lists leave targets out, the
     ceiling-aware bound after it (a compiled loop) run outside the GIL and nothing waits for them until the end:
@@ -147,21 +167,22 @@ def _improve_by_levels(p: BatchProblem, parts: list[greedy.Part], state: greedy.
     complete = candidates.complete(parts)
     with ThreadPoolExecutor(max_workers=1) as aside:
         bounding = aside.submit(_bound_aside, p, parts, penalty, prices, bound, objective_of(p, state.target, penalty),
-                                steps, 0 if complete else HULL_ASIDE_STEPS)
-        best = _improved_best(p, parts, prices.pool_price, penalty, [state], rounds)
+                                effort.bound_steps, 0 if complete else HULL_ASIDE_STEPS)
+        best = _improved_best(p, parts, prices.pool_price, penalty, [state], effort.unblock_rounds)
         upper = objective_of(p, best.target, penalty)
         lists = candidates.shortlists(p, parts, prices.pool_price, prices.cable_price,
                                       pool_levels.levels_of(p, parts, best.target))
         other, values = pool_levels.relevel(p, lists, best.target, prices.pool_price, penalty, upper)
         # The LP's rounding leaves caps that the local search lifts, as after the greedy (half the rounds: on five
         # instances the second half found nothing more)
-        local_search.unblock(p, parts, other, greedy.where_of(parts), prices.pool_price, penalty, (rounds + 1) // 2)
+        local_search.unblock(p, parts, other, greedy.where_of(parts), prices.pool_price, penalty,
+                             (effort.unblock_rounds + 1) // 2)
         if objective_of(p, other.target, penalty) < upper:
             best = other
         bound = max(bound, bounding.result())
     if complete:
         # The batches' values at the levels found start the ceiling-aware bound near its best multipliers.
-        steps = min(HULL_STEPS, int(HULL_PAIR_STEPS_PER_S * time_limit_s / max(pairs, 1)))
+        steps = min(HULL_STEPS, int(HULL_PAIR_STEPS_PER_S * effort.time_limit_s / max(effort.pairs, 1)))
         bound = max(bound, ceiling_aware.bound(ceiling_aware.Hull(p, lists, penalty), values,
                                                objective_of(p, best.target, penalty), steps))
     return best, bound

@@ -87,9 +87,10 @@ def _allowed(s: Shortlist, pool_price: np.ndarray, level: np.ndarray) -> tuple[n
     return raw, np.where(s.ceiling >= level[s.pool] - tolerances.LOAD, raw, np.inf)
 
 
-def _fixed_level_lagrangian(p: BatchProblem, lists: list[Shortlist], penalty: float, pool_price: np.ndarray, level: np.ndarray,
-                credit: float) -> tuple[float, np.ndarray]:
-    """capacity_prices.py's Lagrangian for the fixed-level problem on the shortlists: a pool's capacity is its level and only
+def _fixed_level_lagrangian(p: BatchProblem, lists: list[Shortlist], penalty: float, pool_price: np.ndarray,
+                            level: np.ndarray, credit: float) -> tuple[float, np.ndarray]:
+    """capacity_prices.py's Lagrangian for the fixed-level problem on the shortlists: a pool's capacity is its level
+    and only
     the batches whose ceiling there is at least that level may use it. Its value and the pools' use."""
     total = -credit - float(pool_price @ np.maximum(level - p.used, 0.0))
     used = np.zeros(len(pool_price))
@@ -197,7 +198,8 @@ def assign_at(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, pool_p
     return _assign(p, lists, level, _LevelChoices(p, lists, level, pool_price, penalty), penalty)
 
 
-def _assign(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, view: _LevelChoices, penalty: float) -> greedy.State:
+def _assign(p: BatchProblem, lists: list[Shortlist], level: np.ndarray, view: _LevelChoices,
+            penalty: float) -> greedy.State:
     """`assign_at` from the view at its levels and prices."""
     state = greedy.fresh_state(p)
     state.cap = np.minimum(state.cap, level)
@@ -254,8 +256,8 @@ def _real_caps(p: BatchProblem, lists: list[Shortlist], state: greedy.State) -> 
     return cap
 
 
-def _round(p: BatchProblem, lists: list[Shortlist], state: greedy.State, view: _LevelChoices, undecided: list[tuple[int, int]],
-           penalty: float) -> None:
+def _round(p: BatchProblem, lists: list[Shortlist], state: greedy.State, view: _LevelChoices,
+           undecided: list[tuple[int, int]], penalty: float) -> None:
     """Place `undecided` by rounding the transportation LP over the room `state` leaves (those it cannot place stay
     unplaced). Units are output-equivalent tokens, so the LP's penalty per unit is the objective's."""
     if not undecided:

@@ -43,8 +43,8 @@ def repair(p: BatchProblem, parts: list[greedy.Part], state: greedy.State, penal
         budget -= _repack(p, parts, where, state, left, list(pools), penalty, budget / 2)
 
 
-def _repack(p: BatchProblem, parts: list[greedy.Part], where: dict, state: greedy.State, extra: list[int], pools: list[int],
-            penalty: float, det_limit: float) -> float:
+def _repack(p: BatchProblem, parts: list[greedy.Part], where: dict, state: greedy.State, extra: list[int],
+            pools: list[int], penalty: float, det_limit: float) -> float:
     """CP-SAT over the batches on `pools` plus `extra`: each may take any of its targets on those pools, its
     current target, or one of its REPACK_OPTIONS cheapest other targets that have room now. Applied only if it
     lowers the objective. Pools outside keep their caps (a batch leaving one never raises it: conservative)."""

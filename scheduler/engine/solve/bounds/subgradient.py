@@ -1,4 +1,5 @@
-"""Polyak subgradient ascent on pool prices, shared by the bounds that price capacity (capacity_prices.py, pool_levels.py)."""
+"""Polyak subgradient ascent on pool prices, shared by the bounds that price capacity (capacity_prices.py,
+pool_levels.py)."""
 
 from __future__ import annotations
 
