@@ -102,3 +102,30 @@ def test_release_across_replicas_reaches_the_holder_or_names_it(etcd):
     finally:
         a.stop(0)
         b.stop(0)
+
+
+def test_no_replica_grows_a_pool_past_a_promise_another_made_on_it(etcd):
+    """a's tight-SLO hold caps zhongwei's load below its capacity (its ceiling); b, filling the pool with lax
+    batches, must keep the fleet-wide load within it, though its own share alone would allow more."""
+    a, b = replicas(etcd, ["a", "b"])
+    pool = "zhongwei/ascend-910b#0"
+    try:
+        wait_for(lambda: all(p.engine.ledger.shares() and sum(p.engine.ledger.shares().values()) > 0
+                             for p in (a, b)))
+        tight = types_pb2.Batch(region="singapore", model="llm-70b", input_tokens=100, output_tokens=4000,
+                                requests=10, ttft_ms=78)
+        with Client(a.target, timeout=10) as ca, Client(b.target, timeout=10) as cb:
+            assert ca.place(tight).decision.site == "zhongwei"
+            ceiling = a.engine.ledger.own_ceilings()[pool]
+            capacity = a.engine.capacities(a.engine.catalog)[pool]
+            assert ceiling < 0.8 * capacity  # the promise binds well below the pool's capacity
+            wait_for(lambda: b.engine.ledger.ceilings([pool])[0] == pytest.approx(ceiling))
+            for _ in range(4):  # rounds, so the leader moves zhongwei's share to b, where the demand is
+                fill(cb, 40)
+                held = fleet_holds((a, b))
+                assert held[pool] <= ceiling + 1e-6, (held[pool], ceiling)
+                time.sleep(0.5)
+            assert fleet_holds((a, b))[pool] > 0.5 * ceiling  # b did fill the pool, up to the promise
+    finally:
+        a.stop(0)
+        b.stop(0)

@@ -70,6 +70,21 @@ def test_a_ceiling_caps_the_pool_while_its_reservation_lives():
     assert ledger.snapshot() == {}
 
 
+def test_other_replicas_ceilings_cap_the_pool_but_are_not_published_as_this_one_s():
+    """Cluster mode: a promise another replica made on a pool binds this replica's placements there too."""
+    ledger = Ledger(Clock())
+    ledger.set_shares({"a": 100.0}, {"a": 0.0}, {"a": 5.0, "b": math.inf})
+    assert ledger.ceilings(["a", "b"]).tolist() == [5.0, float("inf")]  # the kept-current view follows
+    assert ledger.try_reserve([("a", 5.5, 10.0)], {"a": 100.0}) is None  # past the other replica's promise
+    assert ledger.try_reserve([("a", 2.0, 10.0, 8.0)], {"a": 100.0}) is not None
+    assert ledger.reserve_many(["a"], np.array([0]), np.array([3.5]), np.array([10.0]), np.array([math.inf]),
+                               np.array([100.0])) is None  # 2 + 3.5 > 5
+    assert ledger.own_ceilings() == {"a": 8.0}  # only this process's own promises go out to the others
+    ledger.set_shares({"a": 100.0}, {"a": 0.0}, {})  # the other replica's hold ended
+    assert ledger.ceilings(["a"]).tolist() == [8.0]
+    assert ledger.try_reserve([("a", 5.5, 10.0)], {"a": 100.0}) is not None
+
+
 def test_dead_ceiling_entries_are_compacted():
     ledger = Ledger(Clock())
     for i in range(3000):

@@ -3,9 +3,10 @@ rounds. Placement never waits on anything here: the ledger is told of a new shar
 it locally (Ledger.set_shares).
 
 The loop, every half rebalance period: renew the lease (past its TTL without a renewal, the replica stops placing:
-etcd may already have let its share go); apply its grant (a shrink at once); publish its claim (max of limit and
-holds per key, its holds, when they end, whether it refused for capacity); read the others' holds (GetTopology)
-and their addresses (Release); apply the operator's shared link changes. A second thread campaigns in etcd's
+etcd may already have let its share go); read its grant, then the others' claims; apply the grant (a shrink at
+once) with the lowest ceiling of the others' holds per key (no replica grows a pool past a promise another made
+on it); publish its claim (max of limit and holds per key, its holds, their lowest ceilings, when they end,
+whether it refused for capacity); keep the others' holds (GetTopology) and their addresses (Release); apply the operator's shared link changes. A second thread campaigns in etcd's
 election and, while leading, runs a rebalancing round every period (leader.py).
 """
 
@@ -54,6 +55,7 @@ class Replica:
         self._renewed = 0.0  # monotonic time of the last successful renewal (sent)
         self._limits: dict[str, float] = {}
         self._others_used: dict[str, float] = {}
+        self._others_ceiling: dict[str, float] = {}
         self._refused_seen = 0
         self._links_seen: bytes | None = None
         self._campaign: grpc.Future | None = None
@@ -129,31 +131,50 @@ class Replica:
             self._apply({})
             self._publish()
             self._new_lease()
+        # The grant first, then the claims: a grant grows into room another replica's claim gave up, and that
+        # claim (read after the grant, etcd being linearizable) carries the ceilings of the holds it keeps.
         grant = self.etcd.get(self.keys.grants(self.name))
+        others, ceilings = self._read_claims()
         if grant is not None and time.monotonic() - self._renewed < SAFETY * self.settings.lease_ttl_s:
-            self._apply(amounts(json.loads(grant.value)))
+            self._apply(amounts(json.loads(grant.value)), ceilings)
+        else:
+            self._apply(self._limits, ceilings)
         self._publish()
-        others: dict[str, float] = {}
-        for e in self.etcd.get_prefix(self.keys.claims()):
-            if self.keys.name_of(e.key) != self.name:
-                for k, v in amounts(json.loads(e.value).get("used")).items():
-                    others[k] = others.get(k, 0.0) + v
         self._others_used = others
         self.peers.addresses = {self.keys.name_of(e.key): json.loads(e.value)["address"]
                                 for e in self.etcd.get_prefix(self.keys.alive())}
         self._sync_links()
 
+    def _read_claims(self) -> tuple[dict[str, float], dict[str, float]]:
+        """The other replicas' holds per key, and the lowest ceiling of their holds per key (a claim's ceilings
+        count until its holds could have ended, so a dead replica's promises are kept too)."""
+        others: dict[str, float] = {}
+        ceilings: dict[str, float] = {}
+        now = time.time()
+        for e in self.etcd.get_prefix(self.keys.claims()):
+            if self.keys.name_of(e.key) == self.name:
+                continue
+            claim = json.loads(e.value)
+            for k, v in amounts(claim.get("used")).items():
+                others[k] = others.get(k, 0.0) + v
+            if claim.get("horizon", math.inf) > now:
+                for k, c in amounts(claim.get("ceiling")).items():
+                    ceilings[k] = min(ceilings.get(k, math.inf), c)
+        return others, ceilings
+
     def _caps(self) -> dict[str, float]:
         cat = self.plane.engine.catalog
         return dict(zip(cat.ledger_keys, cat.ledger_capacity.tolist()))
 
-    def _apply(self, grant: dict[str, float]) -> None:
+    def _apply(self, grant: dict[str, float], ceilings: dict[str, float] | None = None) -> None:
         """Enforce `grant` as this replica's limits; the rest of each key's capacity is the others' (background
-        load for latency)."""
+        load for latency), and no key's load may pass the others' `ceilings` (kept as they were if None)."""
         caps = self._caps()
         limits = {k: min(grant.get(k, 0.0), cap) for k, cap in caps.items()}
         background = {k: (0.0 if math.isinf(cap) else max(0.0, cap - limits[k])) for k, cap in caps.items()}
-        self.plane.engine.ledger.set_shares(limits, background)
+        if ceilings is not None:
+            self._others_ceiling = ceilings
+        self.plane.engine.ledger.set_shares(limits, background, self._others_ceiling)
         self._limits = limits
 
     def _publish(self) -> None:
@@ -166,6 +187,7 @@ class Replica:
         hungry, self._refused_seen = refused > self._refused_seen, refused
         self.etcd.put(self.keys.claims(self.name), encode({
             "claim": claim, "used": {k: v for k, v in used.items() if v > 0}, "horizon": ledger.horizon(),
+            "ceiling": ledger.own_ceilings(),
             "hungry": hungry, "boot": self.boot, "at": time.time()}))
 
     def fleet_used(self) -> dict[str, float]:

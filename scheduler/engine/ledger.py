@@ -9,8 +9,9 @@ each pool once on the aggregated need and hands out a contiguous block of ids, o
 
 Beyond that, three things the service needs from it: every item records the token (`owner`) that made it, so a
 router releases only its own holds and a per-token quota on accelerators is checked under the same lock; in
-cluster mode, `set_shares` confines this process to its granted share of every key and adds the other replicas'
-shares as background load, so latency is judged at a fleet-wide bound; and an optional `journal` is told of every
+cluster mode, `set_shares` confines this process to its granted share of every key, adds the other replicas'
+shares as background load, so latency is judged at a fleet-wide bound, and adds the other replicas' lowest
+ceilings, so no replica grows a pool past a promise another replica made on it; and an optional `journal` is told of every
 reservation and release (under the lock, in order) and made durable before the caller hears of them, so a restart
 can restore what was promised (scheduler/service/statedir.py).
 """
@@ -121,6 +122,7 @@ class Ledger:
         self._held: dict[str, float] = {}  # accelerators (pool keys only) held per owner
         self._shares: dict[str, float] | None = None  # cluster mode: this replica's share per key (absent: 0)
         self._background: dict[str, float] = {}  # cluster mode: load the other replicas may put on a key
+        self._others_ceiling: dict[str, float] = {}  # cluster mode: the lowest ceiling of the others' holds per key
 
     def _expire(self, now: float) -> None:
         heap = self._expiry
@@ -164,11 +166,16 @@ class Ledger:
             del self._views[MAX_VIEWS:]
         return view
 
-    def _ceiling(self, pool: str) -> float:
+    def _own_ceiling(self, pool: str) -> float:
         heap = self._ceilings.get(pool)
         while heap and heap[0][1] not in self._live:
             heapq.heappop(heap)
         return heap[0][0] if heap else math.inf
+
+    def _ceiling(self, pool: str) -> float:
+        """The most load `pool` may carry: the lowest ceiling of the placements live on it, here or (cluster
+        mode) at the other replicas."""
+        return min(self._own_ceiling(pool), self._others_ceiling.get(pool, math.inf))
 
     def _fits(self, pool: str, amount: float, capacity: float, lowest: float) -> bool:
         """Room for `amount` more on `pool`: within its capacity (and in cluster mode this replica's share), and
@@ -188,15 +195,21 @@ class Ledger:
         if need > 0 and held + need > quota + TOLERANCE:
             raise QuotaExceeded(owner, held, quota, need)
 
-    def set_shares(self, shares: dict[str, float] | None, background: dict[str, float] | None = None) -> None:
-        """Cluster mode: hold at most `shares[key]` of each key (a key not named: nothing), and judge latency with
-        `background[key]` more load on it (the others' shares). None: the whole capacity, no background."""
+    def set_shares(self, shares: dict[str, float] | None, background: dict[str, float] | None = None,
+                   others_ceiling: dict[str, float] | None = None) -> None:
+        """Cluster mode: hold at most `shares[key]` of each key (a key not named: nothing), judge latency with
+        `background[key]` more load on it (the others' shares), and keep every key's load within
+        `others_ceiling[key]` (the lowest ceiling of the others' live holds on it). None: the whole capacity, no
+        background, no ceilings but this process's own. All three change at one instant, under the lock."""
         with self._lock:
             self._shares = None if shares is None else dict(shares)
-            old = self._background
+            old, old_ceiling = self._background, self._others_ceiling
             self._background = dict(background or {})
+            self._others_ceiling = {k: c for k, c in (others_ceiling or {}).items() if c < math.inf}
             for key in set(old) | set(self._background):
                 self._sync_used(key)
+            for key in set(old_ceiling) | set(self._others_ceiling):
+                self._sync_ceiling(key)
 
     def shares(self) -> dict[str, float] | None:
         with self._lock:
@@ -451,6 +464,18 @@ class Ledger:
             self._expire(self._clock())
             return dict(self._used)
 
+    def own_ceilings(self) -> dict[str, float]:
+        """Per key, the lowest ceiling of this process's live holds on it (keys without one left out): what the
+        other replicas must keep the key's load within."""
+        with self._lock:
+            self._expire(self._clock())
+            out = {}
+            for pool in list(self._ceilings):
+                c = self._own_ceiling(pool)
+                if c < math.inf:
+                    out[pool] = c
+            return out
+
     def horizon(self) -> float:
         """Wall-clock time by which every live hold has ended (now if none)."""
         with self._lock:
@@ -512,5 +537,6 @@ class Ledger:
             self._expiry.clear()
             self._live.clear()
             self._ceilings.clear()
+            self._others_ceiling.clear()
             self._views.clear()
             self._held.clear()
