@@ -11,6 +11,8 @@ from conftest import TINY
 
 from scheduler.cluster.settings import ClusterSettings
 from scheduler.service.client import Client
+from scheduler.service.convert import batch_from_pb
+from scheduler.service.ids import boot_of
 from scheduler.service.server import ControlPlane
 from scheduler.v1 import types_pb2
 
@@ -129,3 +131,36 @@ def test_no_replica_grows_a_pool_past_a_promise_another_made_on_it(etcd):
     finally:
         a.stop(0)
         b.stop(0)
+
+
+def test_a_place_its_share_cannot_hold_goes_to_the_replica_with_room(etcd):
+    """Shares move about once a second; in between, a replica whose share is used up passes a Place on to the
+    replica with the most room left for it, instead of refusing while the fleet has room."""
+    planes = []
+    for name in ("a", "b"):
+        settings = ClusterSettings.parse(etcd.url, name, lease_ttl_s=8.0, rebalance_s=4.0)
+        planes.append(ControlPlane(TINY, port=0, hour=lambda: 14, cluster=settings, max_hold_s=3600,
+                                   metrics_port=0).start())
+    a, b = planes
+    try:
+        wait_for(lambda: all(p.engine.ledger.shares() and sum(p.engine.ledger.shares().values()) > 0
+                             for p in planes) and max(a.cluster.peers.room.get("b", {"": 0}).values()) > 0, timeout=30)
+        share_a = sum(v for k, v in a.engine.ledger.shares().items() if not k.startswith("cable:"))
+        with Client(a.target, timeout=10) as ca:
+            ids = fill(ca, 200)  # through a only, all within one rebalance period
+            held_here = sum(a.engine.ledger.own_used().values())
+            share_a = max(share_a, sum(v for k, v in a.engine.ledger.shares().items() if not k.startswith("cable:")))
+            passed = [i for i in ids if boot_of(i) == b.cluster.boot]
+            assert passed and held_here <= share_a + 1e-6  # a kept to its share; b placed the rest
+            assert a.metrics.cluster_passed_on.labels("placed")._value.get() >= 1
+            # what is left is at most a batch's worth per share: the two shares' remainders, each too small alone
+            # (the leader moves them to where the demand is, at its next round)
+            fleet = fleet_holds(planes)
+            load = a.engine.decide_at(batch_from_pb(BATCH), {}, 14).load
+            caps = a.engine.capacities(a.engine.catalog)
+            assert all(caps[k] - fleet.get(k, 0.0) < 2 * load for k in caps if not k.startswith("cable:"))
+            assert ca.release(passed).released == len(passed)  # released through a, at b
+            assert sum(b.engine.ledger.own_used().values()) == pytest.approx(0.0, abs=1e-6)
+    finally:
+        for p in planes:
+            p.stop(0)

@@ -1,8 +1,9 @@
-"""Release and operator calls passed on to the replica that holds the ids (service/placement.py's Peers).
+"""Calls passed on to another replica (service/placement.py's Peers): Release and operator calls to the replica
+that holds the ids, and a Place this replica's share could not hold to the replica with the most room for it.
 
 The run number in an id's high bits names the replica (etcd `boots/<n>`, cached: it never changes); its address
 comes from its `alive` key. Calls carry the caller's metadata (so the holder checks the same token) plus a
-marker that stops them from being passed on again. None of this is on the placement path.
+marker that stops them from being passed on again. None of this is on the placement path: a Place is passed on only once this replica has refused it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class ClusterPeers:
         self._owners: dict[int, str | None] = {}
         self._lock = threading.Lock()
         self.addresses: dict[str, str] = {}  # live replicas' addresses, refreshed by the replica's loop
+        self.room: dict[str, dict[str, float]] = {}  # per replica, per key: its share left unused, as published
         self._channels: dict[str, grpc.Channel] = {}
 
     def owner_of(self, reservation_id: int) -> str | None:
@@ -68,6 +70,31 @@ class ClusterPeers:
         try:
             return stub.Release(placement_pb2.ReleaseRequest(reservation_ids=ids), timeout=CALL_TIMEOUT_S,
                                 metadata=self._metadata(metadata)).released
+        except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise PeerUnavailable(replica) from None
+            raise
+
+    def roomiest(self, keys: Sequence[str]) -> str | None:
+        """The live replica (not this one) with the most room left in its share on every key of `keys`, if any
+        has some on all of them."""
+        best, most = None, 0.0
+        for replica in sorted(self.addresses):
+            if replica == self.name:
+                continue
+            room = self.room.get(replica, {})
+            least = min((room.get(k, 0.0) for k in keys), default=0.0)
+            if least > most:
+                best, most = replica, least
+        return best
+
+    def forward_place(self, replica: str, request: placement_pb2.PlaceRequest,
+                      metadata: Sequence[tuple[str, str]], timeout: float | None) -> placement_pb2.PlaceResponse:
+        """Place at `replica`; its refusal comes back as the grpc.RpcError it raised."""
+        stub = placement_pb2_grpc.PlacementServiceStub(self._channel(replica))
+        try:
+            return stub.Place(request, timeout=min(CALL_TIMEOUT_S, timeout or CALL_TIMEOUT_S),
+                              metadata=self._metadata(metadata))
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise PeerUnavailable(replica) from None

@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 import time
+from dataclasses import dataclass
 
 import grpc
 
@@ -32,6 +33,15 @@ from scheduler.service.state import known_links, unbuilt
 log = logging.getLogger("scheduler.cluster")
 DEFAULT_MAX_HOLD_S = 3600.0  # without --max-hold, how long a dead replica's share stays counted
 SAFETY = 0.8  # of the lease TTL: the replica stops placing this long after its last renewal
+
+
+@dataclass
+class Others:
+    """The other replicas, as last published in their claims."""
+
+    used: dict[str, float]  # their holds per key, summed
+    ceiling: dict[str, float]  # the lowest ceiling of their live holds per key
+    room: dict[str, dict[str, float]]  # per replica, per key: its share left unused
 
 
 class Replica:
@@ -134,33 +144,37 @@ class Replica:
         # The grant first, then the claims: a grant grows into room another replica's claim gave up, and that
         # claim (read after the grant, etcd being linearizable) carries the ceilings of the holds it keeps.
         grant = self.etcd.get(self.keys.grants(self.name))
-        others, ceilings = self._read_claims()
+        others = self._read_claims()
         if grant is not None and time.monotonic() - self._renewed < SAFETY * self.settings.lease_ttl_s:
-            self._apply(amounts(json.loads(grant.value)), ceilings)
+            self._apply(amounts(json.loads(grant.value)), others.ceiling)
         else:
-            self._apply(self._limits, ceilings)
+            self._apply(self._limits, others.ceiling)
         self._publish()
-        self._others_used = others
+        self._others_used = others.used
         self.peers.addresses = {self.keys.name_of(e.key): json.loads(e.value)["address"]
                                 for e in self.etcd.get_prefix(self.keys.alive())}
+        self.peers.room = others.room
         self._sync_links()
 
-    def _read_claims(self) -> tuple[dict[str, float], dict[str, float]]:
-        """The other replicas' holds per key, and the lowest ceiling of their holds per key (a claim's ceilings
-        count until its holds could have ended, so a dead replica's promises are kept too)."""
-        others: dict[str, float] = {}
-        ceilings: dict[str, float] = {}
+    def _read_claims(self) -> Others:
+        """What the other replicas last published: their holds, the lowest ceiling of their holds (a claim's
+        ceilings count until its holds could have ended, so a dead replica's promises are kept too) and the room
+        left in their shares, per key."""
+        out = Others({}, {}, {})
         now = time.time()
         for e in self.etcd.get_prefix(self.keys.claims()):
-            if self.keys.name_of(e.key) == self.name:
+            name = self.keys.name_of(e.key)
+            if name == self.name:
                 continue
             claim = json.loads(e.value)
-            for k, v in amounts(claim.get("used")).items():
-                others[k] = others.get(k, 0.0) + v
+            used = amounts(claim.get("used"))
+            for k, v in used.items():
+                out.used[k] = out.used.get(k, 0.0) + v
             if claim.get("horizon", math.inf) > now:
                 for k, c in amounts(claim.get("ceiling")).items():
-                    ceilings[k] = min(ceilings.get(k, math.inf), c)
-        return others, ceilings
+                    out.ceiling[k] = min(out.ceiling.get(k, math.inf), c)
+            out.room[name] = {k: v - used.get(k, 0.0) for k, v in amounts(claim.get("claim")).items()}
+        return out
 
     def _caps(self) -> dict[str, float]:
         cat = self.plane.engine.catalog

@@ -164,6 +164,22 @@ class Engine:
         # Never hand back a "placed" decision with nothing reserved behind it: serialize instead.
         return self._serialized(attempt)  # type: ignore[return-value]
 
+    def decide_at(self, batch: Batch, load: dict[str, float], hour: int | None = None) -> Decision:
+        """The decision `place` would make, reserving nothing, were every key carrying `load[key]` (absent: 0)
+        instead of what this process judges it at. In cluster mode, at the fleet-wide holds: a refusal that this
+        places was for want of a share (another replica had the room), not of capacity."""
+        cat = self.catalog
+        slo = self.check(batch, cat)
+        h = self.hour(hour)
+        n_pools = len(cat.pools)
+        used = [load.get(k, 0.0) for k in cat.ledger_keys]
+        ceiling = self.ledger.state(cat.ledger_keys)[1]
+        tables = cat.one_batch(batch.model)
+        if tables is not None:
+            return decide_one(batch, slo, cat, tables, h, used, used[n_pools:], ceiling)
+        return decide(batch, slo, cat, h, np.array(used[:n_pools]), np.array(used[n_pools:]),
+                      np.array(ceiling[:n_pools]))[0]
+
     def place_many(self, batches: Sequence[Batch], hour: int | None = None, time_limit_s: float = 2.0,
                    reserve: bool = True, owner: str = "", quota: float | None = None) -> BatchResult:
         """Place batches jointly at least cost; each gets a site or an explicit reason for staying unplaced.

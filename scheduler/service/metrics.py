@@ -60,6 +60,13 @@ class Metrics:
                                       registry=None)
         self.cluster_leader = Gauge("scheduler_cluster_leader", "1 while this replica leads the cluster (rebalances "
                                     "the shares)", registry=None)
+        self.cluster_stranded = Counter("scheduler_cluster_stranded_placements", "Batches this replica refused while "
+                                        "the fleet, at every replica's holds as last published, had room for them "
+                                        "(its share was short), after passing a Place on to the replica with the "
+                                        "most room", ["rpc"], registry=None)
+        self.cluster_passed_on = Counter("scheduler_cluster_passed_on_placements", "Places this replica's share "
+                                         "could not hold, passed on to another replica, by outcome (placed, "
+                                         "refused, unavailable)", ["outcome"], registry=None)
         self.watch_refusals.labels("total")
         self.watch_refusals.labels("per_client")
         self._placement_counters: dict[tuple[str, Reason | None], Callable[[float], None]] = {}
@@ -76,9 +83,13 @@ class Metrics:
             self.reload_failures.inc()
 
     def cluster_mode(self) -> None:
-        """Export the cluster gauges (a replica started with --cluster)."""
-        for gauge in (self.cluster_lease_ok, self.cluster_leader):
-            self.registry.register(gauge)
+        """Export the cluster series (a replica started with --cluster)."""
+        for series in (self.cluster_lease_ok, self.cluster_leader, self.cluster_stranded, self.cluster_passed_on):
+            self.registry.register(series)
+        for rpc in ("Place", "PlaceBatch"):
+            self.cluster_stranded.labels(rpc)
+        for outcome in ("placed", "refused", "unavailable"):
+            self.cluster_passed_on.labels(outcome)
 
     def on_watch_error(self, _error: OSError) -> None:
         self.watch_errors.inc()

@@ -7,11 +7,13 @@ from typing import Protocol
 
 import grpc
 
+from scheduler.engine.catalog import CABLE_PREFIX
 from scheduler.engine.core import Engine
 from scheduler.engine.fleet import POLICIES
 from scheduler.engine.ledger import QuotaExceeded
 from scheduler.service import convert
-from scheduler.engine.request import MAX_NAME_CHARS, QUOTE_CHARS, Reason, quote, too_long
+from scheduler.engine.place import Decision
+from scheduler.engine.request import MAX_NAME_CHARS, QUOTE_CHARS, Batch, Reason, quote, too_long
 from scheduler.service.errors import (MAX_DECISION_BYTES, ServiceError, check_deadline, invalid, remaining,
                                       translated, unplaced)
 from scheduler.service.metrics import Metrics
@@ -55,6 +57,13 @@ class Peers(Protocol):
 
     def fan_out(self, method: str, request: object, metadata: Sequence[tuple[str, str]]) -> tuple[list, list[str]]:
         """Call OperatorService.`method` on every other live replica: (answers, replicas that did not answer)."""
+
+    def roomiest(self, keys: Sequence[str]) -> str | None:
+        """The other live replica with the most room left in its share on all of `keys` (None: none has any)."""
+
+    def forward_place(self, replica: str, request: placement_pb2.PlaceRequest,
+                      metadata: Sequence[tuple[str, str]], timeout: float | None) -> placement_pb2.PlaceResponse:
+        """Place on `replica` with the caller's credentials (its refusal as grpc.RpcError; PeerUnavailable)."""
 
 
 def _owner(context: grpc.ServicerContext) -> str:
@@ -116,11 +125,14 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
                                   reserve=reserve, owner=_owner(context), quota=_quota(context))
         except QuotaExceeded as e:
             raise quota_error(e, self.state.version) from None
-        if self.metrics is not None:
-            self.metrics.decided_one("Place", d.reason)
         if not d.placed:
             if d.reason is Reason.CAPACITY:
                 self.refused += 1
+            if reserve and (passed_on := self._pass_on(request, d, context)) is not None:
+                return passed_on  # counted by the replica that placed it
+        if self.metrics is not None:
+            self.metrics.decided_one("Place", d.reason)
+        if not d.placed:
             raise unplaced(d.reason, d.message, d.topology_version, trailer_decision(convert.decision_to_pb(d)))
         if reserve and not d.reservation_ids:
             # The engine gave up reserving after repeated races with concurrent callers for the last capacity.
@@ -131,6 +143,43 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         response = placement_pb2.PlaceResponse(topology_version=d.topology_version, hour=d.hour)
         convert.fill_decision(response.decision, d)
         return response
+
+    def _fleet_room(self, batch: Batch, hour: int | None) -> Decision | None:
+        """Cluster mode: where a batch this replica refused would go at the fleet-wide holds (None: nowhere, or
+        not in cluster mode). Placed means the refusal was for want of a share, not of capacity."""
+        fleet_used = self.state.fleet_used
+        if self.peers is None or fleet_used is None:
+            return None
+        d = self.engine.decide_at(batch, fleet_used(), hour)
+        return d if d.placed else None
+
+    def _pass_on(self, request: placement_pb2.PlaceRequest, refused: Decision,
+                 context: grpc.ServicerContext) -> placement_pb2.PlaceResponse | None:
+        """A Place this replica's share could not hold, while the fleet had room: placed by the replica with the
+        most room left in its share for it (the answer), else counted as stranded (None)."""
+        if _forwarded(context):
+            return None  # the replica that passed it on counts it
+        fleet = self._fleet_room(refused.batch, refused.hour)
+        if fleet is None:
+            return None
+        keys = [fleet.pool] + [CABLE_PREFIX + c for c in (fleet.route.cables if fleet.route is not None else ())]
+        replica = self.peers.roomiest(keys)
+        outcome = None
+        if replica is not None:
+            try:
+                answer = self.peers.forward_place(replica, request, context.invocation_metadata() or (),
+                                                  remaining(context))
+                outcome = "placed"
+            except PeerUnavailable:
+                outcome = "unavailable"
+            except grpc.RpcError:
+                outcome = "refused"
+        if self.metrics is not None:
+            if outcome is not None:
+                self.metrics.cluster_passed_on.labels(outcome).inc()
+            if outcome != "placed":
+                self.metrics.cluster_stranded.labels("Place").inc()
+        return answer if outcome == "placed" else None
 
     @translated(_version)
     def PlaceBatch(self, request: placement_pb2.PlaceBatchRequest,
@@ -163,6 +212,11 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         if self.metrics is not None:
             self.metrics.decided("PlaceBatch", table.reason)
         self.refused += table.reason.count(Reason.CAPACITY)
+        if not request.dry_run and self.metrics is not None and result.placed < n:
+            stranded = sum(1 for b, reason in zip(batches, table.reason)
+                           if reason is not Reason.OK and self._fleet_room(b, result.hour) is not None)
+            if stranded:
+                self.metrics.cluster_stranded.labels("PlaceBatch").inc(stranded)
         self._give_back(context, held, "placing the batches")
         s = result.solution
         response = placement_pb2.PlaceBatchResponse(
