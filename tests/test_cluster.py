@@ -164,3 +164,29 @@ def test_a_place_its_share_cannot_hold_goes_to_the_replica_with_room(etcd):
     finally:
         for p in planes:
             p.stop(0)
+
+
+def test_get_topology_reports_the_promises_a_pool_carries(etcd):
+    a, b = replicas(etcd, ["a", "b"])
+    pool = "zhongwei/ascend-910b#0"
+    try:
+        wait_for(lambda: all(p.engine.ledger.shares() and sum(p.engine.ledger.shares().values()) > 0
+                             for p in (a, b)))
+        tight = types_pb2.Batch(region="singapore", model="llm-70b", input_tokens=100, output_tokens=4000,
+                                requests=10, ttft_ms=78)
+        with Client(a.target, timeout=10) as ca, Client(b.target, timeout=10) as cb:
+            ca.place(tight)
+            ceiling = a.engine.ledger.own_ceilings()[pool]
+
+            def info(c):
+                return {p.key: p for s in c.get_topology().topology.sites for p in s.pools}
+
+            mine = info(ca)[pool]
+            assert mine.ceiling_here == pytest.approx(ceiling) and mine.ceiling == pytest.approx(ceiling)
+            wait_for(lambda: info(cb)[pool].HasField("ceiling"))
+            theirs = info(cb)[pool]
+            assert theirs.ceiling == pytest.approx(ceiling) and not theirs.HasField("ceiling_here")
+            assert not info(cb)["shaoguan/ascend-910b#0"].HasField("ceiling")
+    finally:
+        a.stop(0)
+        b.stop(0)

@@ -49,3 +49,25 @@ def test_random_rounds_never_count_past_capacity():
         new = next_grants(members, {"p": 100.0})
         assert total(members, new, "p") <= 100.0 + 1e-6
         grants = new
+
+
+def test_near_full_the_free_room_goes_whole_to_one_replica():
+    """Three replicas holding 30 each of 100: the 10 left are not split in three parts of 3.3 (each too small for a
+    batch of 5); one replica gets all 10, the one that already had most of it."""
+    members = [Member(n, True, {"p": g}, {"p": g}, {"p": 30.0}) for n, g in (("a", 33.0), ("b", 34.0), ("c", 33.0))]
+    g = next_grants(members, {"p": 100.0})
+    assert g["a"]["p"] == 30.0 and g["c"]["p"] == 30.0  # shrunk to their holds at once
+    assert g["b"]["p"] == 34.0  # b may grow only once a's and c's shrinks are claimed
+    acked = [Member(n, True, g[n], g[n], {"p": 30.0}) for n in ("a", "b", "c")]
+    g2 = next_grants(acked, {"p": 100.0})
+    assert g2["b"]["p"] == 40.0 and g2["a"]["p"] == g2["c"]["p"] == 30.0
+
+
+def test_with_plenty_free_the_rest_is_spread_evenly():
+    members = [Member(n, True, {"p": 100.0 / 3}, {"p": 100.0 / 3}, {"p": u}) for n, u in (("a", 8.0), ("b", 0.0))]
+    members.append(Member("c", True, {"p": 100.0 / 3}, {"p": 100.0 / 3}, {}, wanted={"p": 6.0}))
+    want = {"a": 10.0, "b": 5.0 / 3, "c": 6.0}  # a: its holds with headroom; b: the floor; c: what it refused
+    spread = (100.0 - sum(want.values())) / 3
+    g = next_grants(members, {"p": 100.0})
+    for n in "abc":
+        assert min(g[n]["p"], 100.0 / 3) == min(want[n] + spread, 100.0 / 3)  # growth waits for the shrinks

@@ -65,7 +65,7 @@ def test_calls_without_a_deadline_get_the_default_one():
         assert c.place_batch([sg()] * 100, dry_run=True).placed == 100
 
 
-def test_a_full_server_fails_fast_with_resource_exhausted_and_health_still_answers():
+def test_a_full_server_fails_fast_with_resource_exhausted_and_health_and_operators_still_answer():
     with ControlPlane(TINY, port=0, workers=4, max_concurrent=1, default_deadline_s=None) as plane, \
             Client(plane.target, timeout=20) as c:
         inside, release = threading.Event(), threading.Event()
@@ -90,6 +90,9 @@ def test_a_full_server_fails_fast_with_resource_exhausted_and_health_still_answe
             health = health_pb2_grpc.HealthStub(c.channel)
             assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == \
                 health_pb2.HealthCheckResponse.SERVING
+            # an operator cutting a cable under full load is not turned away
+            assert "cable-a" in c.set_link_status(["cable-a"], up=False).down_cables
+            assert "cable-a" not in c.set_link_status(["cable-a"], up=True).down_cables
         finally:
             release.set()
             t.join(20)

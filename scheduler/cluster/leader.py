@@ -47,7 +47,8 @@ def rebalance(etcd: Etcd, keys: Keys, leader: v3election_pb2.LeaderKey, caps: di
                 ops += [etcd.op_delete(keys.claims(name)), etcd.op_delete(keys.grants(name)),
                         etcd.op_delete(keys.gone(name))]
         members.append(Member(name, name in alive, grants.get(name, {}), amounts(claim.get("claim")),
-                              amounts(claim.get("used")), bool(claim.get("hungry")), expired))
+                              amounts(claim.get("used")), bool(claim.get("hungry")), expired,
+                              amounts(claim.get("wanted"))))
     new = next_grants(members, caps)
     changed = 0
     for name, grant in new.items():

@@ -75,18 +75,14 @@ class ClusterPeers:
                 raise PeerUnavailable(replica) from None
             raise
 
-    def roomiest(self, keys: Sequence[str]) -> str | None:
-        """The live replica (not this one) with the most room left in its share on every key of `keys`, if any
-        has some on all of them."""
-        best, most = None, 0.0
-        for replica in sorted(self.addresses):
-            if replica == self.name:
-                continue
-            room = self.room.get(replica, {})
-            least = min((room.get(k, 0.0) for k in keys), default=0.0)
-            if least > most:
-                best, most = replica, least
-        return best
+    def by_room(self, keys: Sequence[str]) -> list[str]:
+        """The other live replicas, the one with the most room left in its share on every key of `keys` first
+        (as last published; ties by name)."""
+        def room(replica: str) -> float:
+            left = self.room.get(replica, {})
+            return min((left.get(k, 0.0) for k in keys), default=0.0)
+
+        return sorted((r for r in self.addresses if r != self.name), key=lambda r: (-room(r), r))
 
     def forward_place(self, replica: str, request: placement_pb2.PlaceRequest,
                       metadata: Sequence[tuple[str, str]], timeout: float | None) -> placement_pb2.PlaceResponse:
@@ -95,6 +91,19 @@ class ClusterPeers:
         try:
             return stub.Place(request, timeout=min(CALL_TIMEOUT_S, timeout or CALL_TIMEOUT_S),
                               metadata=self._metadata(metadata))
+        except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise PeerUnavailable(replica) from None
+            raise
+
+    def forward_place_batch(self, replica: str, request: placement_pb2.PlaceBatchRequest,
+                            metadata: Sequence[tuple[str, str]],
+                            timeout: float | None) -> placement_pb2.PlaceBatchResponse:
+        """PlaceBatch at `replica` (the full answer: one Decision per batch); a refusal as its grpc.RpcError."""
+        stub = placement_pb2_grpc.PlacementServiceStub(self._channel(replica))
+        try:
+            return stub.PlaceBatch(request, timeout=min(CALL_TIMEOUT_S, timeout or CALL_TIMEOUT_S),
+                                   metadata=self._metadata(metadata))
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise PeerUnavailable(replica) from None

@@ -6,7 +6,7 @@ The loop, every half rebalance period: renew the lease (past its TTL without a r
 etcd may already have let its share go); read its grant, then the others' claims; apply the grant (a shrink at
 once) with the lowest ceiling of the others' holds per key (no replica grows a pool past a promise another made
 on it); publish its claim (max of limit and holds per key, its holds, their lowest ceilings, when they end,
-whether it refused for capacity); keep the others' holds (GetTopology) and their addresses (Release); apply the operator's shared link changes. A second thread campaigns in etcd's
+whether it refused for capacity, what it refused while the fleet had room); keep the others' holds (GetTopology) and their addresses (Release); apply the operator's shared link changes. A second thread campaigns in etcd's
 election and, while leading, runs a rebalancing round every period (leader.py).
 """
 
@@ -33,6 +33,7 @@ from scheduler.service.state import known_links, unbuilt
 log = logging.getLogger("scheduler.cluster")
 DEFAULT_MAX_HOLD_S = 3600.0  # without --max-hold, how long a dead replica's share stays counted
 SAFETY = 0.8  # of the lease TTL: the replica stops placing this long after its last renewal
+WANTED_DECAY = 0.5  # per publish: what a replica refused lingers in its claim for a few, so the leader sees it
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Replica:
         self._limits: dict[str, float] = {}
         self._others_used: dict[str, float] = {}
         self._others_ceiling: dict[str, float] = {}
+        self._wanted: dict[str, float] = {}  # refused while the fleet had room, decayed at each publish
         self._refused_seen = 0
         self._links_seen: bytes | None = None
         self._campaign: grpc.Future | None = None
@@ -199,7 +201,12 @@ class Replica:
             claim[k] = max(claim.get(k, 0.0), u)
         refused = self.plane.placement.refused
         hungry, self._refused_seen = refused > self._refused_seen, refused
+        wanted = {k: v * WANTED_DECAY for k, v in self._wanted.items() if v * WANTED_DECAY > 1e-3}
+        for k, v in self.plane.placement.take_wanted().items():
+            wanted[k] = wanted.get(k, 0.0) + v
+        self._wanted = wanted
         self.etcd.put(self.keys.claims(self.name), encode({
+            "wanted": wanted,
             "claim": claim, "used": {k: v for k, v in used.items() if v > 0}, "horizon": ledger.horizon(),
             "ceiling": ledger.own_ceilings(),
             "hungry": hungry, "boot": self.boot, "at": time.time()}))

@@ -5,7 +5,12 @@ Per key (a pool's accelerators or a cable's Gbps) of capacity `cap`:
   or its holds if they are above a limit that shrank), so the counted amounts bound every replica's holds even
   while grants are in flight;
 - a dead replica keeps its counted amount until its holds could have ended, then counts nothing;
-- targets split what the dead do not hold among the live in proportion to their demand (each gets a floor);
+- a live replica's demand is its holds (with headroom) plus what it refused lately while the fleet had room (its
+  share was short: the accelerators those batches needed);
+- targets split what the dead do not hold among the live: while plenty is left over beyond their demand, each gets
+  its demand and an equal part of the rest; near full, each keeps what it holds and the free room goes whole to
+  one replica (parts of it could each be too small for a batch that fits the whole; the others pass such batches
+  on to that replica);
 - grants shrink at once, and grow only into what the counted amounts leave free: a replica's shrink must be
   claimed (acknowledged) before another grows into it. So the counted amounts never sum past `cap`.
 """
@@ -13,11 +18,13 @@ Per key (a pool's accelerators or a cable's Gbps) of capacity `cap`:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 
 FLOOR = 0.05  # of the capacity the live share: every live replica keeps at least this much room to start from
 HEADROOM = 1.25  # demand = holds x this, so a replica that is filling up gets room before it is full
 HUNGRY = 2.0  # a replica that refused placements for capacity asks this many times its share on keys near full
+SPREAD_WHILE_FREE = 0.25  # of the room: while this much is left beyond every replica's demand, it is spread evenly
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class Member:
     used: dict[str, float]  # its holds per key, as last published
     hungry: bool = False  # refused placements for capacity since its last report
     expired: bool = False  # dead past the time its holds could have ended: counts nothing
+    wanted: dict[str, float] = field(default_factory=dict)  # refused lately while the fleet had room, per key
 
 
 def counted(m: Member, key: str) -> float:
@@ -39,7 +47,7 @@ def counted(m: Member, key: str) -> float:
 
 def demand(m: Member, key: str) -> float:
     used = m.used.get(key, 0.0)
-    want = used * HEADROOM
+    want = used * HEADROOM + m.wanted.get(key, 0.0)
     share = m.grant.get(key, 0.0)
     if m.hungry and used >= 0.8 * share:
         want = max(want, share * HUNGRY)
@@ -57,7 +65,24 @@ def targets(members: list[Member], key: str, cap: float) -> dict[str, float]:
     wants = {m.name: max(demand(m, key), floor) for m in live}
     total = sum(wants.values())
     # Everything is handed out (a replica judges latency at the others' shares: cap - its own).
-    return {name: room * w / total for name, w in wants.items()}
+    if room - total >= SPREAD_WHILE_FREE * room:  # plenty left over: in equal parts, for the next burst anywhere
+        return {name: w + (room - total) / len(live) for name, w in wants.items()}
+    # Near full, each keeps what it holds and the free room goes whole to one replica: split in parts, it can be
+    # too small in each part for a batch that fits in the sum (the others pass such batches on to that one).
+    held = {m.name: min(m.used.get(key, 0.0), room) for m in live}
+    free = max(0.0, room - sum(held.values()))
+    owner = free_room_owner(live, key)
+    return {name: h + (free if name == owner else 0.0) for name, h in held.items()}
+
+
+def free_room_owner(live: list[Member], key: str) -> str:
+    """The replica that gets a nearly full key's free room: the one with most of it already (so it stays put
+    between rounds), else the one that refused most for want of it; ties spread over keys by a hash."""
+    def rank(m: Member) -> tuple:
+        return (m.grant.get(key, 0.0) - m.used.get(key, 0.0), m.wanted.get(key, 0.0),
+                zlib.crc32(f"{key}/{m.name}".encode()))
+
+    return max(live, key=rank).name
 
 
 def next_grants(members: list[Member], caps: dict[str, float]) -> dict[str, dict[str, float]]:

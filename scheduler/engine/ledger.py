@@ -359,7 +359,7 @@ class Ledger:
 
     def _journal_reserved(self, first: int, pools: list[str], amounts: list[float], ceilings: list[float],
                           expires: list[float], now: float, owner: str) -> int:
-        shift = self._wall() - now
+        shift = self._wall() - self._clock()  # read together: `now` was read before the checks
         return self.journal.reserved(first, pools, amounts, ceilings, [e + shift for e in expires], owner)
 
     def _book(self, first: int, pools: list[str], amounts: list[float], ceilings: list[float], expires: list[float],

@@ -319,6 +319,42 @@ def _write_columns(cols: types_pb2.DecisionColumns, routes, cache: MessageCache,
     cols.reservation_ids.extend(ids)
 
 
+def replace_decision(response: placement_pb2.PlaceBatchResponse, i: int, d: types_pb2.Decision) -> None:
+    """Put `d` in place of batch i's decision, in the full or the compact form (cluster mode: a batch another
+    replica placed, in the answer of the replica that passed it on)."""
+    if not response.HasField("columns"):
+        response.decisions[i].CopyFrom(d)
+        return
+    c = response.columns
+
+    def index(table, value: str) -> int:
+        for j, v in enumerate(table):
+            if v == value:
+                return j
+        table.append(value)
+        return len(table) - 1
+
+    c.placed[i], c.reason[i], c.message[i] = d.placed, d.reason, index(c.messages, d.message)
+    c.site[i], c.pool[i] = index(c.sites, d.site), index(c.pools, d.pool)
+    if d.HasField("route"):
+        response.routes.add().CopyFrom(d.route)
+        c.route[i] = len(response.routes) - 1
+    else:
+        c.route[i] = -1
+    for name in _NUMBERS:
+        getattr(c, name)[i] = getattr(d, name)
+    if d.HasField("slo"):
+        c.slos.add().CopyFrom(d.slo)
+        c.slo[i] = len(c.slos) - 1
+    ids, at = [], 0
+    for j, n in enumerate(c.reservation_count):
+        ids.append(list(d.reservation_ids) if j == i else c.reservation_ids[at:at + n])
+        at += n
+    c.reservation_count[i] = len(d.reservation_ids)
+    del c.reservation_ids[:]
+    c.reservation_ids.extend(x for part in ids for x in part)
+
+
 def decisions_of(response: placement_pb2.PlaceBatchResponse) -> list[types_pb2.Decision]:
     """A PlaceBatch answer's decisions as Decision messages, from the full or the compact form alike (the compact
     one is expanded here: the same messages the full answer carries)."""

@@ -9,7 +9,9 @@
    of queueing behind them; a default deadline for calls whose client set none;
 4. metrics and an access log line (DEBUG) when the call ends.
 
-grpc.health.v1 is open to anyone and never limited, so load balancers and probes keep working under load.
+grpc.health.v1 is open to anyone and never limited, so load balancers and probes keep working under load; the
+OperatorService (an operator's rare calls: cutting a cable, listing or freeing holds) is never limited either, so an
+operator gets through a server that is full of placements.
 """
 
 from __future__ import annotations
@@ -217,7 +219,7 @@ class Gate(grpc.ServerInterceptor):
 
     # --- wrappers ------------------------------------------------------------------------------------------------
     def _unary(self, behavior: Callable, method: str, name: str, permission: str | None) -> Callable:
-        limited = permission is not None and self._slots is not None
+        limited = permission not in (None, OPERATE) and self._slots is not None
         deadline = self.limits.default_deadline_s if permission is not None else None
         end = self._ender(method, name)
         authorize = self._authorize if self.tokens is not None and permission is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -58,12 +59,17 @@ class Peers(Protocol):
     def fan_out(self, method: str, request: object, metadata: Sequence[tuple[str, str]]) -> tuple[list, list[str]]:
         """Call OperatorService.`method` on every other live replica: (answers, replicas that did not answer)."""
 
-    def roomiest(self, keys: Sequence[str]) -> str | None:
-        """The other live replica with the most room left in its share on all of `keys` (None: none has any)."""
+    def by_room(self, keys: Sequence[str]) -> list[str]:
+        """The other live replicas, the one with the most room left in its share on all of `keys` first."""
 
     def forward_place(self, replica: str, request: placement_pb2.PlaceRequest,
                       metadata: Sequence[tuple[str, str]], timeout: float | None) -> placement_pb2.PlaceResponse:
         """Place on `replica` with the caller's credentials (its refusal as grpc.RpcError; PeerUnavailable)."""
+
+    def forward_place_batch(self, replica: str, request: placement_pb2.PlaceBatchRequest,
+                            metadata: Sequence[tuple[str, str]],
+                            timeout: float | None) -> placement_pb2.PlaceBatchResponse:
+        """PlaceBatch on `replica`, likewise."""
 
 
 def _owner(context: grpc.ServicerContext) -> str:
@@ -98,6 +104,8 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         self.max_response_bytes = max_response_bytes
         self.peers = peers
         self.refused = 0  # placements refused for capacity (cluster mode reads it as demand it could not meet)
+        self._wanted: dict[str, float] = {}  # cluster mode: accelerators refused per pool while the fleet had room
+        self._wanted_lock = threading.Lock()
 
     @property
     def engine(self) -> Engine:
@@ -146,40 +154,59 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
 
     def _fleet_room(self, batch: Batch, hour: int | None) -> Decision | None:
         """Cluster mode: where a batch this replica refused would go at the fleet-wide holds (None: nowhere, or
-        not in cluster mode). Placed means the refusal was for want of a share, not of capacity."""
+        not in cluster mode). Placed means the refusal was for want of a share, not of capacity: the pool's
+        accelerators are tallied as wanted, for the leader to move share here (`take_wanted`)."""
         fleet_used = self.state.fleet_used
         if self.peers is None or fleet_used is None:
             return None
         d = self.engine.decide_at(batch, fleet_used(), hour)
-        return d if d.placed else None
+        if not d.placed:
+            return None
+        with self._wanted_lock:
+            self._wanted[d.pool] = self._wanted.get(d.pool, 0.0) + d.load
+        return d
+
+    def take_wanted(self) -> dict[str, float]:
+        """Accelerators per pool this replica's share could not hold while the fleet had room, since last asked."""
+        with self._wanted_lock:
+            wanted, self._wanted = self._wanted, {}
+        return wanted
 
     def _pass_on(self, request: placement_pb2.PlaceRequest, refused: Decision,
                  context: grpc.ServicerContext) -> placement_pb2.PlaceResponse | None:
-        """A Place this replica's share could not hold, while the fleet had room: placed by the replica with the
-        most room left in its share for it (the answer), else counted as stranded (None)."""
-        if _forwarded(context):
-            return None  # the replica that passed it on counts it
-        fleet = self._fleet_room(refused.batch, refused.hour)
-        if fleet is None:
-            return None
-        keys = [fleet.pool] + [CABLE_PREFIX + c for c in (fleet.route.cables if fleet.route is not None else ())]
-        replica = self.peers.roomiest(keys)
-        outcome = None
-        if replica is not None:
+        """Cluster mode: a Place this replica refused, though some load would let it through, is passed on to the
+        other replicas, the one with the most room left in its share first (as last published: room comes and
+        goes faster than replicas publish it, so each is asked). The first to place it answers; if none does, and
+        the fleet had room at every replica's holds as last published, the refusal is counted as stranded."""
+        if self.peers is None or self.state.fleet_used is None or _forwarded(context):
+            return None  # not in cluster mode, or the replica that passed it on counts it
+        batch, hour = refused.batch, refused.hour
+        anywhere = self.engine.decide_at(batch, {}, hour)
+        if not anywhere.placed:
+            return None  # no site meets its SLO even on an empty fleet: no replica can help
+        fleet = self._fleet_room(batch, hour)
+        d = fleet or anywhere
+        keys = [d.pool] + [CABLE_PREFIX + c for c in (d.route.cables if d.route is not None else ())]
+        metadata, left = context.invocation_metadata() or (), remaining(context)
+        for replica in self.peers.by_room(keys):
             try:
-                answer = self.peers.forward_place(replica, request, context.invocation_metadata() or (),
-                                                  remaining(context))
-                outcome = "placed"
+                answer = self.peers.forward_place(replica, request, metadata, left)
             except PeerUnavailable:
                 outcome = "unavailable"
             except grpc.RpcError:
                 outcome = "refused"
-        if self.metrics is not None:
-            if outcome is not None:
+            else:
+                outcome = "placed"
+            if self.metrics is not None:
                 self.metrics.cluster_passed_on.labels(outcome).inc()
-            if outcome != "placed":
-                self.metrics.cluster_stranded.labels("Place").inc()
-        return answer if outcome == "placed" else None
+            if outcome == "placed":
+                return answer
+            left = remaining(context)
+            if left is not None and left <= 0:
+                break
+        if fleet is not None and self.metrics is not None:
+            self.metrics.cluster_stranded.labels("Place").inc()
+        return None
 
     @translated(_version)
     def PlaceBatch(self, request: placement_pb2.PlaceBatchRequest,
@@ -212,11 +239,6 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         if self.metrics is not None:
             self.metrics.decided("PlaceBatch", table.reason)
         self.refused += table.reason.count(Reason.CAPACITY)
-        if not request.dry_run and self.metrics is not None and result.placed < n:
-            stranded = sum(1 for b, reason in zip(batches, table.reason)
-                           if reason is not Reason.OK and self._fleet_room(b, result.hour) is not None)
-            if stranded:
-                self.metrics.cluster_stranded.labels("PlaceBatch").inc(stranded)
         self._give_back(context, held, "placing the batches")
         s = result.solution
         response = placement_pb2.PlaceBatchResponse(
@@ -227,14 +249,73 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             convert.fill_columns_from_table(response.columns, response.routes, table)
         else:
             convert.add_decisions_from_table(response.decisions, table)
+        passed_on: dict[str, list[int]] = {}
+        if not request.dry_run and result.placed < n:
+            refused = [i for i, reason in enumerate(table.reason) if reason is not Reason.OK]
+            passed_on = self._pass_on_batches(request, response, [batches[i] for i in refused], refused,
+                                              result.hour, context)
         if self.max_response_bytes is not None and (size := response.ByteSize()) > self.max_response_bytes:
             # grpc would fail the send after we reserved; give the capacity back and say why instead.
             self.engine.release(held)
+            self._release_passed_on(passed_on, context)
             raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"batches: the answer would be {size} bytes, over the server's "
                                f"{self.max_response_bytes}-byte message limit; nothing was reserved (send fewer "
                                f"batches per call)", "batches", result.topology_version)
         return response
+
+    def _pass_on_batches(self, request: placement_pb2.PlaceBatchRequest, response: placement_pb2.PlaceBatchResponse,
+                         batches: list[Batch], where: list[int], hour: int,
+                         context: grpc.ServicerContext) -> dict[str, list[int]]:
+        """Cluster mode: `_pass_on` for the batches of a PlaceBatch this replica refused (`where`: their places in
+        the call): passed on together, to one replica after another, the one with the most room first; those
+        placed take their places in `response`. Returns the ids placed elsewhere, per replica."""
+        if self.peers is None or self.state.fleet_used is None or _forwarded(context):
+            return {}
+        todo = [(i, b) for i, b in zip(where, batches) if self.engine.decide_at(b, {}, hour).placed]
+        fleet = {i: d for i, b in todo if (d := self._fleet_room(b, hour)) is not None}
+        keys = sorted({d.pool for d in fleet.values()})
+        passed: dict[str, list[int]] = {}
+        metadata = context.invocation_metadata() or ()
+        for replica in (self.peers.by_room(keys) if todo else []):
+            ask = placement_pb2.PlaceBatchRequest(batches=[request.batches[i] for i, _ in todo],
+                                                  time_limit_ms=request.time_limit_ms)
+            if request.HasField("hour"):
+                ask.hour = request.hour
+            try:
+                answer = self.peers.forward_place_batch(replica, ask, metadata, remaining(context))
+            except PeerUnavailable:
+                outcome, answer = "unavailable", None
+            except grpc.RpcError:
+                outcome, answer = "refused", None
+            placed = [] if answer is None else [(i, d) for (i, _), d in zip(todo, answer.decisions) if d.placed]
+            for i, d in placed:
+                convert.replace_decision(response, i, d)
+                response.placed += 1
+                response.cost_cny += d.cost_cny
+                passed.setdefault(replica, []).extend(d.reservation_ids)
+            if self.metrics is not None:
+                if placed:
+                    self.metrics.cluster_passed_on.labels("placed").inc(len(placed))
+                if len(placed) < len(todo):
+                    self.metrics.cluster_passed_on.labels(outcome if answer is None else "refused").inc(
+                        len(todo) - len(placed))
+            done = {i for i, _ in placed}
+            todo = [(i, b) for i, b in todo if i not in done]
+            left = remaining(context)
+            if not todo or (left is not None and left <= 0):
+                break
+        stranded = sum(1 for i, _ in todo if i in fleet)
+        if stranded and self.metrics is not None:
+            self.metrics.cluster_stranded.labels("PlaceBatch").inc(stranded)
+        return passed
+
+    def _release_passed_on(self, passed: dict[str, list[int]], context: grpc.ServicerContext) -> None:
+        for replica, ids in passed.items():
+            try:
+                self.peers.forward_release(replica, ids, context.invocation_metadata() or ())
+            except (PeerUnavailable, grpc.RpcError):
+                pass  # they end by themselves
 
     @translated(_version)
     def GetPlan(self, request: placement_pb2.GetPlanRequest,

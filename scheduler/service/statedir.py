@@ -1,7 +1,7 @@
 """The state directory (`serve --state-dir DIR`): what a replica promised survives kill -9 and restarts.
 
-Holds go to an append-only log (`holds.<gen>.log`, one JSON line per reservation or release), written in ledger
-order and fsync'd before the caller hears of the change: many callers share one fsync (group commit). Once the log
+Holds go to an append-only log (`holds.<gen>.log`, one JSON line per reservation or release, with its wall-clock
+time `t`: an outside check can replay what every replica held when), written in ledger order and fsync'd before the caller hears of the change: many callers share one fsync (group commit). Once the log
 grows past `compact_after` lines, a new log generation is started and a snapshot of the live holds is written
 beside it (`holds.snap`, written to a temporary file, fsync'd and renamed), then the old log is dropped. Replay is
 idempotent (a hold already live is not booked twice, a release of a hold not live does nothing), so a snapshot that
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -166,6 +167,7 @@ class StateDir:
 
     # --- the ledger's Journal protocol (called under the ledger's lock) --------------------------------------------
     def _append(self, rec: dict) -> int:
+        rec["t"] = time.time()
         line = json.dumps(rec, separators=(",", ":")) + "\n"
         with self._write:
             self._file.write(line)

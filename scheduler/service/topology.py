@@ -10,6 +10,7 @@ from the version being served. A stream ended because the server stops carries `
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -124,12 +125,18 @@ class TopologyServicer(topology_pb2_grpc.TopologyServiceServicer):
         shares = engine.ledger.shares()
         pool_used = [fleet.get(p.key, 0.0) for p in cat.pools]
         cable_used = [fleet.get(k, 0.0) for k in cat.ledger_keys[len(cat.pools):]]
+        ceiling = engine.ceilings(cat)  # this replica's promises and (cluster mode) the others'
+        ceiling_here = engine.ledger.own_ceilings()
         pools_by_site: dict[str, list[topology_pb2.PoolInfo]] = {}
         for i, p in enumerate(cat.pools):
             info = topology_pb2.PoolInfo(key=p.key, accelerator=p.accelerator, count=p.count, capacity=p.capacity,
                                          used=float(pool_used[i]), used_here=here.get(p.key, 0.0))
             if shares is not None:
                 info.share = shares.get(p.key, 0.0)
+            if math.isfinite(ceiling[i]):
+                info.ceiling = float(ceiling[i])
+            if p.key in ceiling_here:
+                info.ceiling_here = ceiling_here[p.key]
             pools_by_site.setdefault(p.site, []).append(info)
         down = cat.network.down_cables()
         return topology_pb2.TopologyInfo(

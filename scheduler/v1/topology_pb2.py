@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscheduler/v1/topology.proto\x12\x0cscheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12GetTopologyRequest\"\x8c\x01\n\x08PoolInfo\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63\x63\x65lerator\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x01\x12\x0c\n\x04used\x18\x05 \x01(\x01\x12\x11\n\tused_here\x18\x06 \x01(\x01\x12\x12\n\x05share\x18\x07 \x01(\x01H\x00\x88\x01\x01\x42\x08\n\x06_share\"m\n\x08SiteInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08province\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12%\n\x05pools\x18\x05 \x03(\x0b\x32\x16.scheduler.v1.PoolInfo\"\x91\x01\n\nRegionInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x14\n\x07ttft_ms\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06\x65\x32\x65_ms\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\x0eslo_percentile\x18\x06 \x01(\x01\x42\n\n\x08_ttft_msB\t\n\x07_e2e_ms\"r\n\tCableInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\n\n\x02up\x18\x03 \x01(\x08\x12\x1a\n\rcapacity_gbps\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\tused_gbps\x18\x05 \x01(\x01\x42\x10\n\x0e_capacity_gbps\"\xa0\x02\n\x0cTopologyInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12-\n\tloaded_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05sites\x18\x06 \x03(\x0b\x32\x16.scheduler.v1.SiteInfo\x12)\n\x07regions\x18\x07 \x03(\x0b\x32\x18.scheduler.v1.RegionInfo\x12\x0e\n\x06models\x18\x08 \x03(\t\x12\x14\n\x0c\x64\x61ta_classes\x18\t \x03(\t\x12\'\n\x06\x63\x61\x62les\x18\n \x03(\x0b\x32\x17.scheduler.v1.CableInfo\"W\n\x0bLoadProblem\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\x05\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\"\xa5\x01\n\x0cReloadResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12)\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x19.scheduler.v1.LoadProblem\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fserving_version\x18\x06 \x01(\t\"\x8e\x01\n\x13GetTopologyResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12,\n\x08topology\x18\x02 \x01(\x0b\x32\x1a.scheduler.v1.TopologyInfo\x12/\n\x0blast_reload\x18\x03 \x01(\x0b\x32\x1a.scheduler.v1.ReloadResult\"\x16\n\x14WatchTopologyRequest\"\xd9\x01\n\rTopologyEvent\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .scheduler.v1.TopologyEvent.Kind\x12\x18\n\x10topology_version\x18\x02 \x01(\t\x12*\n\x06reload\x18\x03 \x01(\x0b\x32\x1a.scheduler.v1.ReloadResult\"R\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_CURRENT\x10\x01\x12\x10\n\x0cKIND_APPLIED\x10\x02\x12\x10\n\x0cKIND_REFUSED\x10\x03\x32\xb9\x01\n\x0fTopologyService\x12R\n\x0bGetTopology\x12 .scheduler.v1.GetTopologyRequest\x1a!.scheduler.v1.GetTopologyResponse\x12R\n\rWatchTopology\x12\".scheduler.v1.WatchTopologyRequest\x1a\x1b.scheduler.v1.TopologyEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscheduler/v1/topology.proto\x12\x0cscheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12GetTopologyRequest\"\xda\x01\n\x08PoolInfo\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63\x63\x65lerator\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x01\x12\x0c\n\x04used\x18\x05 \x01(\x01\x12\x11\n\tused_here\x18\x06 \x01(\x01\x12\x12\n\x05share\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07\x63\x65iling\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0c\x63\x65iling_here\x18\t \x01(\x01H\x02\x88\x01\x01\x42\x08\n\x06_shareB\n\n\x08_ceilingB\x0f\n\r_ceiling_here\"m\n\x08SiteInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08province\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12%\n\x05pools\x18\x05 \x03(\x0b\x32\x16.scheduler.v1.PoolInfo\"\x91\x01\n\nRegionInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x14\n\x07ttft_ms\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06\x65\x32\x65_ms\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\x0eslo_percentile\x18\x06 \x01(\x01\x42\n\n\x08_ttft_msB\t\n\x07_e2e_ms\"r\n\tCableInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\n\n\x02up\x18\x03 \x01(\x08\x12\x1a\n\rcapacity_gbps\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\tused_gbps\x18\x05 \x01(\x01\x42\x10\n\x0e_capacity_gbps\"\xa0\x02\n\x0cTopologyInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12-\n\tloaded_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05sites\x18\x06 \x03(\x0b\x32\x16.scheduler.v1.SiteInfo\x12)\n\x07regions\x18\x07 \x03(\x0b\x32\x18.scheduler.v1.RegionInfo\x12\x0e\n\x06models\x18\x08 \x03(\t\x12\x14\n\x0c\x64\x61ta_classes\x18\t \x03(\t\x12\'\n\x06\x63\x61\x62les\x18\n \x03(\x0b\x32\x17.scheduler.v1.CableInfo\"W\n\x0bLoadProblem\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\x05\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\"\xa5\x01\n\x0cReloadResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12)\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x19.scheduler.v1.LoadProblem\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fserving_version\x18\x06 \x01(\t\"\x8e\x01\n\x13GetTopologyResponse\x12\x18\n\x10topology_version\x18\x01 \x01(\t\x12,\n\x08topology\x18\x02 \x01(\x0b\x32\x1a.scheduler.v1.TopologyInfo\x12/\n\x0blast_reload\x18\x03 \x01(\x0b\x32\x1a.scheduler.v1.ReloadResult\"\x16\n\x14WatchTopologyRequest\"\xd9\x01\n\rTopologyEvent\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .scheduler.v1.TopologyEvent.Kind\x12\x18\n\x10topology_version\x18\x02 \x01(\t\x12*\n\x06reload\x18\x03 \x01(\x0b\x32\x1a.scheduler.v1.ReloadResult\"R\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_CURRENT\x10\x01\x12\x10\n\x0cKIND_APPLIED\x10\x02\x12\x10\n\x0cKIND_REFUSED\x10\x03\x32\xb9\x01\n\x0fTopologyService\x12R\n\x0bGetTopology\x12 .scheduler.v1.GetTopologyRequest\x1a!.scheduler.v1.GetTopologyResponse\x12R\n\rWatchTopology\x12\".scheduler.v1.WatchTopologyRequest\x1a\x1b.scheduler.v1.TopologyEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,27 +35,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETTOPOLOGYREQUEST']._serialized_start=78
   _globals['_GETTOPOLOGYREQUEST']._serialized_end=98
   _globals['_POOLINFO']._serialized_start=101
-  _globals['_POOLINFO']._serialized_end=241
-  _globals['_SITEINFO']._serialized_start=243
-  _globals['_SITEINFO']._serialized_end=352
-  _globals['_REGIONINFO']._serialized_start=355
-  _globals['_REGIONINFO']._serialized_end=500
-  _globals['_CABLEINFO']._serialized_start=502
-  _globals['_CABLEINFO']._serialized_end=616
-  _globals['_TOPOLOGYINFO']._serialized_start=619
-  _globals['_TOPOLOGYINFO']._serialized_end=907
-  _globals['_LOADPROBLEM']._serialized_start=909
-  _globals['_LOADPROBLEM']._serialized_end=996
-  _globals['_RELOADRESULT']._serialized_start=999
-  _globals['_RELOADRESULT']._serialized_end=1164
-  _globals['_GETTOPOLOGYRESPONSE']._serialized_start=1167
-  _globals['_GETTOPOLOGYRESPONSE']._serialized_end=1309
-  _globals['_WATCHTOPOLOGYREQUEST']._serialized_start=1311
-  _globals['_WATCHTOPOLOGYREQUEST']._serialized_end=1333
-  _globals['_TOPOLOGYEVENT']._serialized_start=1336
-  _globals['_TOPOLOGYEVENT']._serialized_end=1553
-  _globals['_TOPOLOGYEVENT_KIND']._serialized_start=1471
-  _globals['_TOPOLOGYEVENT_KIND']._serialized_end=1553
-  _globals['_TOPOLOGYSERVICE']._serialized_start=1556
-  _globals['_TOPOLOGYSERVICE']._serialized_end=1741
+  _globals['_POOLINFO']._serialized_end=319
+  _globals['_SITEINFO']._serialized_start=321
+  _globals['_SITEINFO']._serialized_end=430
+  _globals['_REGIONINFO']._serialized_start=433
+  _globals['_REGIONINFO']._serialized_end=578
+  _globals['_CABLEINFO']._serialized_start=580
+  _globals['_CABLEINFO']._serialized_end=694
+  _globals['_TOPOLOGYINFO']._serialized_start=697
+  _globals['_TOPOLOGYINFO']._serialized_end=985
+  _globals['_LOADPROBLEM']._serialized_start=987
+  _globals['_LOADPROBLEM']._serialized_end=1074
+  _globals['_RELOADRESULT']._serialized_start=1077
+  _globals['_RELOADRESULT']._serialized_end=1242
+  _globals['_GETTOPOLOGYRESPONSE']._serialized_start=1245
+  _globals['_GETTOPOLOGYRESPONSE']._serialized_end=1387
+  _globals['_WATCHTOPOLOGYREQUEST']._serialized_start=1389
+  _globals['_WATCHTOPOLOGYREQUEST']._serialized_end=1411
+  _globals['_TOPOLOGYEVENT']._serialized_start=1414
+  _globals['_TOPOLOGYEVENT']._serialized_end=1631
+  _globals['_TOPOLOGYEVENT_KIND']._serialized_start=1549
+  _globals['_TOPOLOGYEVENT_KIND']._serialized_end=1631
+  _globals['_TOPOLOGYSERVICE']._serialized_start=1634
+  _globals['_TOPOLOGYSERVICE']._serialized_end=1819
 # @@protoc_insertion_point(module_scope)

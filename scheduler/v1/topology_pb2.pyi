@@ -15,7 +15,7 @@ class GetTopologyRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class PoolInfo(_message.Message):
-    __slots__ = ("key", "accelerator", "count", "capacity", "used", "used_here", "share")
+    __slots__ = ("key", "accelerator", "count", "capacity", "used", "used_here", "share", "ceiling", "ceiling_here")
     KEY_FIELD_NUMBER: _ClassVar[int]
     ACCELERATOR_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,8 @@ class PoolInfo(_message.Message):
     USED_FIELD_NUMBER: _ClassVar[int]
     USED_HERE_FIELD_NUMBER: _ClassVar[int]
     SHARE_FIELD_NUMBER: _ClassVar[int]
+    CEILING_FIELD_NUMBER: _ClassVar[int]
+    CEILING_HERE_FIELD_NUMBER: _ClassVar[int]
     key: str
     accelerator: str
     count: int
@@ -30,7 +32,9 @@ class PoolInfo(_message.Message):
     used: float
     used_here: float
     share: float
-    def __init__(self, key: _Optional[str] = ..., accelerator: _Optional[str] = ..., count: _Optional[int] = ..., capacity: _Optional[float] = ..., used: _Optional[float] = ..., used_here: _Optional[float] = ..., share: _Optional[float] = ...) -> None: ...
+    ceiling: float
+    ceiling_here: float
+    def __init__(self, key: _Optional[str] = ..., accelerator: _Optional[str] = ..., count: _Optional[int] = ..., capacity: _Optional[float] = ..., used: _Optional[float] = ..., used_here: _Optional[float] = ..., share: _Optional[float] = ..., ceiling: _Optional[float] = ..., ceiling_here: _Optional[float] = ...) -> None: ...
 
 class SiteInfo(_message.Message):
     __slots__ = ("id", "name", "province", "status", "pools")
