@@ -13,7 +13,7 @@ from scheduler.commands.plan import DEFAULT_RATE, default_demand
 from scheduler.model.loader import LoadError
 from scheduler.paths import DEFAULT_TOPOLOGY
 from scheduler.service.client import Client, error_decision, error_text
-from scheduler.service.render import decision_report, decisions_table, plan_report
+from scheduler.commands.render import decision_report, decisions_table, plan_report
 from scheduler.service.server import ControlPlane
 from scheduler.v1 import types_pb2
 

@@ -9,7 +9,7 @@ import grpc
 
 from scheduler.queueing import PERCENTILES
 from scheduler.service.client import DEFAULT_TARGET, TOKEN_ENV, Client, error_decision, error_text, read_token
-from scheduler.service.render import decision_report
+from scheduler.commands.render import decision_report
 from scheduler.service.security import ConfigError
 from scheduler.v1 import types_pb2
 

@@ -14,7 +14,7 @@ from scheduler.queueing import PERCENTILES
 from scheduler.commands.place import add_client_args, client_from_args
 from scheduler.service.client import error_text
 from scheduler.service.security import ConfigError
-from scheduler.service.render import plan_report
+from scheduler.commands.render import plan_report
 from scheduler.v1 import topology_pb2, types_pb2
 
 DEFAULT_RATE = 20_000.0  # tokens/s per region when no demand is given: a busy hour of one region's routers

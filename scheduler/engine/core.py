@@ -35,14 +35,14 @@ JOINT_RETRIES = 2  # a joint solve is dear: after this many lost races, take the
 SERIAL_RETRIES = 8  # serialized attempts (only capacity shrinking under us, e.g. a reload, can make them fail)
 
 
-def china_hour(now: float | None = None) -> int:
+def china_hour_now(now: float | None = None) -> int:
     """Local hour in China (UTC+8, no daylight saving), which the time-of-use tariffs are written in."""
     return int(((time.time() if now is None else now) / 3600 + 8) % 24)
 
 
 class Engine:
     def __init__(self, catalog: Catalog, ledger: Ledger | None = None,
-                 hour: Callable[[], int] = china_hour, max_hold_s: float | None = None):
+                 hour: Callable[[], int] = china_hour_now, max_hold_s: float | None = None):
         """`max_hold_s`: refuse batches that would hold capacity longer (None: no limit)."""
         self.catalog = catalog.prepare()
         self.ledger = ledger or Ledger()

@@ -27,7 +27,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from scheduler.engine.core import Engine, china_hour
+from scheduler.engine.core import Engine, china_hour_now
 from scheduler.engine.ledger import Ledger
 from scheduler.model.loader import load_topology
 from scheduler.service import ids
@@ -121,7 +121,7 @@ class ControlPlane:
 
     def __init__(self, topology: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  workers: int = DEFAULT_WORKERS, poll_interval_s: float = 0.5,
-                 hour: Callable[[], int] = china_hour, *,
+                 hour: Callable[[], int] = china_hour_now, *,
                  tls: TlsFiles | None = None, tokens: TokenStore | None = None, insecure: bool = False,
                  max_message_bytes: int = MAX_MESSAGE_BYTES, max_batch: int = MAX_BATCHES,
                  max_concurrent: int | None = None, default_deadline_s: float | None = DEFAULT_DEADLINE_S,
