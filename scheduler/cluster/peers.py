@@ -65,15 +65,22 @@ class ClusterPeers:
     def _metadata(self, metadata: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         return [(k, v) for k, v in metadata if k in PASSED_ON] + [(FORWARDED_KEY, self.name)]
 
-    def forward_release(self, replica: str, ids: list[int], metadata: Sequence[tuple[str, str]]) -> int:
+    def _placement(self, replica: str, method: str, request: object, metadata: Sequence[tuple[str, str]],
+                   timeout: float | None = None):
+        """PlacementService.`method` at `replica` with the caller's credentials: PeerUnavailable when it does not
+        answer in time; any other failure (a refusal) as the grpc.RpcError it raised."""
         stub = placement_pb2_grpc.PlacementServiceStub(self._channel(replica))
         try:
-            return stub.Release(placement_pb2.ReleaseRequest(reservation_ids=ids), timeout=CALL_TIMEOUT_S,
-                                metadata=self._metadata(metadata)).released
+            return getattr(stub, method)(request, timeout=min(CALL_TIMEOUT_S, timeout or CALL_TIMEOUT_S),
+                                         metadata=self._metadata(metadata))
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise PeerUnavailable(replica) from None
             raise
+
+    def forward_release(self, replica: str, ids: list[int], metadata: Sequence[tuple[str, str]]) -> int:
+        return self._placement(replica, "Release", placement_pb2.ReleaseRequest(reservation_ids=ids),
+                               metadata).released
 
     def by_room(self, keys: Sequence[str]) -> list[str]:
         """The other live replicas, the one with the most room left in its share on every key of `keys` first
@@ -86,28 +93,13 @@ class ClusterPeers:
 
     def forward_place(self, replica: str, request: placement_pb2.PlaceRequest,
                       metadata: Sequence[tuple[str, str]], timeout: float | None) -> placement_pb2.PlaceResponse:
-        """Place at `replica`; its refusal comes back as the grpc.RpcError it raised."""
-        stub = placement_pb2_grpc.PlacementServiceStub(self._channel(replica))
-        try:
-            return stub.Place(request, timeout=min(CALL_TIMEOUT_S, timeout or CALL_TIMEOUT_S),
-                              metadata=self._metadata(metadata))
-        except grpc.RpcError as e:
-            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise PeerUnavailable(replica) from None
-            raise
+        return self._placement(replica, "Place", request, metadata, timeout)
 
     def forward_place_batch(self, replica: str, request: placement_pb2.PlaceBatchRequest,
                             metadata: Sequence[tuple[str, str]],
                             timeout: float | None) -> placement_pb2.PlaceBatchResponse:
-        """PlaceBatch at `replica` (the full answer: one Decision per batch); a refusal as its grpc.RpcError."""
-        stub = placement_pb2_grpc.PlacementServiceStub(self._channel(replica))
-        try:
-            return stub.PlaceBatch(request, timeout=min(CALL_TIMEOUT_S, timeout or CALL_TIMEOUT_S),
-                                   metadata=self._metadata(metadata))
-        except grpc.RpcError as e:
-            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise PeerUnavailable(replica) from None
-            raise
+        """The full answer (one Decision per batch)."""
+        return self._placement(replica, "PlaceBatch", request, metadata, timeout)
 
     def fan_out(self, method: str, request: object, metadata: Sequence[tuple[str, str]]) -> tuple[list, list[str]]:
         answers, unreachable = [], []
