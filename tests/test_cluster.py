@@ -193,3 +193,25 @@ def test_get_topology_reports_the_promises_a_pool_carries(etcd):
     finally:
         a.stop(0)
         b.stop(0)
+
+
+def test_release_while_etcd_is_down_says_so_and_frees_what_it_can(etcd):
+    """Which replica issued an id comes from etcd; with etcd gone, a Release of another replica's ids answers
+    UNAVAILABLE naming the field and still frees this replica's own holds."""
+    a, b = replicas(etcd, ["a", "b"])
+    try:
+        wait_for(lambda: granted((a, b)))
+        with Client(a.target, timeout=10) as ca, Client(b.target, timeout=10) as cb:
+            theirs = list(ca.place(BATCH).decision.reservation_ids)
+            mine = list(cb.place(BATCH).decision.reservation_ids)
+            etcd.stop()
+            with pytest.raises(grpc.RpcError) as e:
+                cb.release(theirs + mine)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert e.value.details().startswith(f"reservation_ids: id {theirs[0]}")
+            assert f"{len(mine)} other hold(s) released" in e.value.details()
+            assert not b.engine.ledger.reservations()  # b's own were freed
+            assert len(a.engine.ledger.reservations()) == len(theirs)  # a's untouched
+    finally:
+        a.stop(0)
+        b.stop(0)

@@ -344,10 +344,15 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         owner = None if _may_release_any(context) else _owner(context)
         ids = list(request.reservation_ids)
         elsewhere: dict[str, list[int]] = {}
+        unknown: list[int] = []  # issued by a replica etcd could not name just now
         if self.peers is not None and not _forwarded(context):
             here = []
             for rid in ids:
-                replica = self.peers.owner_of(rid)
+                try:
+                    replica = self.peers.owner_of(rid)
+                except PeerUnavailable:
+                    unknown.append(rid)
+                    continue
                 (here if replica is None else elsewhere.setdefault(replica, [])).append(rid)
             ids = here
         released = self.engine.ledger.release_many(ids, owner)
@@ -357,6 +362,13 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
                 released += self.peers.forward_release(replica, rids, context.invocation_metadata() or ())
             except PeerUnavailable:
                 missed.append((replica, rids))
+        if unknown:
+            more = len(unknown) - 1
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE,
+                               f"reservation_ids: id {unknown[0]}{f' and {more} more' if more else ''} came from "
+                               f"another replica, and etcd did not answer which (its holds end by themselves; "
+                               f"retry to release them early); {released} other hold(s) released",
+                               "reservation_ids")
         if missed:
             replica, rids = missed[0]
             more = sum(len(r) for _, r in missed) - 1
