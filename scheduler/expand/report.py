@@ -4,7 +4,6 @@ as text, CSV and one self-contained HTML file. Fixed number formats: the same ru
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
@@ -15,7 +14,7 @@ from pathlib import Path
 from scheduler.expand.planner import TARGET_PCT, Expansion, served_pct
 from scheduler.expand.resimulate import JUDGED_POLICY
 from scheduler.sim import output as sim_output
-from scheduler.sim.report import STYLE, html_table
+from scheduler.sim.report import STYLE, figures, html_table
 from scheduler.table import render
 
 ADDITION_HEADER = ["site", "accelerator", "count", "online by", "cost CNY (horizon)", "commits CNY"]
@@ -151,10 +150,7 @@ def render_html(x: Expansion, options_path: str, pngs: dict[str, Path]) -> str:
              html_table(sim_output.TABLE_HEADER, [sim_output.table_row(s) for s in _tagged(x)]),
              "<ul>" + "".join(f"<li>{html.escape(d)}</li>" for d in sim_output.DEFINITIONS) + "</ul>",
              "<h2>Charts</h2>"]
-    for key, path in pngs.items():
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        parts.append(f'<figure><img alt="{html.escape(key)}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{html.escape(CAPTIONS.get(key, key))}</figcaption></figure>")
+    parts += figures(pngs, CAPTIONS)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

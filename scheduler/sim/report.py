@@ -38,6 +38,16 @@ def html_table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
     return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def figures(pngs: dict[str, Path], captions: dict[str, str]) -> list[str]:
+    """Each chart embedded in the page (a self-contained report), with its caption (its name if it has none)."""
+    out = []
+    for name, path in pngs.items():
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        out.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+                   f"<figcaption>{html.escape(captions.get(name, name))}</figcaption></figure>")
+    return out
+
+
 def render(run: Run, pngs: dict[str, Path]) -> str:
     s = run.scenario
     parts = [
@@ -61,10 +71,7 @@ def render(run: Run, pngs: dict[str, Path]) -> str:
     else:
         parts.append("<p>None: the topology as written, all run long.</p>")
     parts.append("<h2>Over time</h2>")
-    for name, path in pngs.items():
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        parts.append(f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{html.escape(CAPTIONS.get(name, name))}</figcaption></figure>")
+    parts += figures(pngs, CAPTIONS)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
