@@ -7,7 +7,6 @@ placed in the test running at once), so they test what a user would see, not wha
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, replace
 from functools import cache
 

@@ -8,7 +8,6 @@ import pytest
 
 from scheduler import synth
 from scheduler.engine import baselines
-from scheduler.engine.solve import problem as joint
 from scheduler.engine.solve import pipeline
 from scheduler.engine.core import batch_decisions
 from scheduler.engine.request import Batch, InvalidRequest, Reason

@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from scheduler import synth
 from scheduler.engine import baselines
-from scheduler.engine.solve import problem as joint
 from scheduler.engine.solve import pipeline
 from scheduler.engine.core import Engine
 from scheduler.model.schema import Status

@@ -10,7 +10,6 @@ from engine_fixtures import assert_feasible, binding_pairs, contended, engine, p
 from scheduler import synth
 from scheduler.engine.solve import problem as joint
 from scheduler.engine.solve import candidates, greedy, group_prices, pipeline, pool_levels
-from scheduler.engine.solve.bounds import ceiling_aware
 from scheduler.model.loader import load_topology
 from scheduler.paths import DEFAULT_TOPOLOGY
 

@@ -3,7 +3,6 @@ if cheaper) and keeps every rule."""
 
 from __future__ import annotations
 
-import numpy as np
 
 from engine_fixtures import NARROW, SMALL, assert_feasible, engine, problem, random_batches
 from scheduler.engine.solve import greedy, group_prices, repair
