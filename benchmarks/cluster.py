@@ -189,7 +189,8 @@ class Load:
         return threads
 
 
-CLUSTER_COUNTERS = ("scheduler_cluster_stranded_placements_total", "scheduler_cluster_passed_on_placements_total")
+CLUSTER_COUNTERS = ("scheduler_cluster_stranded_placements_total", "scheduler_cluster_passed_on_placements_total",
+                    "scheduler_cluster_budget_short_placements_total", "scheduler_cluster_claims_total")
 
 
 def scrape(p: Proc) -> dict[str, float] | None:
@@ -256,6 +257,7 @@ class History:
         over, broken = 0.0, 0
         room: dict[int, int] = {}  # per refused call: how many of its batches fitted when it was sent
         stranded = {"Place": 0, "PlaceBatch": 0}
+        when: list[tuple[float, int, str]] = []  # (sent, batches, where the first would go) of every stranded call
         for t, kind, x in events:
             if kind == 0:
                 key, amount = self.items[x][0], self.items[x][1]
@@ -275,10 +277,14 @@ class History:
             else:
                 fits = self._fits(refusals[x], t, load, heaps, live)
                 if x in room:
-                    stranded["PlaceBatch" if refusals[x].many else "Place"] += min(room.pop(x), fits)
+                    n = min(room.pop(x), fits)
+                    stranded["PlaceBatch" if refusals[x].many else "Place"] += n
+                    if n:
+                        when.append((refusals[x].sent, n, self.first_pool))
                 else:
                     room[x] = fits
-        return {"over": over, "broken": broken, "stranded": sum(stranded.values()), "stranded_by_rpc": stranded}
+        return {"over": over, "broken": broken, "stranded": sum(stranded.values()), "stranded_by_rpc": stranded,
+                "when": when}
 
     def _fits(self, r: Refusal, t: float, load: dict[str, float], heaps: dict[str, list], live: set[int]) -> int:
         """How many of the call's refused batches one engine holding `load` would place, one after the other
@@ -290,6 +296,8 @@ class History:
             d = engine.decide_at(batch, load, HOUR)
             if not d.placed:
                 return n
+            if n == 0:
+                self.first_pool = d.pool
             load[d.pool] = load.get(d.pool, 0.0) + d.load
         return r.count
 
@@ -334,7 +342,7 @@ def run(cluster: bool, duration: float, clients: int, faults: dict[str, float], 
     load = Load(target, clients, list(REGIONS))
     counters = Counters()
     fault_times, cut_at = [], None
-    t0 = time.monotonic()
+    t0, t0_wall = time.monotonic(), time.time()
     threads = load.start(t0)
     done = set()
     try:
@@ -382,7 +390,18 @@ def run(cluster: bool, duration: float, clients: int, faults: dict[str, float], 
             "errors": load.errors, "slo_breaks": load.slo_breaks, "broken_promises": replayed["broken"],
             "wrong": load.wrong, "over": replayed["over"], "stranded": replayed["stranded"], "stranded_by_rpc": replayed["stranded_by_rpc"],
             "stranded_pct": 100.0 * replayed["stranded"] / max(1, load.asked), "failover": failover,
+            "stranded_by_second": per_second(replayed["when"], t0_wall, duration),
+            "stranded_by_pool": dict(Counter(p for _, n, p in replayed["when"] for _ in range(n)).most_common(6)),
+            "stranded_when": replayed["when"],
             "replicas_counted": counters.total()}
+
+
+def per_second(when: list[tuple[float, int, str]], t0: float, duration: float) -> list[int]:
+    """Stranded batches by the second of the run their call was sent in (where the faults' effects show)."""
+    out = [0] * (int(math.ceil(duration)) + 1)
+    for sent, n, _ in when:
+        out[min(len(out) - 1, max(0, int(sent - t0)))] += n
+    return out
 
 
 def main() -> int:
@@ -399,6 +418,8 @@ def main() -> int:
         work = Path(tmp)
         c = run(True, duration, clients, faults, work)
         s = run(False, duration, clients, faults, work)
+    for r in (c, s):
+        del r["stranded_when"]
     print(f"cluster: {c}", file=sys.stderr)
     print(f"single:  {s}", file=sys.stderr)
     print(json.dumps({

@@ -127,7 +127,7 @@ def test_no_replica_grows_a_pool_past_a_promise_another_made_on_it(etcd):
             ceiling = a.engine.ledger.own_ceilings()[pool]
             capacity = a.engine.capacities(a.engine.catalog)[pool]
             assert ceiling < 0.8 * capacity  # the promise binds well below the pool's capacity
-            wait_for(lambda: b.engine.ledger.ceilings([pool])[0] == pytest.approx(ceiling))
+            wait_for(lambda: b.engine.ledger.promised_ceilings([pool])[0] == pytest.approx(ceiling))
             for _ in range(4):  # rounds, so the leader moves zhongwei's share to b, where the demand is
                 fill(cb, 40)
                 held = fleet_holds((a, b))

@@ -48,7 +48,7 @@ def test_batch_reservations_are_the_items_place_would_reserve_one_by_one():
     ids = [rid for d in placed for rid in d.reservation_ids]
     assert ids == list(range(ids[0], ids[0] + len(ids))) and len(live) == len(ids)
     for d in placed:
-        items = eng._items(cat, d)
+        items = eng.holds_of(d, cat)
         assert len(d.reservation_ids) == len(items) == 1 + len(d.route.cables)
         for rid, item in zip(d.reservation_ids, items):
             assert live[rid] == Reservation(rid, item[0], item[1], 500.0 + item[2],
@@ -58,9 +58,9 @@ def test_batch_reservations_are_the_items_place_would_reserve_one_by_one():
     before = eng.ledger.snapshot()
     eng.release(list(d.reservation_ids))
     after = eng.ledger.snapshot()
-    for key, amount, *_ in eng._items(cat, d):
+    for key, amount, *_ in eng.holds_of(d, cat):
         assert after.get(key, 0.0) == pytest.approx(before[key] - amount, abs=1e-9)
-    assert {k for k in before if after.get(k, 0.0) != before[k]} == {item[0] for item in eng._items(cat, d)}
+    assert {k for k in before if after.get(k, 0.0) != before[k]} == {item[0] for item in eng.holds_of(d, cat)}
 
 
 @pytest.mark.parametrize("reserve", [True, False])
@@ -106,3 +106,37 @@ def test_the_decision_table_holds_what_the_decisions_hold(reserve):
         assert tuple(t.reservation_ids[at:at + n].tolist()) == d.reservation_ids
         at += n
     assert at == len(t.reservation_ids) and (at > len(batches)) == reserve
+
+
+def test_a_pool_s_budget_of_new_holds_steers_placements_elsewhere():
+    """Cluster mode: a pool whose budget of new holds (until the next claim) is used up is judged full, so Place and
+    PlaceBatch go to the next site instead of retrying a reservation the ledger must refuse."""
+    eng = engine(load_topology(DEFAULT_TOPOLOGY).value)
+    cat = eng.catalog
+    caps = eng.capacities(cat)
+    eng.ledger.set_shares(caps, {k: 0.0 for k in caps}, {})
+    batch = Batch("singapore", "llm-70b", 500, 200, requests=400)
+    first = eng.place(batch, hour=20, reserve=False)
+    budget = {k: v for k, v in caps.items() if k != first.pool}
+    budget[first.pool] = 0.5 * first.load
+    eng.ledger.announce(lambda pace: budget, 1.0, 4)
+    moved = eng.place(batch, hour=20)
+    assert moved.placed and moved.pool != first.pool and moved.reservation_ids
+    many = eng.place_many([batch] * 3, hour=20)
+    assert many.placed == 3 and first.pool not in {d.pool for d in many.decisions}
+
+
+def test_a_budget_of_new_holds_is_not_recorded_as_a_promise():
+    """The budget caps a pool's load for now; a placement's ceiling (what it is promised, binding every later
+    placement) stays its SLO's, or a joint placement made under a tight budget would cap the pool for its whole
+    hold."""
+    plain, budgeted = (engine(load_topology(DEFAULT_TOPOLOGY).value) for _ in range(2))
+    caps = plain.capacities(plain.catalog)
+    for eng in (plain, budgeted):
+        eng.ledger.set_shares(caps, {k: 0.0 for k in caps}, {})
+    batches = [Batch("singapore", "llm-70b", 500, 200, requests=400)] * 5
+    budgeted.ledger.announce(lambda pace: {k: 0.9 * v for k, v in caps.items()}, 1.0, 4)
+    a, b = plain.place_many(batches, hour=20), budgeted.place_many(batches, hour=20)
+    assert [d.pool for d in a.decisions] == [d.pool for d in b.decisions]
+    assert [d.ceiling for d in a.decisions] == [d.ceiling for d in b.decisions]
+    assert budgeted.ledger.own_ceilings() == plain.ledger.own_ceilings()

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from scheduler.engine.budget import Pace
 from scheduler.engine.ledger import TOLERANCE, Ledger, Reservation
 from scheduler.engine.request import Batch
 from engine_fixtures import TINY, engine, shrink
@@ -316,3 +317,72 @@ def test_holds_restored_from_an_earlier_run_never_move_this_run_s_ids_into_their
     ledger.restore((5 << RUN_ID_BITS) | 1, ["a"], [1.0], [math.inf], [time.time() + 60])
     (new,) = ledger.try_reserve([("a", 1.0, 10.0)], {"a": 8.0})
     assert new.id == (5 << RUN_ID_BITS) | 2
+
+
+def test_budget_of_new_holds_caps_placements_between_claims():
+    """Cluster mode: between the claims a replica publishes it holds at most the budget anew on each key (the
+    leader bounds a dead replica's holds by its last claim's profile plus that budget)."""
+    clock = Clock()
+    ledger = Ledger(clock, wall=lambda: clock.now + 5000.0)
+    ledger.set_shares({"a": 100.0, "b": 100.0}, {"a": 0.0, "b": 0.0}, {})
+    low: list[int] = []
+    ledger.budget_low = lambda: low.append(1)
+    first = ledger.announce(lambda pace: {"a": 10.0}, 1.0, 4)
+    assert ledger.try_reserve([("b", 1.0, 10.0)], {"b": 100.0}) is None  # no budget on b
+    assert ledger.try_reserve([("a", 4.0, 10.0)], {"a": 100.0}) is not None and not low
+    assert ledger.ceilings(["a"]).tolist() == [10.0]  # the engine sees the budget as a cap on the load
+    assert ledger.try_reserve([("a", 2.0, 2.5)], {"a": 100.0}) is not None and low  # half used: publish soon
+    clock.now += 0.5
+    paces = []
+    second = ledger.announce(lambda pace: paces.append(pace) or {"a": 10.0}, 1.0, 4)
+    assert second.window > first.window and paces == [Pace({"a": 6.0}, 0.5, {"a": 4.0})]
+    assert second.used == {"a": 6.0} and second.wall == 6000.5 and second.horizon == 6010.0
+    assert second.profile == {"a": [6.0, 6.0, 4.0, 4.0]}  # the 2 s left of the 2.5 s hold end after edge 1
+    # Both budgets bind until the second claim is stored: 4 left of the first.
+    assert ledger.reserve_many(["a"], np.array([0]), np.array([4.5]), np.array([10.0]), np.array([math.inf]),
+                               np.array([100.0])) is None
+    ledger.announced(second.window)
+    assert ledger.reserve_many(["a"], np.array([0]), np.array([4.5]), np.array([10.0]), np.array([math.inf]),
+                               np.array([100.0])) is not None
+    ledger.release_many([r for r in ledger.reservations()])  # releases give no budget back ...
+    assert ledger.try_reserve([("a", 6.0, 10.0)], {"a": 100.0}) is None
+    assert ledger.ceilings(["a"]).tolist() == [5.5]  # ... and the cap on the load follows the holds down
+
+
+def test_a_share_not_renewed_in_time_places_nothing():
+    clock = Clock()
+    ledger = Ledger(clock)
+    ledger.set_shares({"a": 100.0}, {"a": 0.0}, {})
+    ledger.renewed(clock.now + 2.0)
+    assert ledger.try_reserve([("a", 1.0, 10.0)], {"a": 100.0}) is not None
+    clock.now += 2.0
+    assert ledger.try_reserve([("a", 1.0, 10.0)], {"a": 100.0}) is None
+    ledger.renewed(clock.now + 2.0)
+    assert ledger.try_reserve([("a", 1.0, 10.0)], {"a": 100.0}) is not None
+
+
+def test_a_cable_s_budget_shows_as_load():
+    """The engine reads a cable's room off its load: with a budget, the room it sees is the lesser of the share's
+    and the budget's (a pool's shows as a ceiling instead, so its load stays the latency bound)."""
+    ledger = Ledger(Clock())
+    cable = "cable:x"
+    ledger.set_shares({cable: 40.0, "a": 50.0}, {cable: 60.0, "a": 50.0}, {})
+    ledger.announce(lambda pace: {cable: 15.0, "a": 5.0}, 1.0, 2)
+    assert ledger.used([cable, "a"]).tolist() == [85.0, 50.0]  # cable: 100 - 15 left; pool: its load
+    assert ledger.ceilings([cable, "a"]).tolist() == [75.0, 55.0]
+    assert ledger.try_reserve([(cable, 10.0, 10.0)], {cable: 100.0}) is not None
+    assert ledger.used([cable]).tolist() == [95.0]
+    assert ledger.try_reserve([(cable, 6.0, 10.0)], {cable: 100.0}) is None
+    assert ledger.promised_ceilings([cable, "a"]) == [math.inf, math.inf]
+
+
+def test_the_budget_s_cap_follows_a_new_share():
+    """A new share moves the others' background on a key, and with it the budget's cap on the key's load: the
+    engine's view must follow (a stale, lower cap refused placements the ledger would take)."""
+    ledger, keys = Ledger(Clock()), ["a"]  # one list: the ledger keeps its view current
+    ledger.set_shares({"a": 50.0}, {"a": 50.0}, {})
+    ledger.announce(lambda pace: {"a": 10.0}, 1.0, 2)
+    assert ledger.ceilings(keys).tolist() == [60.0]
+    ledger.set_shares({"a": 80.0}, {"a": 20.0}, {})
+    assert ledger.ceilings(keys).tolist() == [30.0]
+    assert ledger.used(keys).tolist() == [20.0]

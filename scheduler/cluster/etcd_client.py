@@ -72,6 +72,15 @@ class Etcd:
     def put(self, key: str, value: bytes, lease: int = 0) -> None:
         self.kv.Put(rpc_pb2.PutRequest(key=key.encode(), value=value, lease=lease), timeout=self.timeout_s)
 
+    def revision(self) -> int:
+        """The store's current revision."""
+        r = self.kv.Range(rpc_pb2.RangeRequest(key=b"\0", count_only=True), timeout=self.timeout_s)
+        return r.header.revision
+
+    def compact(self, revision: int) -> None:
+        """Drop the history before `revision` (etcd keeps every version of every key until told to)."""
+        self.kv.Compact(rpc_pb2.CompactionRequest(revision=revision), timeout=self.timeout_s)
+
     def delete(self, key: str) -> None:
         self.kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=key.encode()), timeout=self.timeout_s)
 

@@ -15,6 +15,7 @@ import grpc
 
 from scheduler.cluster.etcd_client import Etcd
 from scheduler.cluster.keys import Keys
+from scheduler.service.client import make_channel
 from scheduler.service.ids import boot_of
 from scheduler.service.placement import FORWARDED_KEY, PeerUnavailable
 from scheduler.v1 import operator_pb2_grpc, placement_pb2, placement_pb2_grpc
@@ -31,9 +32,10 @@ class ClusterPeers:
         self._keys = keys
         self._owners: dict[int, str | None] = {}
         self._lock = threading.Lock()
-        self.addresses: dict[str, str] = {}  # live replicas' addresses, refreshed by the replica's loop
+        self.addresses: dict[str, str] = {}  # live replicas' addresses, refreshed by the replica's loop (`alive`)
         self.room: dict[str, dict[str, float]] = {}  # per replica, per key: its share left unused, as published
-        self._channels: dict[str, grpc.Channel] = {}
+        self._runs: dict[str, int] = {}  # per live replica, its run number
+        self._channels: dict[str, grpc.Channel] = {}  # per address
 
     def owner_of(self, reservation_id: int) -> str | None:
         boot = boot_of(reservation_id)
@@ -52,6 +54,19 @@ class ClusterPeers:
                 self._owners[boot] = name
         return None if name in (None, self.name) else name  # an earlier run of this replica: restored here
 
+    def alive(self, replicas: dict[str, tuple[str, int]]) -> None:
+        """The live replicas, as (address, run number) by name. A replica back under a new run gets a new channel:
+        the old one may be waiting out a reconnection backoff from while it was down."""
+        stale = []
+        with self._lock:
+            for name, (address, run) in replicas.items():
+                if self._runs.get(name, run) != run and address in self._channels:
+                    stale.append(self._channels.pop(address))
+            self._runs = {name: run for name, (_, run) in replicas.items()}
+            self.addresses = {name: address for name, (address, _) in replicas.items()}
+        for ch in stale:
+            ch.close()
+
     def _channel(self, replica: str) -> grpc.Channel:
         address = self.addresses.get(replica)
         if address is None:
@@ -59,7 +74,7 @@ class ClusterPeers:
         with self._lock:
             ch = self._channels.get(address)
             if ch is None:
-                ch = self._channels[address] = grpc.insecure_channel(address)
+                ch = self._channels[address] = make_channel(address)
             return ch
 
     def _metadata(self, metadata: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:

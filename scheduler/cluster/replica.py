@@ -2,12 +2,14 @@
 rounds. Placement never waits on anything here: the ledger is told of a new share and the placement path reads
 it locally (Ledger.set_shares).
 
-The loop, every half rebalance period: renew the lease (past its TTL without a renewal, the replica stops placing:
-etcd may already have let its share go); read its grant, then the others' claims; apply the grant (a shrink at
-once) with the lowest ceiling of the others' holds per key (no replica grows a pool past a promise another made
-on it); publish its claim (max of limit and holds per key, its holds, their lowest ceilings, when they end,
-whether it refused for capacity, what it refused while the fleet had room); keep the others' holds (GetTopology) and their addresses (Release); apply the operator's shared link changes. A second thread campaigns in etcd's
-election and, while leading, runs a rebalancing round every period (leader.py).
+The loop, every half rebalance period: renew the lease (and tell the ledger: past 80 % of the TTL without a
+renewal it holds nothing new, as etcd may already have let its share go); read its grant (written for this lease),
+then the others' claims; apply the grant (a shrink at once) with the lowest ceiling of the others' holds per key (no
+replica grows a pool past a promise another made on it); publish its claim (claims.py: what it enforces, its holds,
+when they end, its budget of new holds until the next claim, what it refused while the fleet had room); keep the
+others' holds (GetTopology) and their addresses (Release); apply the operator's shared link changes. A claim is also
+published early when a budget is half used. A second thread campaigns in etcd's election and, while leading, runs
+a rebalancing round every period (leader.py) and compacts etcd's history every minute.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from dataclasses import dataclass
 import grpc
 
 from scheduler.cluster import leader as leading
+from scheduler.cluster.claims import Claim
 from scheduler.cluster.etcd_client import Etcd
-from scheduler.cluster.keys import Keys, amounts, encode
+from scheduler.cluster.keys import Keys, encode
 from scheduler.cluster.peers import ClusterPeers
 from scheduler.cluster.settings import ClusterSettings
+from scheduler.engine.budget import Pace
+from scheduler.engine.ledger import CABLE_KEY_PREFIX
 from scheduler.etcdpb import v3election_pb2
 from scheduler.service.ids import MAX_BOOT
 from scheduler.service.state import known_links, unbuilt
@@ -33,7 +38,13 @@ from scheduler.service.state import known_links, unbuilt
 log = logging.getLogger("scheduler.cluster")
 DEFAULT_MAX_HOLD_S = 3600.0  # without --max-hold, how long a dead replica's share stays counted
 SAFETY = 0.8  # of the lease TTL: the replica stops placing this long after its last renewal
-WANTED_DECAY = 0.5  # per publish: what a replica refused lingers in its claim for a few, so the leader sees it
+WANTED_DECAY = 0.5  # per half rebalance period: what a replica refused lingers in its claims for a few
+BUDGET_SHARE = 0.1  # of its share: the least budget of new holds a claim announces on each key
+BUDGET_GROWTH = 2.0  # times its largest hold: a budget fits two holds of the largest size seen
+BUDGET_AHEAD_S = 0.1  # a budget covers this long at the last window's pace (claims go out early when it is half used)
+PROFILE_STEPS = 32  # steps of a claim's end-time profile (each max(--max-hold / this, half a rebalance period))
+EARLY_PUBLISH_S = 0.05  # the least time between claims published early because a budget was half used
+COMPACT_EVERY_S = 60.0  # the leader compacts etcd's history to what it was this long ago
 
 
 @dataclass
@@ -65,10 +76,13 @@ class Replica:
         self._lease = 0
         self._renewed = 0.0  # monotonic time of the last successful renewal (sent)
         self._limits: dict[str, float] = {}
+        self._published = 0.0  # monotonic time of the last claim put
+        self._wake = threading.Event()  # a budget is half used: publish a claim soon
         self._others_used: dict[str, float] = {}
         self._others_ceiling: dict[str, float] = {}
         self._wanted: dict[str, float] = {}  # refused while the fleet had room, decayed at each publish
         self._refused_seen = 0
+        self._hungry_at = -math.inf  # monotonic time it last refused a placement for capacity
         self._links_seen: bytes | None = None
         self._campaign: grpc.Future | None = None
         self.is_leader = False
@@ -80,10 +94,12 @@ class Replica:
         self._metrics = plane.metrics
         self._metrics.cluster_mode()
         self.address = self.settings.advertise or plane.target
-        self._apply({})  # nothing placeable until a grant is read
-        old = self.etcd.get(self.keys.grants(self.name))  # a restart: the leader still counts our last grant
-        if old is not None:
-            self._apply(amounts(json.loads(old.value)))
+        ledger = plane.engine.ledger
+        ledger.announce(lambda pace: {}, 1.0, 1)  # budgets on: no new hold until a claim announces one
+        ledger.budget_low = plane.placement.on_wanted = self._wake.set
+        # Nothing placeable until a grant written for this lease is read: the leader counts a restarted replica's
+        # earlier run by what that run can still hold, not by its last grant.
+        self._apply({})
         self._new_lease()
         plane.state.fleet_used = self.fleet_used
         plane.state.link_listeners.append(self._links_changed)
@@ -121,9 +137,23 @@ class Replica:
     # --- the replica's loop --------------------------------------------------------------------------------------
     def _loop(self) -> None:
         period = self.settings.rebalance_s / 2
-        while not self._stop.wait(period):
+        due = time.monotonic() + period
+        while not self._stop.is_set():
+            woken = self._wake.wait(max(0.0, due - time.monotonic()))
+            if self._stop.is_set():
+                return
+            now = time.monotonic()
             try:
-                self._step()
+                if now >= due:
+                    due = now + period
+                    self._step()
+                    self._metrics.cluster_claims.labels("period").inc()
+                elif woken:  # a budget is half used: a claim now renews it (no more often than EARLY_PUBLISH_S)
+                    self._stop.wait(max(0.0, self._published + EARLY_PUBLISH_S - now))
+                    self._wake.clear()
+                    self._publish()
+                    self._metrics.cluster_claims.labels("early").inc()
+                    continue
             except grpc.RpcError as e:
                 log.warning("etcd: %s", e.code().name, extra={"replica": self.name})
             except Exception:
@@ -139,43 +169,47 @@ class Replica:
         sent = time.monotonic()
         if self.etcd.keepalive(self._lease) > 0:
             self._renewed = sent
+            self.plane.engine.ledger.renewed(sent + SAFETY * self.settings.lease_ttl_s)
         else:  # the lease expired (etcd unreachable too long, or a pause): come back as a new member
             self._apply({})
             self._publish()
             self._new_lease()
         # The grant first, then the claims: a grant grows into room another replica's claim gave up, and that
         # claim (read after the grant, etcd being linearizable) carries the ceilings of the holds it keeps.
-        grant = self.etcd.get(self.keys.grants(self.name))
-        others = self._read_claims()
-        if grant is not None and time.monotonic() - self._renewed < SAFETY * self.settings.lease_ttl_s:
-            self._apply(amounts(json.loads(grant.value)), others.ceiling)
+        entry = self.etcd.get(self.keys.grants(self.name))
+        grant = leading.Grant.parse(entry.value) if entry is not None else None
+        alive = {self.keys.name_of(e.key): (e.lease, json.loads(e.value)) for e in self.etcd.get_prefix(self.keys.alive())}
+        others = self._read_claims({name: lease for name, (lease, _) in alive.items()})
+        if grant is not None and grant.lease == self._lease and \
+                time.monotonic() - self._renewed < SAFETY * self.settings.lease_ttl_s:
+            self._apply(grant.share, others.ceiling)
         else:
             self._apply(self._limits, others.ceiling)
         self._publish()
         self._others_used = others.used
-        self.peers.addresses = {self.keys.name_of(e.key): json.loads(e.value)["address"]
-                                for e in self.etcd.get_prefix(self.keys.alive())}
+        self.peers.alive({name: (doc["address"], doc["boot"]) for name, (_, doc) in alive.items()})
         self.peers.room = others.room
         self._sync_links()
 
-    def _read_claims(self) -> Others:
+    def _read_claims(self, alive: dict[str, int]) -> Others:
         """What the other replicas last published: their holds, the lowest ceiling of their holds (a claim's
         ceilings count until its holds could have ended, so a dead replica's promises are kept too) and the room
-        left in their shares, per key."""
+        left in their shares, per key. A claim from a run that has ended (its lease is not the one alive) counts
+        its holds as they end."""
         out = Others({}, {}, {})
         now = time.time()
         for e in self.etcd.get_prefix(self.keys.claims()):
             name = self.keys.name_of(e.key)
             if name == self.name:
                 continue
-            claim = json.loads(e.value)
-            used = amounts(claim.get("used"))
+            claim = Claim.parse(e.value)
+            used = claim.used if alive.get(name) == claim.lease else claim.held_now(now)
             for k, v in used.items():
                 out.used[k] = out.used.get(k, 0.0) + v
-            if claim.get("horizon", math.inf) > now:
-                for k, c in amounts(claim.get("ceiling")).items():
+            if claim.horizon > now:
+                for k, c in claim.ceiling.items():
                     out.ceiling[k] = min(out.ceiling.get(k, math.inf), c)
-            out.room[name] = {k: v - used.get(k, 0.0) for k, v in amounts(claim.get("claim")).items()}
+            out.room[name] = {k: v - claim.used.get(k, 0.0) for k, v in claim.claim.items()}
         return out
 
     def _caps(self) -> dict[str, float]:
@@ -193,23 +227,47 @@ class Replica:
         self.plane.engine.ledger.set_shares(limits, background, self._others_ceiling)
         self._limits = limits
 
+    def _budget(self, pace: Pace) -> dict[str, float]:
+        """New holds this replica may make per key until its next claim (never more than its share): a tenth of
+        its share, or, if more, what it would take in BUDGET_AHEAD_S at its last window's pace, twice the largest
+        hold there, or the largest hold on any pool. It is what a dead replica can hold beyond its
+        holds' profile, so small is good; early claims (when half used, or after a refusal it caused) keep it from
+        binding."""
+        ahead = BUDGET_AHEAD_S / max(EARLY_PUBLISH_S, pace.seconds)  # the last window's pace, this long ahead
+        # A hold's size on one pool says what it may be on the others (cables apart: Gbps, not accelerators).
+        kinds = {kind: max((v for k, v in pace.largest.items() if k.startswith(CABLE_KEY_PREFIX) == kind),
+                           default=0.0) for kind in (False, True)}
+
+        def budget(k: str, share: float) -> float:
+            return min(share, max(BUDGET_SHARE * share, pace.taken.get(k, 0.0) * ahead,
+                                  BUDGET_GROWTH * pace.largest.get(k, 0.0), kinds[k.startswith(CABLE_KEY_PREFIX)]))
+
+        return {k: budget(k, v) for k, v in self._limits.items() if v > 0}
+
     def _publish(self) -> None:
         ledger = self.plane.engine.ledger
-        used = ledger.own_used()
-        claim = {k: max(v, used.get(k, 0.0)) for k, v in self._limits.items()}
-        for k, u in used.items():
-            claim[k] = max(claim.get(k, 0.0), u)
+        step = max(self.settings.rebalance_s / 2, self.max_hold_s / PROFILE_STEPS)
+        # What it refused lingers for a few half periods, however often claims go out, so the leader sees it.
+        t, period = time.monotonic(), self.settings.rebalance_s / 2
         refused = self.plane.placement.refused
-        hungry, self._refused_seen = refused > self._refused_seen, refused
-        wanted = {k: v * WANTED_DECAY for k, v in self._wanted.items() if v * WANTED_DECAY > 1e-3}
+        if refused > self._refused_seen:
+            self._refused_seen, self._hungry_at = refused, t
+        hungry = t - self._hungry_at < period
+        decay = WANTED_DECAY ** ((t - self._published) / period)
+        wanted = {k: v * decay for k, v in self._wanted.items() if v * decay > 1e-3}
         for k, v in self.plane.placement.take_wanted().items():
             wanted[k] = wanted.get(k, 0.0) + v
         self._wanted = wanted
-        self.etcd.put(self.keys.claims(self.name), encode({
-            "wanted": wanted,
-            "claim": claim, "used": {k: v for k, v in used.items() if v > 0}, "horizon": ledger.horizon(),
-            "ceiling": ledger.own_ceilings(),
-            "hungry": hungry, "boot": self.boot, "at": time.time()}))
+        now = ledger.announce(self._budget, step, PROFILE_STEPS)
+        used = now.used
+        claim = {k: max(v, used.get(k, 0.0)) for k, v in self._limits.items()}
+        for k, u in used.items():
+            claim[k] = max(claim.get(k, 0.0), u)
+        self._published = t
+        self.etcd.put(self.keys.claims(self.name), Claim(
+            self._lease, self.boot, claim, used, now.ceilings, now.horizon, now.wall, now.step_s, now.profile,
+            now.budget, wanted, hungry).encode())
+        ledger.announced(now.window)
 
     def fleet_used(self) -> dict[str, float]:
         """Every replica's holds per key: this one's now, the others' as last published."""
@@ -240,6 +298,15 @@ class Replica:
             if current.get(link) != up and link in known and not (up and link in never):
                 state.set_links([link], up)  # tells _links_changed, which writes back the same overrides
 
+    def _compact(self, revision: int) -> tuple[float, int]:
+        """Drop etcd's history before `revision` (claims are rewritten several times a second, and etcd keeps
+        every version until compacted); the next mark."""
+        try:
+            self.etcd.compact(revision)
+        except grpc.RpcError as e:  # compacted already (by an earlier leader), or etcd busy: next time
+            log.info("etcd compaction at %d: %s", revision, e.code().name)
+        return time.monotonic(), self.etcd.revision()
+
     # --- leadership ----------------------------------------------------------------------------------------------
     def _lead(self) -> None:
         while not self._stop.is_set():
@@ -255,14 +322,16 @@ class Replica:
             self.is_leader = True
             self._metrics.cluster_leader.set(1)
             log.info("leading the cluster", extra={"replica": self.name})
+            mark = (time.monotonic(), self.etcd.revision())
             try:
                 while not self._stop.is_set() and lease == self._lease:
-                    r = leading.rebalance(self.etcd, self.keys, key, self._caps(), self.max_hold_s,
-                                          self.settings.lease_ttl_s)
+                    r = leading.rebalance(self.etcd, self.keys, key, self._caps(), self.max_hold_s)
                     if r is None:
                         break  # deposed
                     if r.retired:
                         log.warning("shares of %s returned (dead past their holds' end)", ", ".join(r.retired))
+                    if time.monotonic() - mark[0] > COMPACT_EVERY_S:
+                        mark = self._compact(mark[1])
                     self._stop.wait(self.settings.rebalance_s)
             except grpc.RpcError as e:
                 log.warning("leader round failed: %s", e.code().name)

@@ -153,7 +153,7 @@ class Engine:
                 decision, _ = decide(batch, slo, cat, h, used, cable_used, self.ceilings(cat))
             if not decision.placed or not reserve:
                 return decision
-            got = self.ledger.try_reserve(self._items(cat, decision), cat.ledger_capacity_map, owner, quota)
+            got = self.ledger.try_reserve(self.holds_of(decision, cat), cat.ledger_capacity_map, owner, quota)
             return None if got is None else _with_reservations(decision, got)
 
         for _ in range(RESERVE_RETRIES):
@@ -173,7 +173,7 @@ class Engine:
         h = self.hour(hour)
         n_pools = len(cat.pools)
         used = [load.get(k, 0.0) for k in cat.ledger_keys]
-        ceiling = self.ledger.state(cat.ledger_keys)[1]
+        ceiling = self.ledger.promised_ceilings(cat.ledger_keys)
         tables = cat.one_batch(batch.model)
         if tables is not None:
             return decide_one(batch, slo, cat, tables, h, used, used[n_pools:], ceiling)
@@ -206,7 +206,8 @@ class Engine:
 
         def attempt() -> BatchResult | None:
             used, cable_used = self.usage(cat)
-            problem = joint.build(cat, batches, slos, h, used, cable_used, self.ceilings(cat), checked)
+            problem = joint.build(cat, batches, slos, h, used, cable_used, self.ceilings(cat), checked,
+                                  self.ledger.promised(cat.ledger_keys[: len(cat.pools)]))
             solution = solver(problem)
             placed = _Placed.of(problem, solution)
             if not reserve:
@@ -245,7 +246,9 @@ class Engine:
         used, cable_used = self.usage(cat)
         return fleet.plan(cat, cells, slos, self.hour(hour), policy, used, self.ceilings(cat), cable_used)
 
-    def _items(self, cat: Catalog, d: Decision) -> list[tuple[str, float, float]]:
+    def holds_of(self, d: Decision, cat: Catalog | None = None) -> list[tuple[str, float, float]]:
+        """What placing `d` holds: (ledger key, amount, seconds[, ceiling]) for its pool and each cable it crosses."""
+        cat = cat or self.catalog
         items: list[tuple] = [(d.pool, d.load, d.hold_s, d.ceiling)]
         if d.route is not None and d.route.cables:
             gbps = _gbps(d.batch, cat, d.hold_s)
@@ -431,7 +434,7 @@ class _Placed:
             cols["g_co2"][i] = now.g_co2
             cols["load"][i] = e.load[placed, k]
             cols["hold_s"][i] = e.hold_s[placed]
-            cols["ceiling"][i] = p.ceiling[m][placed, k]
+            cols["ceiling"][i] = p.promise[m][placed, k]
             cols["gbps"][i] = e.gbps[placed]
             cols["ttft_mean_ms"][i] = mean_ttft_ms(p.cat, p.cat.by_model[m], now, final, k)
         index = np.flatnonzero(a.target >= 0)

@@ -28,6 +28,8 @@ from typing import Protocol
 
 import numpy as np
 
+from scheduler.engine.budget import NewHolds, Pace, end_profile
+
 TOLERANCE = 1e-9  # accelerators (or Gbps): float noise, not capacity
 CABLE_KEY_PREFIX = "cable:"  # keys of cable bandwidth (catalog.CABLE_PREFIX); every other key is a pool's
 _new = object.__new__
@@ -82,6 +84,21 @@ class _Block:
         return self.expires[i], self.first + i, self
 
 
+@dataclass(frozen=True)
+class Announcement:
+    """Cluster mode: this replica's holds at one instant, for its claim, and the budget of new holds it keeps to
+    from then on (`window`: acknowledge it once the claim is stored, `Ledger.announced`)."""
+
+    window: int
+    used: dict[str, float]  # holds per key
+    ceilings: dict[str, float]  # the lowest ceiling of the holds per key (keys without one left out)
+    wall: float  # when (wall clock)
+    horizon: float  # wall-clock time by which every hold has ended
+    step_s: float
+    profile: dict[str, list[float]]  # per key, the holds ending after wall + i * step_s (budget.end_profile)
+    budget: dict[str, float]  # the most new holds per key from `wall` on
+
+
 class _View:
     """The ledger's state over one list of keys, kept current as it changes (so a read copies two lists instead of
     looking every key up): per key, what is held and the lowest ceiling of its live items (`Ledger._ceiling`)."""
@@ -123,6 +140,9 @@ class Ledger:
         self._shares: dict[str, float] | None = None  # cluster mode: this replica's share per key (absent: 0)
         self._background: dict[str, float] = {}  # cluster mode: load the other replicas may put on a key
         self._others_ceiling: dict[str, float] = {}  # cluster mode: the lowest ceiling of the others' holds per key
+        self._new_holds: NewHolds | None = None  # cluster mode: the budget of new holds between claims
+        self._until = math.inf  # cluster mode: no new holds from this time on (clock) unless the share is renewed
+        self.budget_low: Callable[[], None] | None = None  # told (under the lock) when a budget is half used
 
     def _expire(self, now: float) -> None:
         heap = self._expiry
@@ -137,10 +157,22 @@ class Ledger:
         left = self._used.get(pool, 0.0) - amount
         self._used[pool] = left if left > TOLERANCE else 0.0
         self._sync_used(pool)
+        if self._new_holds is not None:  # the budget's bound on the load moves down with the holds
+            self._sync_ceiling(pool)
+
+    def _load(self, key: str) -> float:
+        """The load placements judge `key` at: this process's holds and the others' shares. In cluster mode a
+        cable's budget of new holds shows here too (a cable's load counts only Gbps, never latency, and the engine
+        reads a cable's room off its load): the room seen is the lesser of the share's and the budget's."""
+        own = self._used.get(key, 0.0)
+        load = own + self._background.get(key, 0.0)
+        if self._new_holds is not None and key.startswith(CABLE_KEY_PREFIX) and self._shares is not None:
+            return load + max(0.0, self._shares.get(key, 0.0) - own - self._new_holds.room(key))
+        return load
 
     def _sync_used(self, pool: str) -> None:
         if self._views:
-            x = self._used.get(pool, 0.0) + self._background.get(pool, 0.0)
+            x = self._load(pool)
             for view in self._views:
                 i = view.index.get(pool)
                 if i is not None:
@@ -159,8 +191,7 @@ class Ledger:
         for view in self._views:
             if view.keys is keys:
                 return view
-        bg = self._background
-        view = _View(keys, [self._used.get(k, 0.0) + bg.get(k, 0.0) for k in keys], [self._ceiling(k) for k in keys])
+        view = _View(keys, [self._load(k) for k in keys], [self._ceiling(k) for k in keys])
         if len(view.index) == len(keys):  # a list naming a key twice is served but not kept
             self._views.insert(0, view)
             del self._views[MAX_VIEWS:]
@@ -172,16 +203,26 @@ class Ledger:
             heapq.heappop(heap)
         return heap[0][0] if heap else math.inf
 
-    def _ceiling(self, pool: str) -> float:
-        """The most load `pool` may carry: the lowest ceiling of the placements live on it, here or (cluster
-        mode) at the other replicas."""
+    def _promised(self, pool: str) -> float:
+        """The lowest ceiling of the placements live on `pool`, here or (cluster mode) at the other replicas."""
         return min(self._own_ceiling(pool), self._others_ceiling.get(pool, math.inf))
+
+    def _ceiling(self, pool: str) -> float:
+        """The most load `pool` may carry: the promises on it and (cluster mode) the budget of new holds, which
+        caps the load as a ceiling does and so leaves the load itself the latency bound."""
+        c = self._promised(pool)
+        if self._new_holds is not None:
+            own = self._used.get(pool, 0.0)
+            c = min(c, own + self._background.get(pool, 0.0) + self._new_holds.room(pool))
+        return c
 
     def _fits(self, pool: str, amount: float, capacity: float, lowest: float) -> bool:
         """Room for `amount` more on `pool`: within its capacity (and in cluster mode this replica's share), and
         the load (with the other replicas' shares as background) within every ceiling promised on it."""
         own = self._used.get(pool, 0.0)
         if self._shares is not None:
+            if self._clock() >= self._until:
+                return False
             capacity = min(capacity, self._shares.get(pool, 0.0))
         if own + amount > capacity + TOLERANCE:
             return False
@@ -203,13 +244,99 @@ class Ledger:
         background, no ceilings but this process's own. All three change at one instant, under the lock."""
         with self._lock:
             self._shares = None if shares is None else dict(shares)
+            if shares is None:
+                self._new_holds, self._until = None, math.inf
             old, old_ceiling = self._background, self._others_ceiling
             self._background = dict(background or {})
             self._others_ceiling = {k: c for k, c in (others_ceiling or {}).items() if c < math.inf}
-            for key in set(old) | set(self._background):
+            moved = {k for k in set(old) | set(self._background) if old.get(k) != self._background.get(k)}
+            for key in moved:
                 self._sync_used(key)
-            for key in set(old_ceiling) | set(self._others_ceiling):
+            if self._new_holds is not None:  # the budget's cap on a key's load counts its background
+                moved |= set(old_ceiling) | set(self._others_ceiling)
+            else:
+                moved = set(old_ceiling) | set(self._others_ceiling)
+            for key in moved:
                 self._sync_ceiling(key)
+
+    def renewed(self, until: float) -> None:
+        """Cluster mode: the share stands until `until` (this ledger's clock); past it, nothing new is held until
+        renewed again (the lease that keeps the share may have lapsed)."""
+        with self._lock:
+            self._until = until
+
+    def announce(self, budget: Callable[[Pace], dict[str, float]], step_s: float, steps: int) -> Announcement:
+        """Cluster mode: this replica's holds now, with their end-time profile, and a budget of new holds
+        (`budget(pace)[key]`, absent: none; `pace`: how fast they came lately) kept from now until a later
+        announcement is acknowledged (`announced`). The first call starts the budgets: until then new holds are
+        not counted."""
+        with self._lock:
+            now, wall = self._clock(), self._wall()
+            self._expire(now)
+            if self._new_holds is None:
+                self._new_holds = NewHolds()
+            window = self._new_holds.open(budget(self._new_holds.pace(wall)), wall)
+            self._sync_budgets()
+            shift = wall - now
+            items = ((b.pools[rid - b.first], b.amounts[rid - b.first], b.expires[rid - b.first] + shift)
+                     for rid, b in self._live.items())
+            profile = end_profile(items, wall, step_s, steps)
+            last = max((max(b.expires) for b in set(self._live.values())), default=now)
+            ceilings = {p: c for p in list(self._ceilings) if (c := self._own_ceiling(p)) < math.inf}
+            return Announcement(window.seq, {k: v for k, v in self._used.items() if v > 0}, ceilings, wall,
+                                wall + max(0.0, last - now), step_s, profile, dict(window.budget))
+
+    def announced(self, window: int) -> None:
+        """The claim of announcement `window` is stored: earlier budgets no longer bind."""
+        with self._lock:
+            if self._new_holds is not None:
+                self._new_holds.acknowledged(window)
+                self._sync_budgets()
+
+    def _sync_budgets(self) -> None:
+        self._views.clear()  # every key's bound moved: the views are built again on their next read
+
+    def _spend(self, key: str, amount: float, largest: float) -> None:
+        """Count new holds (`amount` in all, the largest `largest`) against the budgets (cluster mode); a half-used
+        one asks for a claim soon."""
+        if self._new_holds is None:
+            return
+        if self._new_holds.spend(key, amount, largest) and self.budget_low is not None:
+            self.budget_low()
+        self._sync_ceiling(key)
+
+    def needed(self, key: str, amount: float) -> bool:
+        """Cluster mode: one hold needed `amount` of `key`, which this replica's share had room for. True if the
+        budget of new holds is what refused it: the next budget fits it (twice), and a claim goes out soon."""
+        with self._lock:
+            holds = self._new_holds
+            if holds is None or amount <= holds.room(key) + TOLERANCE:
+                return False
+            holds.largest[key] = max(amount, holds.largest.get(key, 0.0))
+            if self.budget_low is not None:
+                self.budget_low()
+            return True
+
+    def shared_load(self, keys: list[str]) -> list[float]:
+        """Per key, this process's holds plus the others' shares: the load placements would be judged at
+        without the budget of new holds."""
+        with self._lock:
+            self._expire(self._clock())
+            return [self._used.get(k, 0.0) + self._background.get(k, 0.0) for k in keys]
+
+    def promised(self, keys: Sequence[str]) -> np.ndarray | None:
+        """`promised_ceilings(keys)` while a budget of new holds is on (`ceilings` then caps more than promises),
+        else None (`ceilings` is the promises)."""
+        if self._new_holds is None:
+            return None
+        return np.array(self.promised_ceilings(keys))
+
+    def promised_ceilings(self, keys: list[str]) -> list[float]:
+        """Per key, the lowest ceiling promised on it (here or at the other replicas); inf: none. What
+        `ceilings` gives, without the budget of new holds."""
+        with self._lock:
+            self._expire(self._clock())
+            return [self._promised(k) for k in keys]
 
     def shares(self) -> dict[str, float] | None:
         with self._lock:
@@ -276,6 +403,7 @@ class Ledger:
             used = self._used
             for pool, amount in zip(pools, amounts):
                 used[pool] = used.get(pool, 0.0) + amount
+                self._spend(pool, amount, amount)
                 self._sync_used(pool)
             self._book(first, pools, amounts, ceilings, expires,
                        sorted(range(n), key=expires.__getitem__) if n > 1 else [0], owner)
@@ -328,8 +456,14 @@ class Ledger:
             after = np.array([used.get(pool, 0.0) for pool in keys])
             np.add.at(after, key, amount)  # in item order, as try_reserve adds them one by one
             after = after.tolist()
+            if self._new_holds is not None:
+                largest = np.zeros(n_keys)
+                np.maximum.at(largest, key, amount)
+                largest = largest.tolist()
             for k in present:
                 used[keys[k]] = after[k]
+                if self._new_holds is not None:
+                    self._spend(keys[k], need[k], largest[k])
                 self._sync_used(keys[k])
             pools = [keys[k] for k in key.tolist()]
             expires = now + hold

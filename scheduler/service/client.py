@@ -35,6 +35,9 @@ REQUEST_ID_KEY = "x-request-id"
 # server after 10 s without an answer; the server allows pings every 10 s (server.MIN_CLIENT_PING_INTERVAL_S).
 KEEPALIVE_OPTIONS = (("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
                      ("grpc.keepalive_permit_without_calls", 0), ("grpc.http2.max_pings_without_data", 0))
+# A replica that restarts is found again within 2 s (gRPC's default backoff grows to 120 s: a router would keep
+# away from a replica back up long after, and send its share of the calls to the others).
+RECONNECT_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 2_000))
 
 
 class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
@@ -89,7 +92,7 @@ def make_channel(target: str, tls: bool = False, ca: str | Path | None = None, c
     given = {k for k, _ in options}
     opts = [*options, *((k, v) for k, v in (("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                              ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                                             *KEEPALIVE_OPTIONS) if k not in given)]
+                                             *KEEPALIVE_OPTIONS, *RECONNECT_OPTIONS) if k not in given)]
     if tls or ca or cert:
         return grpc.secure_channel(target, channel_credentials(ca, cert, key), options=opts)
     return grpc.insecure_channel(target, options=opts)

@@ -67,6 +67,13 @@ class Metrics:
         self.cluster_passed_on = Counter("scheduler_cluster_passed_on_placements", "Places this replica's share "
                                          "could not hold, passed on to another replica, by outcome (placed, "
                                          "refused, unavailable)", ["outcome"], registry=None)
+        self.cluster_budget_short = Counter("scheduler_cluster_budget_short_placements", "Batches this replica "
+                                            "refused though its share had room, for want of budget of new holds "
+                                            "until its next claim (it publishes one at once, with a larger "
+                                            "budget)", registry=None)
+        self.cluster_claims = Counter("scheduler_cluster_claims", "Claims this replica published in etcd, by why "
+                                      "(period, early: a budget of new holds was half used or short)", ["why"],
+                                      registry=None)
         self.watch_refusals.labels("total")
         self.watch_refusals.labels("per_client")
         self._placement_counters: dict[tuple[str, Reason | None], Callable[[float], None]] = {}
@@ -84,8 +91,11 @@ class Metrics:
 
     def cluster_mode(self) -> None:
         """Export the cluster series (a replica started with --cluster)."""
-        for series in (self.cluster_lease_ok, self.cluster_leader, self.cluster_stranded, self.cluster_passed_on):
+        for series in (self.cluster_lease_ok, self.cluster_leader, self.cluster_stranded, self.cluster_passed_on,
+                       self.cluster_budget_short, self.cluster_claims):
             self.registry.register(series)
+        for why in ("period", "early"):
+            self.cluster_claims.labels(why)
         for rpc in ("Place", "PlaceBatch"):
             self.cluster_stranded.labels(rpc)
         for outcome in ("placed", "refused", "unavailable"):

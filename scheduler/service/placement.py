@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import grpc
@@ -106,6 +106,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         self.refused = 0  # placements refused for capacity (cluster mode reads it as demand it could not meet)
         self._wanted: dict[str, float] = {}  # cluster mode: accelerators refused per pool while the fleet had room
         self._wanted_lock = threading.Lock()
+        self.on_wanted: Callable[[], None] | None = None  # cluster mode: told when a refusal is tallied as wanted
 
     @property
     def engine(self) -> Engine:
@@ -164,7 +165,20 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             return None
         with self._wanted_lock:
             self._wanted[d.pool] = self._wanted.get(d.pool, 0.0) + d.load
+        if self.on_wanted is not None:
+            self.on_wanted()
         return d
+
+    def _budget_short(self, batch: Batch, hour: int | None) -> None:
+        """Cluster mode: where this replica would have placed a batch it refused, were it not for its budget of
+        new holds (its share had room): the ledger makes the next budget fit it, and a claim goes out soon."""
+        ledger, keys = self.engine.ledger, self.engine.catalog.ledger_keys
+        d = self.engine.decide_at(batch, dict(zip(keys, ledger.shared_load(keys))), hour)
+        if not d.placed:
+            return
+        short = [ledger.needed(key, amount) for key, amount, *_ in self.engine.holds_of(d)]
+        if any(short) and self.metrics is not None:
+            self.metrics.cluster_budget_short.inc()
 
     def take_wanted(self) -> dict[str, float]:
         """Accelerators per pool this replica's share could not hold while the fleet had room, since last asked."""
@@ -178,12 +192,15 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         other replicas, the one with the most room left in its share first (as last published: room comes and
         goes faster than replicas publish it, so each is asked). The first to place it answers; if none does, and
         the fleet had room at every replica's holds as last published, the refusal is counted as stranded."""
-        if self.peers is None or self.state.fleet_used is None or _forwarded(context):
-            return None  # not in cluster mode, or the replica that passed it on counts it
+        if self.peers is None or self.state.fleet_used is None:
+            return None  # not in cluster mode
         batch, hour = refused.batch, refused.hour
         anywhere = self.engine.decide_at(batch, {}, hour)
         if not anywhere.placed:
             return None  # no site meets its SLO even on an empty fleet: no replica can help
+        self._budget_short(batch, hour)
+        if _forwarded(context):
+            return None  # the replica that passed it on goes on, and counts it
         fleet = self._fleet_room(batch, hour)
         d = fleet or anywhere
         keys = [d.pool] + [CABLE_PREFIX + c for c in (d.route.cables if d.route is not None else ())]
@@ -270,9 +287,13 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         """Cluster mode: `_pass_on` for the batches of a PlaceBatch this replica refused (`where`: their places in
         the call): passed on together, to one replica after another, the one with the most room first; those
         placed take their places in `response`. Returns the ids placed elsewhere, per replica."""
-        if self.peers is None or self.state.fleet_used is None or _forwarded(context):
+        if self.peers is None or self.state.fleet_used is None:
             return {}
         todo = [(i, b) for i, b in zip(where, batches) if self.engine.decide_at(b, {}, hour).placed]
+        for _, b in todo:
+            self._budget_short(b, hour)
+        if _forwarded(context):
+            return {}
         fleet = {i: d for i, b in todo if (d := self._fleet_room(b, hour)) is not None}
         keys = sorted({d.pool for d in fleet.values()})
         passed: dict[str, list[int]] = {}

@@ -125,7 +125,7 @@ class TopologyServicer(topology_pb2_grpc.TopologyServiceServicer):
         shares = engine.ledger.shares()
         pool_used = [fleet.get(p.key, 0.0) for p in cat.pools]
         cable_used = [fleet.get(k, 0.0) for k in cat.ledger_keys[len(cat.pools):]]
-        ceiling = engine.ceilings(cat)  # this replica's promises and (cluster mode) the others'
+        ceiling = engine.ledger.promised_ceilings(cat.ledger_keys)  # this replica's and (cluster) the others'
         ceiling_here = engine.ledger.own_ceilings()
         pools_by_site: dict[str, list[topology_pb2.PoolInfo]] = {}
         for i, p in enumerate(cat.pools):

@@ -75,6 +75,9 @@ class BatchProblem:
     used: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (P,) load already on each pool
     pool_cap: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (P,) the most load each pool may carry
     arrays: dict[str, BatchArrays] = field(default_factory=dict)  # each model's batches, column-wise
+    # (B_m, T_m) what a placement promises: its ceiling capped at the pool's capacity and promises only (a cluster
+    # replica's budget of new holds lowers `pool_cap` for now, not what a placement may later be held to)
+    promise: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_targets(self) -> int:
@@ -104,12 +107,15 @@ class BatchProblem:
 
 
 def build(cat: Catalog, batches: list[Batch], slos: list[Slo], hour: int, used: np.ndarray,
-          cable_used: np.ndarray, ceiling: np.ndarray | None = None, checked: Checked | None = None) -> BatchProblem:
+          cable_used: np.ndarray, ceiling: np.ndarray | None = None, checked: Checked | None = None,
+          promised: np.ndarray | None = None) -> BatchProblem:
     """Score every batch against every target of its model at the current loads.
 
     A pair is feasible if every filter passes, the pool (capacity, lowered to `ceiling` where live placements need
     it) and the route's cables have room, and the batch's own load keeps the pool under the pair's ceiling.
     `checked`, when given, is `check_batches` of these batches (their columns, read once), else they are read here.
+    `promised`, when given, is the part of `ceiling` that live placements' promises make (the rest is a limit for
+    now only): what a placement promises is capped at it rather than at `ceiling`.
     """
     c = checked if checked is not None else _columns(batches, slos)
     n_b = len(batches)
@@ -120,7 +126,9 @@ def build(cat: Catalog, batches: list[Batch], slos: list[Slo], hour: int, used: 
         by_model.setdefault(m, []).append(i)
     models = [m for m in cat.by_model if m in by_model]
     cap = cat.pool_capacity if ceiling is None else np.minimum(cat.pool_capacity, ceiling)
+    promise_cap = cap if promised is None else np.minimum(cat.pool_capacity, promised)
     offset, rows, est, reason, pair_ceiling, per_model, pools, sites = {}, {}, {}, {}, {}, {}, [], []
+    promise = pair_ceiling if promised is None else {}
     n = 0
     weight = np.zeros(n_b)
     for m in models:
@@ -138,6 +146,8 @@ def build(cat: Catalog, batches: list[Batch], slos: list[Slo], hour: int, used: 
         reason[m] = own_load_reasons(e, capacity_reasons(cat, mt, e, arrays.region, used, cable_used, cap), th,
                                      binding, mt, used)
         pair_ceiling[m] = np.minimum(th, cap[mt.pool][None, :])
+        if promised is not None:
+            promise[m] = np.minimum(th, promise_cap[mt.pool][None, :])
         weight[idx] = costs.token_weight(arrays.input_tokens, arrays.output_tokens, mt.speedup) * arrays.requests
         pools.append(mt.pool)
         sites.append(mt.site)
@@ -147,6 +157,7 @@ def build(cat: Catalog, batches: list[Batch], slos: list[Slo], hour: int, used: 
         np.concatenate(pools) if pools else np.zeros(0, np.int64),
         np.concatenate(sites) if sites else np.zeros(0, np.int64),
         region, weight, cap - used, cat.cable_capacity_gbps - cable_used, pair_ceiling, used.astype(float), cap, per_model,
+        promise,
     )
 
 
