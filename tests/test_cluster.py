@@ -3,6 +3,7 @@ unique, Release reaches the holder (or answers NOT_FOUND naming it), GetTopology
 
 from __future__ import annotations
 
+import threading
 import time
 
 import grpc
@@ -13,8 +14,9 @@ from scheduler.cluster.settings import ClusterSettings
 from scheduler.service.client import Client
 from scheduler.service.convert import batch_from_pb
 from scheduler.service.ids import boot_of
+from scheduler.service.placement import FORWARDED_KEY
 from scheduler.service.server import ControlPlane
-from scheduler.v1 import types_pb2
+from scheduler.v1 import placement_pb2, placement_pb2_grpc, types_pb2
 
 BATCH = types_pb2.Batch(region="singapore", model="llm-70b", input_tokens=100, output_tokens=4000, requests=10)
 
@@ -213,5 +215,44 @@ def test_release_while_etcd_is_down_says_so_and_frees_what_it_can(etcd):
             assert not b.engine.ledger.reservations()  # b's own were freed
             assert len(a.engine.ledger.reservations()) == len(theirs)  # a's untouched
     finally:
+        a.stop(0)
+        b.stop(0)
+
+
+def test_a_call_a_peer_passes_on_is_served_beyond_the_concurrency_limit_and_a_forged_one_is_not(etcd):
+    """A replica that passes a Place on was admitted by its own limit already; turning it away at the peer (busy)
+    stranded it though the peer had room. Only a marker signed with the cluster's secret earns that."""
+    a, b = replicas(etcd, ["a", "b"], workers=4, max_concurrent=1, default_deadline_s=None)
+    inside, release = threading.Event(), threading.Event()
+    real_place = a.engine.place
+    first = [True]
+
+    def slow_first_place(*args, **kw):
+        if first[0]:
+            first[0] = False
+            inside.set()
+            assert release.wait(20)
+        return real_place(*args, **kw)
+
+    a.engine.place = slow_first_place  # a's one working slot stays busy until we say so
+    try:
+        wait_for(lambda: granted((a, b)))
+        with Client(a.target, timeout=20) as ca:
+            t = threading.Thread(target=lambda: ca.place(BATCH, dry_run=True))
+            t.start()
+            assert inside.wait(20)
+            stub = placement_pb2_grpc.PlacementServiceStub(ca.channel)
+            request = placement_pb2.PlaceRequest(batch=BATCH, dry_run=True)
+            signed = b.cluster.peers._metadata([])
+            assert stub.Place(request, metadata=signed, timeout=10).decision.placed
+            for forged in ([(FORWARDED_KEY, "b")], [(FORWARDED_KEY, "b:" + "0" * 64)]):
+                with pytest.raises(grpc.RpcError) as e:
+                    stub.Place(request, metadata=forged, timeout=10)
+                assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "busy" in e.value.details()
+            release.set()
+            t.join(20)
+    finally:
+        release.set()
+        a.engine.place = real_place
         a.stop(0)
         b.stop(0)

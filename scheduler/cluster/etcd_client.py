@@ -72,6 +72,11 @@ class Etcd:
     def put(self, key: str, value: bytes, lease: int = 0) -> None:
         self.kv.Put(rpc_pb2.PutRequest(key=key.encode(), value=value, lease=lease), timeout=self.timeout_s)
 
+    def put_if_absent(self, key: str, value: bytes) -> bytes:
+        """`value` stored at `key` unless the key exists; the value stored either way."""
+        r = self.txn([self.same_version(key, 0)], [self.op_put(key, value)], [self.op_get(key)])
+        return value if r.succeeded else r.responses[0].response_range.kvs[0].value
+
     def revision(self) -> int:
         """The store's current revision."""
         r = self.kv.Range(rpc_pb2.RangeRequest(key=b"\0", count_only=True), timeout=self.timeout_s)

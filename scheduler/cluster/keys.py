@@ -7,6 +7,7 @@
 - `grants/<replica>`: its share per key, written only by the leader, fenced by the leader key
 - `gone/<replica>`: when the leader first saw it dead (so a new leader waits out the same deadline)
 - `links`: the operator's link changes, shared by every replica
+- `secret`: random bytes, written once: replicas sign the calls they pass on to each other with it (peers.py)
 - `leader`: the election (etcd's election service)
 """
 
@@ -38,6 +39,10 @@ class Keys:
 
     def gone(self, name: str = "") -> str:
         return f"{self.prefix}gone/{name}"
+
+    @property
+    def secret(self) -> str:
+        return f"{self.prefix}secret"
 
     @property
     def links(self) -> str:

@@ -3,11 +3,15 @@ that holds the ids, and a Place this replica's share could not hold to the repli
 
 The run number in an id's high bits names the replica (etcd `boots/<n>`, cached: it never changes); its address
 comes from its `alive` key. Calls carry the caller's metadata (so the holder checks the same token) plus a
-marker that stops them from being passed on again. None of this is on the placement path: a Place is passed on only once this replica has refused it.
+marker that stops them from being passed on again, signed with the cluster's secret (etcd `secret`): a call a
+replica passes on was admitted by its concurrency limit already, so the peer serves it beyond its own
+(`forwarded_by_peer`); a client cannot forge one to jump the limit. None of this is on the placement path: a Place is passed on only once this replica has refused it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 from collections.abc import Sequence
 
@@ -25,8 +29,10 @@ PASSED_ON = ("authorization", "x-request-id")  # the caller's metadata a passed-
 
 
 class ClusterPeers:
-    def __init__(self, name: str, boot: int, etcd: Etcd, keys: Keys):
+    def __init__(self, name: str, boot: int, etcd: Etcd, keys: Keys, secret: bytes = b""):
         self.name = name
+        self._secret = secret
+        self._marker = f"{name}:{self._sign(name)}"
         self.boot = boot
         self._etcd = etcd
         self._keys = keys
@@ -77,8 +83,19 @@ class ClusterPeers:
                 ch = self._channels[address] = make_channel(address)
             return ch
 
+    def _sign(self, name: str) -> str:
+        return hmac.new(self._secret, name.encode(), hashlib.sha256).hexdigest()
+
+    def forwarded_by_peer(self, metadata: Sequence[tuple[str, str]]) -> bool:
+        """Whether a call was passed on by another replica of this cluster (its marker signed with the secret)."""
+        for k, v in metadata:
+            if k == FORWARDED_KEY:
+                name, _, mac = v.partition(":")
+                return bool(self._secret) and hmac.compare_digest(mac, self._sign(name))
+        return False
+
     def _metadata(self, metadata: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-        return [(k, v) for k, v in metadata if k in PASSED_ON] + [(FORWARDED_KEY, self.name)]
+        return [(k, v) for k, v in metadata if k in PASSED_ON] + [(FORWARDED_KEY, self._marker)]
 
     def _placement(self, replica: str, method: str, request: object, metadata: Sequence[tuple[str, str]],
                    timeout: float | None = None):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -66,11 +67,12 @@ class Replica:
         try:
             self.boot = self.etcd.next_number(self.keys.boot_counter, MAX_BOOT)
             self.etcd.put(self.keys.boot(self.boot), self.name.encode())
+            secret = self.etcd.put_if_absent(self.keys.secret, secrets.token_bytes(32))
         except grpc.RpcError as e:
             self.etcd.close()
             raise OSError(f"--cluster: etcd at {', '.join(settings.endpoints)} did not answer: {e.code().name}") \
                 from None
-        self.peers = ClusterPeers(self.name, self.boot, self.etcd, self.keys)
+        self.peers = ClusterPeers(self.name, self.boot, self.etcd, self.keys, secret)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lease = 0

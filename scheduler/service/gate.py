@@ -22,7 +22,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -132,6 +132,12 @@ class Gate(grpc.ServerInterceptor):
         # Set as the server stops: new calls are turned away UNAVAILABLE (retried elsewhere), not left for grpc to
         # CANCEL as it stops accepting them.
         self.closing = False
+        # Cluster mode: whether a call was passed on by another replica (admitted by that one's limit already; it
+        # is served beyond this one's, bounded by the peers' own limits).
+        self.passed_on: Callable[[Sequence[tuple[str, str]]], bool] | None = None
+
+    def _from_peer(self, context: grpc.ServicerContext) -> bool:
+        return self.passed_on is not None and self.passed_on(context.invocation_metadata() or ())
 
     def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         handler = continuation(details)
@@ -244,7 +250,7 @@ class Gate(grpc.ServerInterceptor):
                                "server: shutting down; retry on another replica", "server")
                 if authorize is not None:
                     authorize(ctx, method, permission)
-                if limited:
+                if limited and not self._from_peer(context):
                     held = slots.acquire(blocking=False)
                     if not held:
                         if m is not None:

@@ -54,6 +54,7 @@ DEFAULT_WORKERS = 16
 DEFAULT_GRACE_S = 5.0
 DEFAULT_DEADLINE_S = 30.0  # for calls whose client set no deadline
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a 10,000-batch PlaceBatch answer is a few MB
+PEER_THREADS_PER_SLOT = 2  # cluster mode: threads for calls peers pass on, per --max-concurrent slot
 SPARE_THREADS = 4  # beyond the working ones: turn calls away fast, answer health checks, while all are busy
 CLOSING_S = 0.05  # between turning new calls away and stopping the server
 DEFAULT_DRAIN_S = 2.0  # on SIGTERM: NOT_SERVING, but still taking calls, for this long (load balancers move away)
@@ -194,6 +195,8 @@ class ControlPlane:
         max_watchers = max_watches or max(1, workers // 4)
         per_client = max_watches_per_client or max(1, max_watchers // 2)
         threads = max(workers, concurrent) + max_watchers + SPARE_THREADS
+        if self.cluster is not None:  # calls passed on by peers are served beyond --max-concurrent (gate.passed_on)
+            threads += PEER_THREADS_PER_SLOT * concurrent
         self.limits = Limits(max_concurrent=concurrent, default_deadline_s=default_deadline_s or None)
         longest_call = max(max_stream_age_s, default_deadline_s or DEFAULT_DEADLINE_S)
         self.options = transport_options(
@@ -202,6 +205,8 @@ class ControlPlane:
             max_connection_age_s=max_connection_age_s,
             max_connection_age_grace_s=longest_call + CONNECTION_AGE_GRACE_S)
         self.gate = Gate(tokens, self.limits, self.metrics)
+        if self.cluster is not None:
+            self.gate.passed_on = self.cluster.peers.forwarded_by_peer
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
             interceptors=[self.gate],
