@@ -41,7 +41,7 @@ DEFAULT_MAX_HOLD_S = 3600.0  # without --max-hold, how long a dead replica's sha
 SAFETY = 0.8  # of the lease TTL: the replica stops placing this long after its last renewal
 WANTED_DECAY = 0.5  # per half rebalance period: what a replica refused lingers in its claims for a few
 BUDGET_SHARE = 0.1  # of its share: the least budget of new holds a claim announces on each key
-BUDGET_GROWTH = 2.0  # times its largest hold: a budget fits two holds of the largest size seen
+BUDGET_GROWTH = 1.0  # times its largest hold: a budget fits the largest hold seen (claims go out when half used)
 BUDGET_AHEAD_S = 0.1  # a budget covers this long at the last window's pace (claims go out early when it is half used)
 PROFILE_STEPS = 32  # steps of a claim's end-time profile (each max(--max-hold / this, half a rebalance period))
 EARLY_PUBLISH_S = 0.05  # the least time between claims published early because a budget was half used
@@ -231,8 +231,8 @@ class Replica:
 
     def _budget(self, pace: Pace) -> dict[str, float]:
         """New holds this replica may make per key until its next claim (never more than its share): a tenth of
-        its share, or, if more, what it would take in BUDGET_AHEAD_S at its last window's pace, twice the largest
-        hold there, or the largest hold on any pool. It is what a dead replica can hold beyond its
+        its share, or, if more, what it would take in BUDGET_AHEAD_S at its last window's pace, the largest hold
+        there, or the largest hold on any pool. It is what a dead replica can hold beyond its
         holds' profile, so small is good; early claims (when half used, or after a refusal it caused) keep it from
         binding."""
         ahead = BUDGET_AHEAD_S / max(EARLY_PUBLISH_S, pace.seconds)  # the last window's pace, this long ahead
