@@ -10,7 +10,7 @@ import grpc
 import pytest
 from conftest import TINY
 
-from scheduler.cluster.settings import ClusterSettings
+from scheduler.cluster.settings import DEFAULT_MAX_HOLD_S, ClusterSettings
 from scheduler.service.client import Client
 from scheduler.service.convert import batch_from_pb
 from scheduler.service.ids import boot_of
@@ -256,3 +256,20 @@ def test_a_call_a_peer_passes_on_is_served_beyond_the_concurrency_limit_and_a_fo
         a.engine.place = real_place
         a.stop(0)
         b.stop(0)
+
+
+def test_without_max_hold_a_cluster_replica_still_bounds_holds(etcd):
+    """What a dead replica may still hold is bounded by the longest hold it accepts: in cluster mode that bound
+    exists without --max-hold too (before, the engine took any hold while the leader assumed 3600 s)."""
+    settings = ClusterSettings.parse(etcd.url, "a", lease_ttl_s=2.0, rebalance_s=0.2)
+    a = ControlPlane(TINY, port=0, hour=lambda: 14, cluster=settings).start()
+    try:
+        assert a.engine.max_hold_s == DEFAULT_MAX_HOLD_S
+        with Client(a.target, timeout=10) as c:
+            long = types_pb2.Batch(region="singapore", model="llm-70b", input_tokens=100, output_tokens=10**7,
+                                   requests=1)
+            with pytest.raises(grpc.RpcError) as e:
+                c.place(long)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "--max-hold" in e.value.details()
+    finally:
+        a.stop(0)

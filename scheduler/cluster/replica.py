@@ -29,7 +29,7 @@ from scheduler.cluster.claims import Claim
 from scheduler.cluster.etcd_client import Etcd
 from scheduler.cluster.keys import Keys, encode
 from scheduler.cluster.peers import ClusterPeers
-from scheduler.cluster.settings import ClusterSettings
+from scheduler.cluster.settings import DEFAULT_MAX_HOLD_S, ClusterSettings
 from scheduler.engine.budget import Pace
 from scheduler.engine.ledger import CABLE_KEY_PREFIX
 from scheduler.etcdpb import v3election_pb2
@@ -37,7 +37,6 @@ from scheduler.service.ids import MAX_BOOT
 from scheduler.service.state import known_links, unbuilt
 
 log = logging.getLogger("scheduler.cluster")
-DEFAULT_MAX_HOLD_S = 3600.0  # without --max-hold, how long a dead replica's share stays counted
 SAFETY = 0.8  # of the lease TTL: the replica stops placing this long after its last renewal
 WANTED_DECAY = 0.5  # per half rebalance period: what a replica refused lingers in its claims for a few
 BUDGET_SHARE = 0.1  # of its share: the least budget of new holds a claim announces on each key

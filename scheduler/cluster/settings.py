@@ -9,6 +9,9 @@ from urllib.parse import urlsplit
 DEFAULT_LEASE_TTL_S = 3.0  # a replica silent this long loses its lease (its share returns once its holds end)
 DEFAULT_REBALANCE_S = 1.0  # the leader's rebalancing period
 DEFAULT_PREFIX = "/scheduler/"
+# Without --max-hold, the longest hold a replica in cluster mode accepts: what a dead replica may still hold is
+# bounded by it, so it cannot be unbounded there.
+DEFAULT_MAX_HOLD_S = 3600.0
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

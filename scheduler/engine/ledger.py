@@ -307,7 +307,7 @@ class Ledger:
 
     def needed(self, key: str, amount: float) -> bool:
         """Cluster mode: one hold needed `amount` of `key`, which this replica's share had room for. True if the
-        budget of new holds is what refused it: the next budget fits it (twice), and a claim goes out soon."""
+        budget of new holds is what refused it: the next budget fits it, and a claim goes out soon."""
         with self._lock:
             holds = self._new_holds
             if holds is None or amount <= holds.room(key) + TOLERANCE:

@@ -27,6 +27,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from scheduler.cluster.settings import DEFAULT_MAX_HOLD_S
 from scheduler.engine.core import Engine, china_hour_now
 from scheduler.engine.ledger import Ledger
 from scheduler.model.loader import load_topology
@@ -162,6 +163,8 @@ class ControlPlane:
             raise ValueError(f"default_deadline_s: must be >= 0, got {default_deadline_s}")
         if max_hold_s is not None and not max_hold_s > 0:
             raise ValueError(f"max_hold_s: must be > 0, got {max_hold_s}")
+        if cluster is not None and max_hold_s is None:
+            max_hold_s = DEFAULT_MAX_HOLD_S  # a dead replica's holds are bounded by it: never unbounded in a cluster
         loaded = load_topology(topology)
         self.statedir = StateDir(state_dir) if state_dir is not None else None
         self.cluster = None
