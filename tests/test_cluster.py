@@ -273,3 +273,27 @@ def test_without_max_hold_a_cluster_replica_still_bounds_holds(etcd):
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "--max-hold" in e.value.details()
     finally:
         a.stop(0)
+
+
+def test_a_restart_without_a_state_dir_keeps_its_earlier_holds_counted(etcd):
+    """The holds a replica made still run after it restarts; without --state-dir it has no record of them, so it
+    books what its earlier run's last claim says they can amount to, until they end (before: it forgot them, and
+    could place its whole share again on top of them)."""
+    (a,) = replicas(etcd, ["a"])
+    try:
+        wait_for(lambda: granted((a,)))
+        with Client(a.target, timeout=10) as c:
+            fill(c, 5)
+        before = a.engine.ledger.own_used()
+        assert sum(before.values()) > 0
+        time.sleep(0.5)  # a claim or two with those holds
+    finally:
+        a.stop(0)
+    (again,) = replicas(etcd, ["a"])
+    try:
+        after = again.engine.ledger.own_used()
+        for key, amount in before.items():
+            assert after.get(key, 0.0) >= amount - 1e-6, (key, amount, after.get(key))
+        assert {r.owner for r in again.engine.ledger.reservations().values()} == {"(earlier run)"}
+    finally:
+        again.stop(0)

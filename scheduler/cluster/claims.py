@@ -48,6 +48,24 @@ class Claim:
                        "profile": self.profile, "budget": self.budget, "wanted": self.wanted,
                        "hungry": self.hungry})
 
+    def as_holds(self, now: float, new_until: float) -> list[tuple[str, float, float, float]]:
+        """What this claim's run can still hold, as holds (key, amount, ceiling, end): its profile's steps, each
+        ending at its step's end (the last at the horizon), and its budget of new holds ending at `new_until`.
+        For a restart that lost its own record of them (no state directory): booked again, they stay counted."""
+        out = []
+        for k, profile in self.profile.items():
+            ceiling = self.ceiling.get(k, math.inf)
+            for i, held in enumerate(profile):
+                last = i == len(profile) - 1
+                amount = held - (0.0 if last else profile[i + 1])
+                end = self.horizon if last else min(self.horizon, self.at + (i + 1) * self.step_s)
+                if amount > 0 and end > now:
+                    out.append((k, amount, ceiling, end))
+        for k, amount in (self.budget or {}).items():
+            if amount > 0 and math.isfinite(amount) and new_until > now:
+                out.append((k, amount, self.ceiling.get(k, math.inf), new_until))
+        return out
+
     def held_now(self, t: float) -> dict[str, float]:
         """Per key, what the holds of this claim amount to at `t` if none is released early (its profile)."""
         if not self.profile:

@@ -44,6 +44,7 @@ BUDGET_GROWTH = 1.0  # times its largest hold: a budget fits the largest hold se
 BUDGET_AHEAD_S = 0.1  # a budget covers this long at the last window's pace (claims go out early when it is half used)
 PROFILE_STEPS = 32  # steps of a claim's end-time profile (each max(--max-hold / this, half a rebalance period))
 EARLY_PUBLISH_S = 0.05  # the least time between claims published early because a budget was half used
+EARLIER_RUN = "(earlier run)"  # owner of the holds an earlier run left (restarted without --state-dir)
 COMPACT_EVERY_S = 60.0  # the leader compacts etcd's history to what it was this long ago
 
 
@@ -96,6 +97,8 @@ class Replica:
         self._metrics.cluster_mode()
         self.address = self.settings.advertise or plane.target
         ledger = plane.engine.ledger
+        if plane.statedir is None:
+            self._carry_earlier_run(ledger)
         ledger.announce(lambda pace: {}, 1.0, 1)  # budgets on: no new hold until a claim announces one
         ledger.budget_low = plane.placement.on_wanted = self._wake.set
         # Nothing placeable until a grant written for this lease is read: the leader counts a restarted replica's
@@ -127,6 +130,20 @@ class Replica:
             pass
         self.peers.close()
         self.etcd.close()
+
+    def _carry_earlier_run(self, ledger) -> None:
+        """Without a state directory a restart forgets its holds, which still run: the last claim of its earlier
+        run says what they can still amount to, booked again so they stay counted until they end."""
+        entry = self.etcd.get(self.keys.claims(self.name))
+        if entry is None:
+            return
+        now = time.time()
+        holds = Claim.parse(entry.value).as_holds(now, now + self.max_hold_s + leading.MAX_CLOCK_SKEW_S)
+        if holds:
+            keys, amounts, ceilings, ends = (list(x) for x in zip(*holds))
+            ledger.carry(keys, amounts, ceilings, ends, EARLIER_RUN)
+            log.warning("no --state-dir: %d holds of an earlier run kept counted from its last claim", len(holds),
+                        extra={"replica": self.name})
 
     def _new_lease(self) -> None:
         sent = time.monotonic()

@@ -527,6 +527,15 @@ class Ledger:
                 self._next_id = max(self._next_id, first + len(pools))
             return len(live)
 
+    def carry(self, pools: list[str], amounts: list[float], ceilings: list[float], expires_wall: list[float],
+              owner: str = "") -> int:
+        """Book holds made elsewhere (an earlier run whose own record of them is lost) under new ids, whatever
+        capacity says, so they stay counted until they end. Returns how many are live."""
+        with self._lock:
+            first = self._next_id
+            self._next_id += len(pools)
+        return self.restore(first, pools, amounts, ceilings, expires_wall, owner)
+
     def _restore_block(self, first: int, pools: list[str], amounts: list[float], ceilings: list[float],
                        expires: list[float], owner: str) -> None:
         order = sorted(range(len(pools)), key=expires.__getitem__)
