@@ -14,7 +14,8 @@ def test_end_profile_bounds_the_holds_live_at_every_later_time():
     rng = random.Random(7)
     for _ in range(200):
         now, step, steps = 100.0, rng.choice((0.5, 1.0, 2.5)), rng.randint(1, 12)
-        items = [(rng.choice("ab"), rng.uniform(0.1, 3.0), now + rng.uniform(-5, 40)) for _ in range(rng.randint(0, 30))]
+        items = [(rng.choice("ab"), rng.uniform(0.1, 3.0), now + rng.uniform(-5, 40))
+                 for _ in range(rng.randint(0, 30))]
         horizon = max([e for _, _, e in items] + [now])
         profile = end_profile(items, now, step, steps)
         for _ in range(50):

@@ -5,7 +5,8 @@ The run number in an id's high bits names the replica (etcd `boots/<n>`, cached:
 comes from its `alive` key. Calls carry the caller's metadata (so the holder checks the same token) plus a
 marker that stops them from being passed on again, signed with the cluster's secret (etcd `secret`): a call a
 replica passes on was admitted by its concurrency limit already, so the peer serves it beyond its own
-(`forwarded_by_peer`); a client cannot forge one to jump the limit. None of this is on the placement path: a Place is passed on only once this replica has refused it.
+(`forwarded_by_peer`); a client cannot forge one to jump the limit. None of this is on the placement path: a
+Place is passed on only once this replica has refused it.
 """
 
 from __future__ import annotations

@@ -196,7 +196,8 @@ class Replica:
         # claim (read after the grant, etcd being linearizable) carries the ceilings of the holds it keeps.
         entry = self.etcd.get(self.keys.grants(self.name))
         grant = leading.Grant.parse(entry.value) if entry is not None else None
-        alive = {self.keys.name_of(e.key): (e.lease, json.loads(e.value)) for e in self.etcd.get_prefix(self.keys.alive())}
+        alive = {self.keys.name_of(e.key): (e.lease, json.loads(e.value))
+                 for e in self.etcd.get_prefix(self.keys.alive())}
         others = self._read_claims({name: lease for name, (lease, _) in alive.items()})
         if grant is not None and grant.lease == self._lease and \
                 time.monotonic() - self._renewed < SAFETY * self.settings.lease_ttl_s:
