@@ -160,9 +160,12 @@ def test_a_place_its_share_cannot_hold_goes_to_the_replica_with_room(etcd):
             # A burst faster than claims go out (50 ms apart at most) meets the budgets of new holds, which grow
             # with each claim: what is refused meanwhile is placed a moment later (a router retries), still within
             # the period.
-            while (more := fill(ca, 20)) and time.monotonic() - started < 2.0:
-                ids += more
+            idle = 0
+            while idle < 3 and time.monotonic() - started < 2.0:
                 time.sleep(0.1)
+                more = fill(ca, 20)
+                ids += more
+                idle = 0 if more else idle + 1
             assert time.monotonic() - started < 4.0
             held_here = sum(a.engine.ledger.own_used().values())
             share_a = max(share_a, sum(v for k, v in a.engine.ledger.shares().items() if not k.startswith("cable:")))

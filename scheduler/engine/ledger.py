@@ -11,9 +11,10 @@ Beyond that, three things the service needs from it: every item records the toke
 router releases only its own holds and a per-token quota on accelerators is checked under the same lock; in
 cluster mode, `set_shares` confines this process to its granted share of every key, adds the other replicas'
 shares as background load, so latency is judged at a fleet-wide bound, and adds the other replicas' lowest
-ceilings, so no replica grows a pool past a promise another replica made on it; and an optional `journal` is told of every
-reservation and release (under the lock, in order) and made durable before the caller hears of them, so a restart
-can restore what was promised (scheduler/service/statedir.py).
+ceilings, so no replica grows a pool past a promise another replica made on it, while `announce` builds the
+replica's claim at one instant and keeps it to a budget of new holds until a later claim is stored (budget.py);
+and an optional `journal` is told of every reservation and release (under the lock, in order) and made durable
+before the caller hears of them, so a restart can restore what was promised (scheduler/service/statedir.py).
 """
 
 from __future__ import annotations
