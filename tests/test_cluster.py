@@ -9,22 +9,24 @@ import time
 import grpc
 import pytest
 from conftest import TINY
+from test_security import Pki
 
-from scheduler.cluster.settings import DEFAULT_MAX_HOLD_S, ClusterSettings
+from scheduler.cluster.settings import DEFAULT_MAX_HOLD_S, ClusterSettings, PeerTls
 from scheduler.service.client import Client
 from scheduler.service.convert import batch_from_pb
 from scheduler.service.ids import boot_of
 from scheduler.service.placement import FORWARDED_KEY
+from scheduler.service.security import TlsFiles
 from scheduler.service.server import ControlPlane
 from scheduler.v1 import placement_pb2, placement_pb2_grpc, types_pb2
 
 BATCH = types_pb2.Batch(region="singapore", model="llm-70b", input_tokens=100, output_tokens=4000, requests=10)
 
 
-def replicas(etcd, names, **kw):
+def replicas(etcd, names, peer_tls=None, **kw):
     out = []
     for name in names:
-        settings = ClusterSettings.parse(etcd.url, name, lease_ttl_s=2.0, rebalance_s=0.2)
+        settings = ClusterSettings.parse(etcd.url, name, lease_ttl_s=2.0, rebalance_s=0.2, peer_tls=peer_tls)
         out.append(ControlPlane(TINY, port=0, hour=lambda: 14, cluster=settings, max_hold_s=3600, **kw).start())
     return out
 
@@ -308,3 +310,20 @@ def test_a_restart_without_a_state_dir_keeps_its_earlier_holds_counted(etcd):
         assert {r.owner for r in again.engine.ledger.reservations().values()} == {"(earlier run)"}
     finally:
         again.stop(0)
+
+
+def test_replicas_that_serve_mutual_tls_pass_calls_on_to_each_other_over_it(etcd, tmp_path):
+    """Release (and Place) passed on to the holder go over TLS, presenting a client certificate where the peer
+    asks for one (before: peers dialled plaintext, so a TLS cluster answered NOT_FOUND naming the holder)."""
+    pki = Pki(tmp_path, "peers")
+    a, b = replicas(etcd, ["a", "b"], tls=TlsFiles(pki.server_cert, pki.server_key, pki.ca),
+                    peer_tls=PeerTls(str(pki.ca), str(pki.client_cert), str(pki.client_key)))
+    try:
+        wait_for(lambda: granted((a, b)) and len(b.cluster.peers.addresses) == 2)
+        creds = dict(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
+        with Client(a.target, timeout=10, **creds) as ca, Client(b.target, timeout=10, **creds) as cb:
+            held = ca.place(BATCH).decision.reservation_ids
+            assert cb.release(list(held)).released == len(held)  # passed on to a, over mutual TLS
+    finally:
+        a.stop(0)
+        b.stop(0)

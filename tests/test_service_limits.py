@@ -130,9 +130,25 @@ def test_serve_flags_reach_the_control_plane():
     (["--metrics-port", "70000"], "--metrics-port: must be 0 (off) or a port number"),
     (["--tls-cert", str(TINY)], "TLS: give both --tls-cert and --tls-key"),
     (["--tls-client-ca", str(TINY)], "TLS: --tls-client-ca (mutual TLS) needs --tls-cert and --tls-key"),
+    (["--peer-cert", str(TINY)], "TLS: give both --peer-cert and --peer-key"),
+    (["--peer-ca", str(TINY)], "TLS: --peer-ca/--peer-cert are for replicas that serve TLS in cluster mode "
+                               "(--cluster, --tls-cert)"),
 ])
 def test_bad_limits_are_refused_at_start(flags, message, capsys):
     with pytest.raises(ConfigError, match=re.escape(message)):
         build(serve_args(*flags))
     assert main(["serve", "--topology", str(TINY), "--port", "0", *flags]) == 2
     assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+def test_peers_are_reached_with_the_replica_s_own_tls_files_unless_told_otherwise():
+    from scheduler.commands.serve import cluster_settings
+
+    base = ["--cluster", "http://127.0.0.1:2379", "--replica", "a"]
+    assert cluster_settings(serve_args(*base)).peer_tls is None
+    tls = ["--tls-cert", "s.pem", "--tls-key", "s.key", "--tls-client-ca", "ca.pem"]
+    peer = cluster_settings(serve_args(*base, *tls)).peer_tls
+    assert (Path(peer.ca).name, Path(peer.cert).name, Path(peer.key).name) == ("ca.pem", "s.pem", "s.key")
+    peer = cluster_settings(serve_args(*base, *tls, "--peer-ca", "p.pem", "--peer-cert", "c.pem", "--peer-key",
+                                       "c.key")).peer_tls
+    assert (Path(peer.ca).name, Path(peer.cert).name, Path(peer.key).name) == ("p.pem", "c.pem", "c.key")

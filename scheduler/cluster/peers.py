@@ -20,6 +20,7 @@ import grpc
 
 from scheduler.cluster.etcd_client import Etcd
 from scheduler.cluster.keys import Keys
+from scheduler.cluster.settings import PeerTls
 from scheduler.service.client import make_channel
 from scheduler.service.ids import boot_of
 from scheduler.service.placement import FORWARDED_KEY, PeerUnavailable
@@ -30,8 +31,10 @@ PASSED_ON = ("authorization", "x-request-id")  # the caller's metadata a passed-
 
 
 class ClusterPeers:
-    def __init__(self, name: str, boot: int, etcd: Etcd, keys: Keys, secret: bytes = b""):
+    def __init__(self, name: str, boot: int, etcd: Etcd, keys: Keys, secret: bytes = b"",
+                 tls: PeerTls | None = None):
         self.name = name
+        self._tls = tls
         self._secret = secret
         self._marker = f"{name}:{self._sign(name)}"
         self.boot = boot
@@ -81,7 +84,9 @@ class ClusterPeers:
         with self._lock:
             ch = self._channels.get(address)
             if ch is None:
-                ch = self._channels[address] = make_channel(address)
+                tls = self._tls
+                ch = self._channels[address] = (make_channel(address) if tls is None else
+                                                 make_channel(address, True, tls.ca, tls.cert, tls.key))
             return ch
 
     def _sign(self, name: str) -> str:

@@ -72,7 +72,7 @@ class Replica:
             self.etcd.close()
             raise OSError(f"--cluster: etcd at {', '.join(settings.endpoints)} did not answer: {e.code().name}") \
                 from None
-        self.peers = ClusterPeers(self.name, self.boot, self.etcd, self.keys, secret)
+        self.peers = ClusterPeers(self.name, self.boot, self.etcd, self.keys, secret, settings.peer_tls)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lease = 0

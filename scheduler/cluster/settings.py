@@ -16,6 +16,16 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True)
+class PeerTls:
+    """How a replica that serves TLS reaches the others: the CA bundle their certificates are checked against
+    (None: the system's roots), and the certificate and key it presents when they ask for one (mutual TLS)."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
 class ClusterSettings:
     endpoints: tuple[str, ...]  # host:port of etcd members
     replica: str
@@ -23,7 +33,7 @@ class ClusterSettings:
     lease_ttl_s: float = DEFAULT_LEASE_TTL_S
     rebalance_s: float = DEFAULT_REBALANCE_S
     prefix: str = DEFAULT_PREFIX
-    tls: bool = False  # whether peers are reached over TLS (the replicas' own server credentials)
+    peer_tls: PeerTls | None = None  # None: the replicas serve plaintext, and reach each other so
 
     @classmethod
     def parse(cls, urls: str, replica: str | None, **kw) -> ClusterSettings:

@@ -34,7 +34,7 @@ from scheduler.service.server import (DEFAULT_DEADLINE_S, DEFAULT_DRAIN_S, DEFAU
                                       DEFAULT_MAX_CONNECTION_IDLE_S, DEFAULT_PORT, DEFAULT_WORKERS, MAX_MESSAGE_BYTES,
                                       ControlPlane)
 from scheduler.service.topology import DEFAULT_MAX_STREAM_AGE_S
-from scheduler.cluster.settings import DEFAULT_LEASE_TTL_S, DEFAULT_REBALANCE_S, ClusterSettings
+from scheduler.cluster.settings import DEFAULT_LEASE_TTL_S, DEFAULT_REBALANCE_S, ClusterSettings, PeerTls
 
 log = logging.getLogger("scheduler.serve")
 
@@ -73,9 +73,12 @@ SETTINGS: dict[str, tuple[Any, type]] = {
     "advertise": (None, str),
     "lease_ttl": (DEFAULT_LEASE_TTL_S, float),
     "rebalance_period": (DEFAULT_REBALANCE_S, float),
+    "peer_ca": (None, str),
+    "peer_cert": (None, str),
+    "peer_key": (None, str),
 }
 POSITIVE_SECONDS = ("max_stream_age", "handshake_timeout", "max_connection_idle", "max_connection_age")
-PATHS = {"topology", "tls_cert", "tls_key", "tls_client_ca", "tokens", "state_dir"}
+PATHS = {"topology", "tls_cert", "tls_key", "tls_client_ca", "tokens", "state_dir", "peer_ca", "peer_cert", "peer_key"}
 CHOICES = {"log_level": ("debug", "info", "warning", "error"), "log_format": ("json", "text")}
 
 
@@ -152,6 +155,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"(default: {DEFAULT_LEASE_TTL_S:g})")
     g.add_argument("--rebalance-period", type=float,
                    help=f"seconds between the leader's rebalancing of shares (default: {DEFAULT_REBALANCE_S:g})")
+    g.add_argument("--peer-ca", help="with TLS: PEM CA bundle the other replicas' certificates are checked against "
+                                     "(default: --tls-client-ca, else the system's roots)")
+    g.add_argument("--peer-cert", help="with TLS: PEM certificate this replica presents to the others when they ask "
+                                       "for one (mutual TLS; default: --tls-cert; needs the clientAuth usage)")
+    g.add_argument("--peer-key", help="the --peer-cert's PEM private key (default: --tls-key)")
     g = p.add_argument_group("observability")
     g.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port; 0: off (default: 0)")
     g.add_argument("--metrics-host", help=f"address of the metrics endpoint (default: {d['metrics_host']})")
@@ -230,6 +238,11 @@ def check(s: dict[str, Any]) -> tuple[TlsFiles | None, TokenStore | None]:
         raise ConfigError("--max-hold: must be > 0 seconds")
     if (s["cluster"] is None) != (s["replica"] is None):
         raise ConfigError("--cluster and --replica go together: the etcd endpoints and this replica's name")
+    if (s["peer_cert"] is None) != (s["peer_key"] is None):
+        raise ConfigError("TLS: give both --peer-cert and --peer-key")
+    if any(s[k] for k in ("peer_ca", "peer_cert")) and not (s["cluster"] and s["tls_cert"]):
+        raise ConfigError("TLS: --peer-ca/--peer-cert are for replicas that serve TLS in cluster mode (--cluster, "
+                          "--tls-cert)")
     if s["cluster"] is not None:
         cluster_settings(s)  # ConfigError naming the flag
     return tls, tokens
@@ -239,8 +252,12 @@ def cluster_settings(s: dict[str, Any]) -> ClusterSettings | None:
     if s["cluster"] is None:
         return None
     try:
+        peer_tls = None
+        if s["tls_cert"] is not None:
+            peer_tls = PeerTls(s["peer_ca"] or s["tls_client_ca"], s["peer_cert"] or s["tls_cert"],
+                               s["peer_key"] or s["tls_key"])
         return ClusterSettings.parse(s["cluster"], s["replica"], advertise=s["advertise"], lease_ttl_s=s["lease_ttl"],
-                                     rebalance_s=s["rebalance_period"], tls=s["tls_cert"] is not None)
+                                     rebalance_s=s["rebalance_period"], peer_tls=peer_tls)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
