@@ -66,11 +66,14 @@ class Claim:
                 out.append((k, amount, self.ceiling.get(k, math.inf), new_until))
         return out
 
+    def _profile_at(self, t: float) -> dict[str, float]:
+        return {k: held_at(p, self.at, self.step_s, self.horizon, t) for k, p in self.profile.items()}
+
     def held_now(self, t: float) -> dict[str, float]:
         """Per key, what the holds of this claim amount to at `t` if none is released early (its profile)."""
         if not self.profile:
             return dict(self.used) if t < self.horizon else {}
-        return {k: held_at(p, self.at, self.step_s, self.horizon, t) for k, p in self.profile.items()}
+        return self._profile_at(t)
 
     def held_bound(self, t: float, new_until: float) -> dict[str, float] | None:
         """Per key, the most the replica's run that built this claim can hold at `t` (wall clock): its holds still
@@ -78,7 +81,7 @@ class Claim:
         one was made before that run stopped placing and lasts at most --max-hold). None without a budget."""
         if self.budget is None:
             return None
-        out = {k: held_at(p, self.at, self.step_s, self.horizon, t) for k, p in self.profile.items()}
+        out = self._profile_at(t)
         if t < new_until:
             for k, b in self.budget.items():
                 out[k] = out.get(k, 0.0) + b

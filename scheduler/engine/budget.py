@@ -70,11 +70,15 @@ class NewHolds:
         """How much more may be held anew on `key` under every open window."""
         return self._room.get(key, 0.0)
 
+    def saw(self, key: str, amount: float) -> None:
+        """A hold of `amount` on `key` was made or needed: the next budgets fit one that large."""
+        if amount > self.largest.get(key, 0.0):
+            self.largest[key] = amount
+
     def spend(self, key: str, amount: float, largest: float) -> bool:
         """Count new holds of `amount` in all (the largest one `largest`); True when the newest window has used
         half its budget on `key` (time to publish)."""
-        if largest > self.largest.get(key, 0.0):
-            self.largest[key] = largest
+        self.saw(key, largest)
         room = math.inf
         for w in self.windows:
             w.taken[key] = w.taken.get(key, 0.0) + amount

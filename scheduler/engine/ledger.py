@@ -217,12 +217,12 @@ class Ledger:
             c = min(c, own + self._background.get(pool, 0.0) + self._new_holds.room(pool))
         return c
 
-    def _fits(self, pool: str, amount: float, capacity: float, lowest: float) -> bool:
+    def _fits(self, pool: str, amount: float, capacity: float, lowest: float, now: float) -> bool:
         """Room for `amount` more on `pool`: within its capacity (and in cluster mode this replica's share), and
         the load (with the other replicas' shares as background) within every ceiling promised on it."""
         own = self._used.get(pool, 0.0)
         if self._shares is not None:
-            if self._clock() >= self._until:
+            if now >= self._until:
                 return False
             capacity = min(capacity, self._shares.get(pool, 0.0))
         if own + amount > capacity + TOLERANCE:
@@ -253,11 +253,10 @@ class Ledger:
             moved = {k for k in set(old) | set(self._background) if old.get(k) != self._background.get(k)}
             for key in moved:
                 self._sync_used(key)
+            capped = set(old_ceiling) | set(self._others_ceiling)
             if self._new_holds is not None:  # the budget's cap on a key's load counts its background
-                moved |= set(old_ceiling) | set(self._others_ceiling)
-            else:
-                moved = set(old_ceiling) | set(self._others_ceiling)
-            for key in moved:
+                capped |= moved
+            for key in capped:
                 self._sync_ceiling(key)
 
     def renewed(self, until: float) -> None:
@@ -283,8 +282,7 @@ class Ledger:
                      for rid, b in self._live.items())
             profile = end_profile(items, wall, step_s, steps)
             last = max((max(b.expires) for b in set(self._live.values())), default=now)
-            ceilings = {p: c for p in list(self._ceilings) if (c := self._own_ceiling(p)) < math.inf}
-            return Announcement(window.seq, {k: v for k, v in self._used.items() if v > 0}, ceilings, wall,
+            return Announcement(window.seq, {k: v for k, v in self._used.items() if v > 0}, self._own_ceilings(), wall,
                                 wall + max(0.0, last - now), step_s, profile, dict(window.budget))
 
     def announced(self, window: int) -> None:
@@ -313,7 +311,7 @@ class Ledger:
             holds = self._new_holds
             if holds is None or amount <= holds.room(key) + TOLERANCE:
                 return False
-            holds.largest[key] = max(amount, holds.largest.get(key, 0.0))
+            holds.saw(key, amount)
             if self.budget_low is not None:
                 self.budget_low()
             return True
@@ -382,7 +380,7 @@ class Ledger:
                 if len(item) > 3:
                     lowest[pool] = min(lowest.get(pool, math.inf), item[3])
             for pool, amount in need.items():
-                if not self._fits(pool, amount, capacity[pool], lowest.get(pool, math.inf)):
+                if not self._fits(pool, amount, capacity[pool], lowest.get(pool, math.inf), now):
                     return None
             self._check_quota(owner, quota, need.keys(), need.values())
             first = self._next_id
@@ -447,7 +445,7 @@ class Ledger:
             self._expire(now)
             used = self._used
             for k in present:
-                if not self._fits(keys[k], need[k], capacity[k], lowest[k]):
+                if not self._fits(keys[k], need[k], capacity[k], lowest[k], now):
                     return None
             self._check_quota(owner, quota, (keys[k] for k in present), (need[k] for k in present))
             first = self._next_id
@@ -613,20 +611,10 @@ class Ledger:
         other replicas must keep the key's load within."""
         with self._lock:
             self._expire(self._clock())
-            out = {}
-            for pool in list(self._ceilings):
-                c = self._own_ceiling(pool)
-                if c < math.inf:
-                    out[pool] = c
-            return out
+            return self._own_ceilings()
 
-    def horizon(self) -> float:
-        """Wall-clock time by which every live hold has ended (now if none)."""
-        with self._lock:
-            now = self._clock()
-            self._expire(now)
-            last = max((max(b.expires) for b in set(self._live.values())), default=now)
-            return self._wall() + max(0.0, last - now)
+    def _own_ceilings(self) -> dict[str, float]:
+        return {p: c for p in list(self._ceilings) if (c := self._own_ceiling(p)) < math.inf}
 
     def _release_one(self, reservation_id: int) -> bool:
         block = self._live.pop(reservation_id, None)
