@@ -190,7 +190,8 @@ class Load:
 
 
 CLUSTER_COUNTERS = ("scheduler_cluster_stranded_placements_total", "scheduler_cluster_passed_on_placements_total",
-                    "scheduler_cluster_budget_short_placements_total", "scheduler_cluster_claims_total")
+                    "scheduler_cluster_budget_short_placements_total", "scheduler_cluster_claims_total",
+                    "scheduler_cluster_dead_peers_total")
 
 
 def scrape(p: Proc) -> dict[str, float] | None:

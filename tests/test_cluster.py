@@ -3,14 +3,20 @@ unique, Release reaches the holder (or answers NOT_FOUND naming it), GetTopology
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import threading
 import time
 
 import grpc
 import pytest
 from conftest import TINY
+from etcd_server import free_port
 from test_security import Pki
 
+from scheduler.cluster.etcd_client import Etcd
+from scheduler.cluster.peers import refuses_connections
 from scheduler.cluster.settings import DEFAULT_MAX_HOLD_S, ClusterSettings, PeerTls
 from scheduler.service.client import Client
 from scheduler.service.convert import batch_from_pb
@@ -327,3 +333,74 @@ def test_replicas_that_serve_mutual_tls_pass_calls_on_to_each_other_over_it(etcd
     finally:
         a.stop(0)
         b.stop(0)
+
+
+def test_refuses_connections_tells_a_closed_port_from_a_listening_one():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+        assert not refuses_connections(address)
+    assert refuses_connections(address)
+    assert not refuses_connections("dns:///replica-b:50051")  # not a plain host:port: left to the TTL
+
+
+def test_a_peer_found_dead_loses_its_lease_before_its_ttl_runs_out(etcd, tmp_path):
+    """kill -9 of a replica: the next call another replica passes to it fails, its port refuses connections,
+    and its lease is revoked then (its share returns by what it can still hold), not a TTL later."""
+    ttl = 10.0
+    settings = ClusterSettings.parse(etcd.url, "a", lease_ttl_s=ttl, rebalance_s=0.5)
+    a = ControlPlane(TINY, port=0, hour=lambda: 14, cluster=settings, max_hold_s=3600, metrics_port=0).start()
+    port = free_port()
+    b = subprocess.Popen([sys.executable, "-m", "scheduler", "serve", "--topology", str(TINY), "--port", str(port),
+                          "--cluster", etcd.url, "--replica", "b", "--lease-ttl", str(ttl), "--rebalance-period",
+                          "0.5", "--max-hold", "3600", "--log-level", "error", "--drain-grace", "0"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with Client(f"127.0.0.1:{port}", timeout=10) as cb:
+            cb.wait_ready(60)
+            ids: list[int] = []  # b's own (b passes on what its share cannot hold yet)
+            wait_for(lambda: bool(ids.extend(i for i in fill(cb, 1) if boot_of(i) != a.cluster.boot) or ids),
+                     timeout=30)
+        wait_for(lambda: "b" in a.cluster.peers.addresses)
+        b.kill()
+        b.wait(10)
+        killed = time.monotonic()
+        with Client(a.target, timeout=10) as ca:
+            with pytest.raises(grpc.RpcError) as refused:
+                ca.release(ids)  # passed on to b, which does not answer
+            assert refused.value.code() == grpc.StatusCode.NOT_FOUND and "'b'" in refused.value.details()
+        alive = Etcd([etcd.endpoint])
+        try:
+            wait_for(lambda: alive.get(a.cluster.keys.alive("b")) is None, timeout=ttl / 2)
+        finally:
+            alive.close()
+        assert time.monotonic() - killed < ttl
+        assert a.metrics.cluster_dead_peers._value.get() == 1
+    finally:
+        if b.poll() is None:
+            b.kill()
+        a.stop(0)
+
+
+def test_a_place_refused_only_by_its_budget_of_new_holds_waits_for_the_next_claim(etcd):
+    """Between claims a replica makes new holds only within a budget (what a crash could leave unannounced). A
+    burst faster than claims go out meets it with room left in the share: the place waits for the claim that
+    renews the budget, so the first refusal comes when the fleet is full, not before."""
+    settings = ClusterSettings.parse(etcd.url, "a", lease_ttl_s=8.0, rebalance_s=4.0)  # claims every 2 s at most
+    a = ControlPlane(TINY, port=0, hour=lambda: 14, cluster=settings, max_hold_s=3600, metrics_port=0).start()
+    try:
+        wait_for(lambda: granted([a]))
+        with Client(a.target, timeout=10) as c:
+            placed = 0
+            while True:
+                try:
+                    c.place(BATCH)
+                    placed += 1
+                except grpc.RpcError as e:
+                    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                    break
+        assert placed > 1 and a.metrics.cluster_budget_short._value.get() >= 1  # the budget bound, and was renewed
+        assert not a.engine.decide_at(batch_from_pb(BATCH), fleet_holds([a]), 14).placed  # full: no room left
+    finally:
+        a.stop(0)

@@ -16,9 +16,10 @@ MAX_HOLD = 30.0
 
 
 def claim(lease: int, claimed: float, used: float, at: float, profile: list[float] | None = None,
-          budget: float = 5.0, wanted: float = 0.0) -> bytes:
+          budget: float = 5.0, wanted: float = 0.0, placing_s: float = 0.0) -> bytes:
     return Claim(lease, 1, {"p": claimed}, {"p": used}, {}, at + len(profile or []), at, 1.0,
-                 {"p": profile} if profile else {}, {"p": budget}, {"p": wanted} if wanted else {}).encode()
+                 {"p": profile} if profile else {}, {"p": budget}, {"p": wanted} if wanted else {},
+                 placing_s=placing_s).encode()
 
 
 def grants(etcd: Etcd, keys: Keys) -> dict[str, leading.Grant]:
@@ -85,3 +86,23 @@ def test_a_replica_back_under_a_new_lease_gets_room_nobody_else_counts(cluster):
     etcd.put(keys.claims("a"), claim(la2, g["a"].share["p"], 10.0, t0 + 5, [10] * 10))
     leading.rebalance(etcd, keys, leader, CAP, MAX_HOLD, now=t0 + 6)
     assert etcd.get(keys.gone("a")) is None
+
+
+def test_a_revoked_replica_counts_its_budget_for_as_long_as_it_may_have_gone_on_placing(cluster):
+    """A lease another replica revoked (it found the port closed) ends before the replica stopped placing: that
+    run may have made new holds up to `placing_s` (80 % of its TTL) after, each lasting up to --max-hold."""
+    etcd, keys, leader = cluster
+    t0 = 1_000_000.0
+    la, lb = etcd.grant(60), etcd.grant(60)
+    etcd.put(keys.alive("b"), encode({"address": "x:2"}), lease=lb)
+    etcd.put(keys.claims("a"), claim(la, 50.0, 0.0, t0, [0.0] * 10, placing_s=4.0))
+    etcd.put(keys.claims("b"), claim(lb, 50.0, 48.0, t0, [48] * 10, wanted=60.0))
+    etcd.put(keys.grants("a"), leading.Grant(la, {"p": 50.0}).encode())
+    etcd.put(keys.grants("b"), leading.Grant(lb, {"p": 50.0}).encode())
+    leading.rebalance(etcd, keys, leader, CAP, MAX_HOLD, now=t0)  # a seen gone at t0
+    assert grants(etcd, keys)["b"].share["p"] == pytest.approx(95.0)  # a's budget of 5 stays counted
+    skew = leading.MAX_CLOCK_SKEW_S
+    leading.rebalance(etcd, keys, leader, CAP, MAX_HOLD, now=t0 + MAX_HOLD + skew + 1.0)
+    assert grants(etcd, keys)["b"].share["p"] == pytest.approx(95.0)  # it may have placed until t0 + 4
+    leading.rebalance(etcd, keys, leader, CAP, MAX_HOLD, now=t0 + 4.0 + MAX_HOLD + skew + 0.1)
+    assert grants(etcd, keys)["b"].share["p"] == pytest.approx(100.0)

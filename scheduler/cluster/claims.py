@@ -31,6 +31,7 @@ class Claim:
     budget: dict[str, float] | None = None  # the most new holds per key from `at` on (None: no bound given)
     wanted: dict[str, float] = field(default_factory=dict)  # refused lately while the fleet had room, per key
     hungry: bool = False  # refused placements for capacity since its last claim
+    placing_s: float = 0.0  # the longest it may go on placing after its lease ends (a revoked lease: up to 80 % TTL)
 
     @classmethod
     def parse(cls, raw: bytes | str) -> Claim:
@@ -40,13 +41,14 @@ class Claim:
                    amounts(doc.get("used")), amounts(doc.get("ceiling")), float(doc.get("horizon", math.inf)),
                    float(doc.get("at", 0.0)), float(doc.get("step", 1.0)),
                    {k: [float(x) for x in v] for k, v in (doc.get("profile") or {}).items()},
-                   None if budget is None else amounts(budget), amounts(doc.get("wanted")), bool(doc.get("hungry")))
+                   None if budget is None else amounts(budget), amounts(doc.get("wanted")), bool(doc.get("hungry")),
+                   float(doc.get("placing", 0.0)))
 
     def encode(self) -> bytes:
         return encode({"lease": self.lease, "boot": self.boot, "claim": self.claim, "used": self.used,
                        "ceiling": self.ceiling, "horizon": self.horizon, "at": self.at, "step": self.step_s,
                        "profile": self.profile, "budget": self.budget, "wanted": self.wanted,
-                       "hungry": self.hungry})
+                       "hungry": self.hungry, "placing": self.placing_s})
 
     def as_holds(self, now: float, new_until: float) -> list[tuple[str, float, float, float]]:
         """What this claim's run can still hold, as holds (key, amount, ceiling, end): its profile's steps, each

@@ -69,9 +69,11 @@ def rebalance(etcd: Etcd, keys: Keys, leader: v3election_pb2.LeaderKey, caps: di
         if since is None:
             since = now
             ops.append(etcd.op_put(keys.gone(name), encode({"since": now})))
-        # New holds of that run were made before it stopped placing (before `since`) and last at most max_hold_s;
-        # MAX_CLOCK_SKEW_S covers the clocks of two machines disagreeing (its profile is in its clock).
-        new_until = since + max_hold_s + MAX_CLOCK_SKEW_S
+        # New holds of that run were made before it stopped placing and last at most max_hold_s. It stopped
+        # before its lease expired (`since`), or, if another replica revoked the lease (found it not listening),
+        # at most `placing_s` after; MAX_CLOCK_SKEW_S covers the clocks of two machines disagreeing (its profile
+        # is in its clock).
+        new_until = since + (claim.placing_s if claim else 0.0) + max_hold_s + MAX_CLOCK_SKEW_S
         enforced = {k: max(share.get(k, 0.0), (claim.claim if claim else {}).get(k, 0.0)) for k in caps}
         bound = claim.held_bound(now - MAX_CLOCK_SKEW_S, new_until) if claim is not None else None
         if bound is not None:

@@ -7,12 +7,18 @@ marker that stops them from being passed on again, signed with the cluster's sec
 replica passes on was admitted by its concurrency limit already, so the peer serves it beyond its own
 (`forwarded_by_peer`); a client cannot forge one to jump the limit. None of this is on the placement path: a
 Place is passed on only once this replica has refused it.
+
+A peer that does not answer is a suspect; the replica's loop probes it (`refuses_connections`): a machine that
+actively refuses a TCP connection on the peer's port has no process listening there, so that run is dead, and its
+lease is revoked at once instead of waiting out the TTL (replica.py). A peer that only times out is left to the TTL:
+it may be alive behind a partition.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import socket
 import threading
 from collections.abc import Sequence
 
@@ -27,6 +33,7 @@ from scheduler.service.placement import FORWARDED_KEY, PeerUnavailable
 from scheduler.v1 import operator_pb2_grpc, placement_pb2, placement_pb2_grpc
 
 CALL_TIMEOUT_S = 3.0
+PROBE_TIMEOUT_S = 0.2  # a suspect that neither accepts nor refuses a connection this fast is left to its TTL
 PASSED_ON = ("authorization", "x-request-id")  # the caller's metadata a passed-on call keeps
 
 
@@ -46,6 +53,7 @@ class ClusterPeers:
         self.room: dict[str, dict[str, float]] = {}  # per replica, per key: its share left unused, as published
         self._runs: dict[str, int] = {}  # per live replica, its run number
         self._channels: dict[str, grpc.Channel] = {}  # per address
+        self._suspects: dict[str, int] = {}  # replicas that did not answer a call: their run number then
 
     def owner_of(self, reservation_id: int) -> str | None:
         boot = boot_of(reservation_id)
@@ -113,8 +121,20 @@ class ClusterPeers:
                                          metadata=self._metadata(metadata))
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self._suspect(replica)
                 raise PeerUnavailable(replica) from None
             raise
+
+    def _suspect(self, replica: str) -> None:
+        with self._lock:
+            if replica in self._runs:
+                self._suspects[replica] = self._runs[replica]
+
+    def suspects(self) -> dict[str, int]:
+        """The replicas that failed to answer since last asked, with the run number they had then."""
+        with self._lock:
+            out, self._suspects = self._suspects, {}
+        return out
 
     def forward_release(self, replica: str, ids: list[int], metadata: Sequence[tuple[str, str]]) -> int:
         return self._placement(replica, "Release", placement_pb2.ReleaseRequest(reservation_ids=ids),
@@ -148,7 +168,9 @@ class ClusterPeers:
                 stub = operator_pb2_grpc.OperatorServiceStub(self._channel(replica))
                 answers.append(getattr(stub, method)(request, timeout=CALL_TIMEOUT_S,
                                                      metadata=self._metadata(metadata)))
-            except (grpc.RpcError, PeerUnavailable):
+            except (grpc.RpcError, PeerUnavailable) as e:
+                if isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.UNAVAILABLE:
+                    self._suspect(replica)
                 unreachable.append(replica)
         return answers, unreachable
 
@@ -157,3 +179,18 @@ class ClusterPeers:
             for ch in self._channels.values():
                 ch.close()
             self._channels.clear()
+
+
+def refuses_connections(address: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether `address` (host:port) actively refuses a TCP connection: nothing listens there. False when it
+    accepts, times out (a partition, a machine down: only the TTL can tell) or is not a plain host:port."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "/" in host:
+        return False
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False

@@ -28,7 +28,7 @@ from scheduler.cluster import leader as leading
 from scheduler.cluster.claims import Claim
 from scheduler.cluster.etcd_client import Etcd
 from scheduler.cluster.keys import Keys, encode
-from scheduler.cluster.peers import ClusterPeers
+from scheduler.cluster.peers import ClusterPeers, refuses_connections
 from scheduler.cluster.settings import DEFAULT_MAX_HOLD_S, ClusterSettings
 from scheduler.engine.budget import Pace
 from scheduler.engine.ledger import CABLE_KEY_PREFIX
@@ -198,6 +198,7 @@ class Replica:
         grant = leading.Grant.parse(entry.value) if entry is not None else None
         alive = {self.keys.name_of(e.key): (e.lease, json.loads(e.value))
                  for e in self.etcd.get_prefix(self.keys.alive())}
+        self._revoke_dead_peers(alive)
         others = self._read_claims({name: lease for name, (lease, _) in alive.items()})
         if grant is not None and grant.lease == self._lease and \
                 time.monotonic() - self._renewed < SAFETY * self.settings.lease_ttl_s:
@@ -209,6 +210,24 @@ class Replica:
         self.peers.alive({name: (doc["address"], doc["boot"]) for name, (_, doc) in alive.items()})
         self.peers.room = others.room
         self._sync_links()
+
+    def _revoke_dead_peers(self, alive: dict[str, tuple[int, dict]]) -> None:
+        """A peer that failed a call and whose port refuses connections is dead: revoke the lease of that run (its
+        alive key and any leadership go with it), so its share returns now rather than after the TTL. Its claim
+        stays counted as for any run that ended (leader.py: it may have gone on placing `placing_s` after)."""
+        for name, run in self.peers.suspects().items():
+            lease, doc = alive.get(name, (0, {}))
+            if not lease or doc.get("boot") != run or not refuses_connections(doc.get("address", "")):
+                continue  # a new run already, or alive as far as this replica can tell
+            try:
+                self.etcd.revoke(lease)
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.NOT_FOUND:  # NOT_FOUND: expired or revoked already
+                    raise
+            del alive[name]
+            self._metrics.cluster_dead_peers.inc()
+            log.warning("replica %s refuses connections at %s: its lease revoked", name, doc.get("address"),
+                        extra={"replica": self.name})
 
     def _read_claims(self, alive: dict[str, int]) -> Others:
         """What the other replicas last published: their holds, the lowest ceiling of their holds (a claim's
@@ -285,7 +304,7 @@ class Replica:
         self._published = t
         self.etcd.put(self.keys.claims(self.name), Claim(
             self._lease, self.boot, claim, used, now.ceilings, now.horizon, now.wall, now.step_s, now.profile,
-            now.budget, wanted, hungry).encode())
+            now.budget, wanted, hungry, SAFETY * self.settings.lease_ttl_s).encode())
         ledger.announced(now.window)
 
     def fleet_used(self) -> dict[str, float]:

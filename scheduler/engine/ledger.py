@@ -144,6 +144,8 @@ class Ledger:
         self._new_holds: NewHolds | None = None  # cluster mode: the budget of new holds between claims
         self._until = math.inf  # cluster mode: no new holds from this time on (clock) unless the share is renewed
         self.budget_low: Callable[[], None] | None = None  # told (under the lock) when a budget is half used
+        self._claims_stored = 0  # cluster mode: announcements acknowledged so far (each may renew a budget)
+        self._budget_renewed = threading.Condition(self._lock)
 
     def _expire(self, now: float) -> None:
         heap = self._expiry
@@ -291,6 +293,8 @@ class Ledger:
             if self._new_holds is not None:
                 self._new_holds.acknowledged(window)
                 self._sync_budgets()
+            self._claims_stored += 1
+            self._budget_renewed.notify_all()
 
     def _sync_budgets(self) -> None:
         self._views.clear()  # every key's bound moved: the views are built again on their next read
@@ -304,17 +308,24 @@ class Ledger:
             self.budget_low()
         self._sync_ceiling(key)
 
-    def needed(self, key: str, amount: float) -> bool:
-        """Cluster mode: one hold needed `amount` of `key`, which this replica's share had room for. True if the
-        budget of new holds is what refused it: the next budget fits it, and a claim goes out soon."""
+    def needed(self, key: str, amount: float) -> int | None:
+        """Cluster mode: one hold needed `amount` of `key`, which this replica's share had room for. If the budget
+        of new holds is what refused it, the next budget fits it, a claim goes out soon, and the answer is a
+        ticket for `wait_budget`; else None."""
         with self._lock:
             holds = self._new_holds
             if holds is None or amount <= holds.room(key) + TOLERANCE:
-                return False
+                return None
             holds.saw(key, amount)
             if self.budget_low is not None:
                 self.budget_low()
-            return True
+            return self._claims_stored
+
+    def wait_budget(self, ticket: int, timeout: float) -> bool:
+        """Cluster mode: wait until a claim is stored after `needed` gave `ticket` (the budget may have room
+        again); False if none was within `timeout` seconds."""
+        with self._lock:
+            return self._budget_renewed.wait_for(lambda: self._claims_stored != ticket, timeout)
 
     def shared_load(self, keys: list[str]) -> list[float]:
         """Per key, this process's holds plus the others' shares: the load placements would be judged at

@@ -74,6 +74,9 @@ class Metrics:
         self.cluster_claims = Counter("scheduler_cluster_claims", "Claims this replica published in etcd, by why "
                                       "(period, early: a budget of new holds was half used or short)", ["why"],
                                       registry=None)
+        self.cluster_dead_peers = Counter("scheduler_cluster_dead_peers", "Leases of other replicas this replica "
+                                          "revoked: a call to one failed and its port refused connections (dead "
+                                          "before its TTL ran out)", registry=None)
         self.watch_refusals.labels("total")
         self.watch_refusals.labels("per_client")
         self._placement_counters: dict[tuple[str, Reason | None], Callable[[float], None]] = {}
@@ -92,7 +95,7 @@ class Metrics:
     def cluster_mode(self) -> None:
         """Export the cluster series (a replica started with --cluster)."""
         for series in (self.cluster_lease_ok, self.cluster_leader, self.cluster_stranded, self.cluster_passed_on,
-                       self.cluster_budget_short, self.cluster_claims):
+                       self.cluster_budget_short, self.cluster_claims, self.cluster_dead_peers):
             self.registry.register(series)
         for why in ("period", "early"):
             self.cluster_claims.labels(why)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -35,10 +36,23 @@ MIN_SOLVE_S = 0.005
 # gRPC clients refuse trailers over 8 KiB by default: the unplaced decision in the error trailer keeps to this
 # (base64 on the wire: 4 KiB; a decision on the shipped topologies is under 1 KiB).
 MAX_TRAILER_DECISION_BYTES = MAX_DECISION_BYTES
+# Cluster mode: a placement this replica's share has room for, refused only by its budget of new holds, waits for
+# the claim that renews the budget (one goes out within EARLY_PUBLISH_S plus an etcd write), at most this long
+# each time (and half the caller's remaining deadline), this many times, before it is passed on.
+BUDGET_WAIT_S = 0.25
+BUDGET_WAITS = 3
 
 
 def _version(servicer: PlacementServicer) -> str:
     return servicer.state.version
+
+
+@dataclass
+class PlacedAgain:
+    """Batches of a PlaceBatch placed after waiting for a renewed budget: their ids, and their places in the call."""
+
+    ids: list[int]
+    placed: set[int]
 
 
 class PeerUnavailable(Exception):
@@ -129,9 +143,15 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             raise invalid("batch", "required")
         check_deadline(context, "before placing")
         reserve = not request.dry_run
+        batch, hour, owner, quota = convert.batch_from_pb(request.batch), convert.hour_of(request), \
+            _owner(context), _quota(context)
         try:
-            d = self.engine.place(convert.batch_from_pb(request.batch), hour=convert.hour_of(request),
-                                  reserve=reserve, owner=_owner(context), quota=_quota(context))
+            d = self.engine.place(batch, hour=hour, reserve=reserve, owner=owner, quota=quota)
+            for _ in range(BUDGET_WAITS if reserve else 0):
+                if d.placed or d.reason is not Reason.CAPACITY or not self._budget_renewed([batch], d.hour,
+                                                                                           context):
+                    break
+                d = self.engine.place(batch, hour=hour, owner=owner, quota=quota)
         except QuotaExceeded as e:
             raise quota_error(e, self.state.version) from None
         if not d.placed:
@@ -169,16 +189,33 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             self.on_wanted()
         return d
 
-    def _budget_short(self, batch: Batch, hour: int | None) -> None:
+    def _budget_short(self, batch: Batch, hour: int | None) -> int | None:
         """Cluster mode: where this replica would have placed a batch it refused, were it not for its budget of
-        new holds (its share had room): the ledger makes the next budget fit it, and a claim goes out soon."""
+        new holds (its share had room): the ledger makes the next budget fit it, and a claim goes out soon. The
+        ledger's ticket to wait for that claim, or None (the budget is not what refused it)."""
+        if self.peers is None or self.state.fleet_used is None:
+            return None
         ledger, keys = self.engine.ledger, self.engine.catalog.ledger_keys
         d = self.engine.decide_at(batch, dict(zip(keys, ledger.shared_load(keys))), hour)
         if not d.placed:
-            return
-        short = [ledger.needed(key, amount) for key, amount, *_ in self.engine.holds_of(d)]
-        if any(short) and self.metrics is not None:
+            return None
+        tickets = [t for key, amount, *_ in self.engine.holds_of(d) if (t := ledger.needed(key, amount)) is not None]
+        if not tickets:
+            return None
+        if self.metrics is not None:
             self.metrics.cluster_budget_short.inc()
+        return min(tickets)
+
+    def _budget_renewed(self, batches: Sequence[Batch], hour: int | None, context: grpc.ServicerContext) -> bool:
+        """Cluster mode: whether any of `batches`, refused for capacity, was refused only by this replica's budget
+        of new holds and a claim has renewed the budget since (waited for: BUDGET_WAIT_S at most, half the
+        caller's remaining time at most). True: placing them again may succeed."""
+        tickets = [t for b in batches if (t := self._budget_short(b, hour)) is not None]
+        if not tickets:
+            return False
+        left = remaining(context)
+        wait = BUDGET_WAIT_S if left is None else min(BUDGET_WAIT_S, left / 2)
+        return wait > 0 and self.engine.ledger.wait_budget(min(tickets), wait)
 
     def take_wanted(self) -> dict[str, float]:
         """Accelerators per pool this replica's share could not hold while the fleet had room, since last asked."""
@@ -198,7 +235,6 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         anywhere = self.engine.decide_at(batch, {}, hour)
         if not anywhere.placed:
             return None  # no site meets its SLO even on an empty fleet: no replica can help
-        self._budget_short(batch, hour)
         if _forwarded(context):
             return None  # the replica that passed it on goes on, and counts it
         fleet = self._fleet_room(batch, hour)
@@ -268,7 +304,10 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
             convert.add_decisions_from_table(response.decisions, table)
         passed_on: dict[str, list[int]] = {}
         if not request.dry_run and result.placed < n:
-            refused = [i for i, reason in enumerate(table.reason) if reason is not Reason.OK]
+            again = self._place_after_budget(response, batches, table.reason, result.hour, context)
+            held += again.ids
+            self._give_back(context, held, "placing the batches")
+            refused = [i for i, reason in enumerate(table.reason) if reason is not Reason.OK and i not in again.placed]
             passed_on = self._pass_on_batches(request, response, [batches[i] for i in refused], refused,
                                               result.hour, context)
         if self.max_response_bytes is not None and (size := response.ByteSize()) > self.max_response_bytes:
@@ -281,6 +320,36 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
                                f"batches per call)", "batches", result.topology_version)
         return response
 
+    def _place_after_budget(self, response: placement_pb2.PlaceBatchResponse, batches: list[Batch],
+                            reasons: Sequence[Reason], hour: int, context: grpc.ServicerContext) -> PlacedAgain:
+        """Cluster mode: a PlaceBatch's batches refused only by this replica's budget of new holds wait for the
+        claim that renews it and are placed again one by one, taking their places in `response`."""
+        todo = [i for i, reason in enumerate(reasons) if reason is Reason.CAPACITY]
+        out = PlacedAgain([], set())
+        owner, quota = _owner(context), _quota(context)
+        for _ in range(BUDGET_WAITS if todo else 0):
+            if not self._budget_renewed([batches[i] for i in todo], hour, context):
+                break
+            still = []
+            for i in todo:
+                try:
+                    d = self.engine.place(batches[i], hour=hour, owner=owner, quota=quota)
+                except QuotaExceeded:
+                    return out
+                if d.placed and d.reservation_ids:
+                    answer = types_pb2.Decision()
+                    convert.fill_decision(answer, d)
+                    convert.replace_decision(response, i, answer)
+                    response.placed += 1
+                    response.cost_cny += answer.cost_cny
+                    out.ids.extend(d.reservation_ids)
+                    out.placed.add(i)
+                    self.refused -= 1
+                elif d.reason is Reason.CAPACITY:
+                    still.append(i)
+            todo = still
+        return out
+
     def _pass_on_batches(self, request: placement_pb2.PlaceBatchRequest, response: placement_pb2.PlaceBatchResponse,
                          batches: list[Batch], where: list[int], hour: int,
                          context: grpc.ServicerContext) -> dict[str, list[int]]:
@@ -290,8 +359,6 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         if self.peers is None or self.state.fleet_used is None:
             return {}
         todo = [(i, b) for i, b in zip(where, batches) if self.engine.decide_at(b, {}, hour).placed]
-        for _, b in todo:
-            self._budget_short(b, hour)
         if _forwarded(context):
             return {}
         fleet = {i: d for i, b in todo if (d := self._fleet_room(b, hour)) is not None}
