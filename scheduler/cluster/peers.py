@@ -35,6 +35,7 @@ from scheduler.v1 import operator_pb2_grpc, placement_pb2, placement_pb2_grpc
 CALL_TIMEOUT_S = 3.0
 PROBE_TIMEOUT_S = 0.2  # a suspect that neither accepts nor refuses a connection this fast is left to its TTL
 PASSED_ON = ("authorization", "x-request-id")  # the caller's metadata a passed-on call keeps
+UNANSWERED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)  # the peer did not answer
 
 
 class ClusterPeers:
@@ -120,7 +121,7 @@ class ClusterPeers:
             return getattr(stub, method)(request, timeout=min(CALL_TIMEOUT_S, timeout or CALL_TIMEOUT_S),
                                          metadata=self._metadata(metadata))
         except grpc.RpcError as e:
-            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            if e.code() in UNANSWERED:
                 self._suspect(replica)
                 raise PeerUnavailable(replica) from None
             raise
@@ -169,7 +170,7 @@ class ClusterPeers:
                 answers.append(getattr(stub, method)(request, timeout=CALL_TIMEOUT_S,
                                                      metadata=self._metadata(metadata)))
             except (grpc.RpcError, PeerUnavailable) as e:
-                if isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.UNAVAILABLE:
+                if isinstance(e, grpc.RpcError) and e.code() in UNANSWERED:
                     self._suspect(replica)
                 unreachable.append(replica)
         return answers, unreachable

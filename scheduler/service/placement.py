@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
@@ -98,6 +98,14 @@ def _quota(context: grpc.ServicerContext) -> float | None:
 
 def _forwarded(context: grpc.ServicerContext) -> bool:
     return any(k == FORWARDED_KEY for k, _ in context.invocation_metadata() or ())
+
+
+def _placed_elsewhere(response: placement_pb2.PlaceBatchResponse, i: int, d: types_pb2.Decision) -> None:
+    """Batch i of a PlaceBatch, refused by the joint solve, was placed after all (by a peer, or here once the
+    budget was renewed): its decision and the totals."""
+    convert.replace_decision(response, i, d)
+    response.placed += 1
+    response.cost_cny += d.cost_cny
 
 
 def quota_error(e: QuotaExceeded, version: str) -> ServiceError:
@@ -305,8 +313,9 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
         passed_on: dict[str, list[int]] = {}
         if not request.dry_run and result.placed < n:
             again = self._place_after_budget(response, batches, table.reason, result.hour, context)
-            held += again.ids
-            self._give_back(context, held, "placing the batches")
+            if again.ids:
+                held += again.ids
+                self._give_back(context, held, "placing the batches")
             refused = [i for i, reason in enumerate(table.reason) if reason is not Reason.OK and i not in again.placed]
             passed_on = self._pass_on_batches(request, response, [batches[i] for i in refused], refused,
                                               result.hour, context)
@@ -339,9 +348,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
                 if d.placed and d.reservation_ids:
                     answer = types_pb2.Decision()
                     convert.fill_decision(answer, d)
-                    convert.replace_decision(response, i, answer)
-                    response.placed += 1
-                    response.cost_cny += answer.cost_cny
+                    _placed_elsewhere(response, i, answer)
                     out.ids.extend(d.reservation_ids)
                     out.placed.add(i)
                     self.refused -= 1
@@ -378,9 +385,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementServiceServicer):
                 outcome, answer = "refused", None
             placed = [] if answer is None else [(i, d) for (i, _), d in zip(todo, answer.decisions) if d.placed]
             for i, d in placed:
-                convert.replace_decision(response, i, d)
-                response.placed += 1
-                response.cost_cny += d.cost_cny
+                _placed_elsewhere(response, i, d)
                 passed.setdefault(replica, []).extend(d.reservation_ids)
             if self.metrics is not None:
                 if placed:
